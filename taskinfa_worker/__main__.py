@@ -1,0 +1,3 @@
+from taskinfa_worker.cli import main
+
+raise SystemExit(main())

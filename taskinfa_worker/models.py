@@ -1,0 +1,153 @@
+"""Wire models of the board API (``../shared/API.md``).
+
+Lenient on input, because real servers differ: unknown fields are ignored, timestamps come
+as SQLite ``YYYY-MM-DD HH:MM:SS`` (UTC, no zone) or ISO 8601, and a status this worker does
+not know is kept as a plain string rather than failing the whole response.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Final
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+
+class TaskStatus:
+    """The statuses the worker acts on. Others (from newer servers) pass through as text."""
+
+    BACKLOG: Final = "backlog"
+    TODO: Final = "todo"
+    IN_PROGRESS: Final = "in_progress"
+    REVIEW: Final = "review"
+    DONE: Final = "done"
+    BLOCKED: Final = "blocked"
+
+
+PRIORITY_RANK: Final = {"urgent": 0, "high": 1, "medium": 2, "low": 3}
+
+
+def _parse_timestamp(value: Any) -> Any:
+    """Both timestamp formats become aware UTC datetimes; naive ones are UTC."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, int | float):
+        parsed = datetime.fromtimestamp(value, UTC)
+    elif isinstance(value, str):
+        text = value.strip().replace("Z", "+00:00")
+        parsed = datetime.fromisoformat(text)
+    else:
+        return value  # let pydantic report the wrong type
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+Timestamp = Annotated[datetime | None, BeforeValidator(_parse_timestamp)]
+
+
+def _none_as_empty(value: Any) -> Any:
+    return [] if value is None else value
+
+
+def _none_as_zero(value: Any) -> Any:
+    return 0 if value is None else value
+
+
+StrList = Annotated[list[str], BeforeValidator(_none_as_empty)]
+Count = Annotated[int, BeforeValidator(_none_as_zero)]
+
+
+class WireModel(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Task(WireModel):
+    id: str
+    workspace_id: str | None = None
+    task_list_id: str | None = None
+    title: str
+    description: str | None = None
+    status: str
+    priority: str = "medium"
+    labels: StrList = Field(default_factory=list)
+    assigned_to: str | None = None
+    assignee: str | None = None
+    order: Count = 0
+    loop_count: Count = 0
+    error_count: Count = 0
+    files_changed: StrList = Field(default_factory=list)
+    completion_notes: str | None = None
+    created_at: Timestamp = None
+    updated_at: Timestamp = None
+    started_at: Timestamp = None
+    completed_at: Timestamp = None
+    parent_task_id: str | None = None
+    pr_url: str | None = None
+    branch_name: str | None = None
+    claude_session_id: str | None = None
+
+
+class Project(WireModel):
+    """A task list. ``/tasks/next`` sends only id, name and repository_url."""
+
+    id: str
+    name: str = ""
+    description: str | None = None
+    repository_url: str | None = None
+    working_directory: str | None = "/workspace"
+    is_initialized: bool | None = None
+
+
+class Comment(WireModel):
+    id: str
+    task_id: str
+    author: str
+    author_type: str = "bot"
+    content: str
+    comment_type: str = "progress"
+    loop_number: int | None = None
+    created_at: Timestamp = None
+
+
+class Worker(WireModel):
+    id: str | None = None
+    name: str
+    status: str = "offline"
+    current_task_id: str | None = None
+    last_heartbeat: Timestamp = None
+    total_tasks_completed: Count = 0
+
+
+class NextTask(WireModel):
+    """Answer of ``GET /tasks/next``: both are None when the queue is empty."""
+
+    task: Task | None = None
+    project: Project | None = None
+
+
+class Heartbeat(WireModel):
+    worker: Worker | None = None
+    next_heartbeat_in: float = 10.0
+
+
+class TaskPage(WireModel):
+    tasks: list[Task] = Field(default_factory=list)
+    total: Count = 0
+
+
+class CommentPage(WireModel):
+    comments: list[Comment] = Field(default_factory=list)
+    total: Count = 0
+
+
+class WorkerList(WireModel):
+    workers: list[Worker] = Field(default_factory=list)
+    stats: dict[str, Any] = Field(default_factory=dict)
+
+
+class CommentType:
+    PROGRESS: Final = "progress"
+    QUESTION: Final = "question"
+    SUMMARY: Final = "summary"
+    ERROR: Final = "error"
