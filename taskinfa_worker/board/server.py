@@ -1,0 +1,116 @@
+"""Runs the local board: opens the store, settles the API key, serves until cancelled.
+
+``serve_board`` is what ``taskinfa-worker board`` calls. ``start_board`` starts the same
+server without blocking (tests and benchmarks use it and read the bound port back).
+
+The API key: with ``--api-key`` that key is stored (as its SHA-256 only). Without it, the
+first start mints a ``tk_`` key and prints it once; later starts on the same database find
+the stored hash and print only a note, because the key itself was never kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from taskinfa_worker.board.app import API_PREFIX, BoardOptions, create_app
+from taskinfa_worker.board.store import BoardStore
+from taskinfa_worker.errors import ConfigError
+
+
+def generate_api_key() -> str:
+    """A fresh board key in the real format, ``tk_`` and random characters."""
+    return f"tk_{secrets.token_urlsafe(32)}"
+
+
+def ensure_api_key(store: BoardStore, api_key: str | None) -> str | None:
+    """Make sure the store knows a key; return the key only when it was generated here."""
+    if api_key is not None:
+        if not api_key.strip():
+            raise ConfigError("--api-key must not be empty.")
+        store.add_api_key(api_key.strip())
+        return None
+    if store.has_api_keys():
+        return None
+    generated = generate_api_key()
+    store.add_api_key(generated)
+    return generated
+
+
+@dataclass
+class RunningBoard:
+    """A board serving HTTP. ``url`` ends in ``/api``; ``aclose()`` stops it."""
+
+    url: str
+    host: str
+    port: int
+    runner: web.AppRunner
+
+    async def aclose(self) -> None:
+        await self.runner.cleanup()
+
+
+async def start_board(
+    store: BoardStore, options: BoardOptions, host: str = "127.0.0.1", port: int = 0
+) -> RunningBoard:
+    """Serve ``store`` on ``host:port`` (0 picks a free port) and return once listening."""
+    # No access log: a benchmark sends thousands of requests and the lines say nothing new.
+    runner = web.AppRunner(create_app(store, options), access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound = runner.addresses[0][1] if runner.addresses else port
+    except BaseException:
+        await runner.cleanup()
+        raise
+    shown = f"[{host}]" if ":" in host else host
+    return RunningBoard(f"http://{shown}:{bound}{API_PREFIX}", host, int(bound), runner)
+
+
+async def serve_board(
+    db: Path,
+    host: str,
+    port: int,
+    api_key: str | None,
+    rate_limit: int,
+    claim_route: bool = True,
+    heartbeat_route: bool = True,
+    comments_route: bool = True,
+    accept_blocked: bool = True,
+) -> None:
+    """Run the board on ``db`` until cancelled; print the URL (and a new key) when ready."""
+    if rate_limit < 0:
+        raise ConfigError("--rate-limit must be 0 (off) or a positive number per minute.")
+    options = BoardOptions(
+        rate_limit=rate_limit,
+        claim_route=claim_route,
+        heartbeat_route=heartbeat_route,
+        comments_route=comments_route,
+        accept_blocked=accept_blocked,
+    )
+    store = BoardStore(db)
+    try:
+        generated = ensure_api_key(store, api_key)
+        board = await start_board(store, options, host, port)
+        try:
+            if generated is not None:
+                # Printed exactly once, on purpose: only its hash is stored.
+                print(f"Generated API key (shown once): {generated}", flush=True)
+            elif api_key is None:
+                print(
+                    f"Using the API key stored in {db} (only its hash is kept; "
+                    "pass --api-key to set a key you know).",
+                    flush=True,
+                )
+            # Last line, so whoever waits for it also has the key.
+            print(f"Board listening on {board.url}", flush=True)
+            await asyncio.Event().wait()
+        finally:
+            await board.aclose()
+    finally:
+        store.close()
