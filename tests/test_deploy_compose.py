@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from deployfiles import COMPOSE, ROOT, dockerfile_instructions, duration_seconds, exec_form
 
 from taskinfa_worker.settings import Settings
+from tests.deployfiles import COMPOSE, ROOT, dockerfile_instructions, duration_seconds, exec_form
 
 CHECK_JSONSCHEMA = Path(sys.executable).parent / "check-jsonschema"
 SEED_NAMES = {

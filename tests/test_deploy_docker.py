@@ -6,7 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from deployfiles import (
+from taskinfa_worker.settings import Settings, env_var
+from tests.deployfiles import (
     DOCKERFILE,
     ROOT,
     arg_defaults,
@@ -16,8 +17,6 @@ from deployfiles import (
     makefile_variable,
     substitute,
 )
-
-from taskinfa_worker.settings import Settings, env_var
 
 HADOLINT = Path(sys.executable).parent / "hadolint"
 

@@ -14,9 +14,9 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from deployfiles import KUBERNETES
 
 from taskinfa_worker.settings import Settings, env_var
+from tests.deployfiles import KUBERNETES
 
 KEDA_SCHEMA = json.loads((Path(__file__).parent / "schemas" / "keda.json").read_text())
 # The oldest Kubernetes still commonly run, and the newest the validator knows.
