@@ -18,8 +18,8 @@ Side requests that are not the agent loop (a newer version might name sessions o
 topics with a small model) would offer no tools: they get a short generic text and do not
 consume the script (``is_side_request``). Non-streaming requests get plain JSON.
 
-Run ``python tests/scripted_messages_api.py`` to get a server on a random port that answers
-a write-a-file script and prints every request it gets: handy when a new CLI version asks
+Run ``python tests/scripted_messages_api.py [NAME]`` to get a server on a random port that
+answers a write-a-file script and prints every request it gets: handy when a new CLI version asks
 for something new.
 """
 
@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -40,7 +41,11 @@ _ids = itertools.count(1)
 
 @dataclass(frozen=True)
 class ToolUse:
-    """One tool call the scripted model makes, e.g. ``ToolUse("Write", {...})``."""
+    """One tool call the scripted model makes, e.g. ``ToolUse("Write", {...})``.
+
+    ``{cwd}`` in a string of ``input`` becomes the CLI's working directory (read from the
+    request), so a script can name files in a workspace the test does not know in advance.
+    """
 
     name: str
     input: Mapping[str, Any]
@@ -228,17 +233,51 @@ class ScriptedMessagesAPI:
         return response
 
 
+_CWD = re.compile(r"Primary working directory: (.+)")
+
+
+def _strings(value: Any) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def working_directory(body: Mapping[str, Any]) -> str | None:
+    """The CLI's working directory, from the environment section it sends with every turn."""
+    for text in _strings(body):
+        match = _CWD.search(text)
+        if match:
+            return match.group(1).strip()
+    return None
+
+
+def _fill(value: Any, cwd: str | None) -> Any:
+    if isinstance(value, str):
+        return value.replace("{cwd}", cwd) if cwd is not None else value
+    if isinstance(value, Mapping):
+        return {key: _fill(item, cwd) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_fill(item, cwd) for item in value]
+    return value
+
+
 def _message(body: Mapping[str, Any], turn: Turn) -> dict[str, Any]:
     content: list[dict[str, Any]] = []
     if turn.text is not None:
         content.append({"type": "text", "text": turn.text})
+    cwd = working_directory(body)
     for tool_use in turn.tool_uses:
         content.append(
             {
                 "type": "tool_use",
                 "id": f"toolu_scripted{next(_ids):06d}",
                 "name": tool_use.name,
-                "input": dict(tool_use.input),
+                "input": _fill(tool_use.input, cwd),
             }
         )
     return {
@@ -317,19 +356,18 @@ async def serve(api: ScriptedMessagesAPI) -> AsyncIterator[ScriptedMessagesAPI]:
         await runner.cleanup()
 
 
-def write_file_script(path: str, content: str = "hello", final: str = "Done") -> list[Turn]:
-    """The smallest useful agent run: one Write tool call, then a final text."""
-    return [
-        Turn("I'll write the file.", (ToolUse("Write", {"file_path": path, "content": content}),)),
-        Turn(final),
-    ]
+def write_file_script(
+    name: str = "hello.txt", content: str = "hello", final: str = "Done: wrote hello.txt"
+) -> list[Turn]:
+    """The smallest useful agent run: one Write tool call (``{cwd}/name``), then a final text."""
+    write = ToolUse("Write", {"file_path": f"{{cwd}}/{name}", "content": content})
+    return [Turn(f"I'll write {name}.", (write,)), Turn(final)]
 
 
 async def _main() -> None:  # pragma: no cover - manual exploration aid
     import sys
 
-    target = sys.argv[1] if len(sys.argv) > 1 else "hello.txt"
-    api = ScriptedMessagesAPI(write_file_script(target, final="Done: wrote hello.txt"))
+    api = ScriptedMessagesAPI(write_file_script(*sys.argv[1:2]))
     async with serve(api):
         print(f"Scripted Messages API on {api.url}", flush=True)
         seen = 0

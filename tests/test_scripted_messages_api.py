@@ -17,6 +17,8 @@ from tests.scripted_messages_api import (
     ToolUse,
     Turn,
     serve,
+    working_directory,
+    write_file_script,
 )
 
 TOOLS = [{"name": "Write", "description": "write a file", "input_schema": {"type": "object"}}]
@@ -192,3 +194,21 @@ async def test_probe_and_unknown_paths(session: aiohttp.ClientSession) -> None:
         ("GET", "/v1/models", "other"),
     ]
     assert api.message_requests == []
+
+
+async def test_cwd_placeholder_becomes_the_clis_working_directory(
+    session: aiohttp.ClientSession,
+) -> None:
+    api = ScriptedMessagesAPI(write_file_script("notes.txt", content="hi"))
+    body = request_body(stream=False)
+    # Where Claude Code 2.1.330 says where it runs: a system message after the prompt.
+    environment = "# Environment\n - Primary working directory: /work/ws/task 1\n - Platform: linux"
+    body["messages"].append({"role": "system", "content": [{"type": "text", "text": environment}]})
+    async with serve(api):
+        async with session.post(f"{api.url}/v1/messages", json=body, headers=HEADERS) as resp:
+            message = await resp.json()
+    assert working_directory(body) == "/work/ws/task 1"
+    assert message["content"][1]["input"] == {
+        "file_path": "/work/ws/task 1/notes.txt",
+        "content": "hi",
+    }
