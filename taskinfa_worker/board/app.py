@@ -46,7 +46,6 @@ STORE: Final = web.AppKey("store", BoardStore)
 OPTIONS: Final = web.AppKey("options", BoardOptions)
 LIMITER: Final = web.AppKey("limiter", SlidingWindowLimiter)
 
-_WORKSPACE: Final = "taskinfa_workspace"
 
 _NOT_FOUND_PAGE: Final = (
     "<!DOCTYPE html><html><head><title>404: This page could not be found.</title></head>"
@@ -106,7 +105,6 @@ async def _api_middleware(request: web.Request, handler: Handler) -> web.StreamR
         if not decision.allowed:
             return _rate_limited(decision)
 
-    request[_WORKSPACE] = workspace
     response: web.StreamResponse
     try:
         response = await handler(request)
@@ -161,7 +159,11 @@ def _store(request: web.Request) -> BoardStore:
 
 
 def _workspace(request: web.Request) -> str:
-    workspace: str = request[_WORKSPACE]
+    # Looked up again rather than stored on the request: the middleware has already
+    # accepted this key, the lookup is a cached dict hit, and string request keys are
+    # deprecated in newer aiohttp while RequestKey is missing from older ones.
+    workspace = _store(request).workspace_for_key(_bearer_key(request))
+    assert workspace is not None
     return workspace
 
 

@@ -49,9 +49,13 @@ class RunningBoard:
     host: str
     port: int
     runner: web.AppRunner
+    _closed: bool = False
 
     async def aclose(self) -> None:
-        await self.runner.cleanup()
+        """Stop serving (idempotent); the store stays open for its owner to close."""
+        if not self._closed:
+            self._closed = True
+            await self.runner.cleanup()
 
 
 async def start_board(

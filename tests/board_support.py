@@ -1,0 +1,63 @@
+"""Board test helpers: a clock tests can move, the handle of a running local board, and the
+type of the ``make_board`` factory fixture (``tests/conftest.py``)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from taskinfa_worker.board import BoardOptions, BoardStore, RunningBoard
+from taskinfa_worker.board.store import Clock
+
+
+@dataclass
+class FakeClock:
+    """A board clock that moves only when told to (epoch seconds)."""
+
+    now: float = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class BoardHandle:
+    """A running local board. ``store`` is the live store, for fast test setup."""
+
+    url: str  # ends in /api
+    api_key: str
+    store: BoardStore
+    options: BoardOptions
+    db_path: Path
+    server: RunningBoard = field(repr=False)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The Authorization header of this board's key."""
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+    def create_task(
+        self, title: str = "A task", task_list_id: str = "default", **fields: Any
+    ) -> dict[str, Any]:
+        """Add a task straight to the store (no HTTP, no rate budget)."""
+        return self.store.create_task(title, task_list_id, **fields)
+
+
+class MakeBoard(Protocol):
+    def __call__(
+        self,
+        *,
+        rate_limit: int = 0,
+        api_key: str | None = None,
+        clock: Clock | None = None,
+        db_path: Path | None = None,
+        claim_route: bool = True,
+        heartbeat_route: bool = True,
+        comments_route: bool = True,
+        accept_blocked: bool = True,
+    ) -> Awaitable[BoardHandle]: ...

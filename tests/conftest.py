@@ -1,0 +1,69 @@
+"""Shared fixtures: the local board, served over real HTTP on 127.0.0.1.
+
+``make_board(**options)`` starts a board (its own SQLite file in ``tmp_path``, a random
+port, a known ``tk_test_`` key) and closes every board it made at teardown; ``board`` is one
+with the defaults. The rate limit is off unless a test asks for it, so tests never meet a
+429 by accident. Pass a ``FakeClock`` as ``clock`` to move the board's time (timestamps,
+worker liveness, rate-limit window) without sleeping.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from taskinfa_worker.board import BoardOptions, BoardStore, start_board
+from taskinfa_worker.board.store import Clock
+from tests.board_support import BoardHandle, MakeBoard
+
+
+@pytest.fixture
+async def make_board(tmp_path: Path) -> AsyncIterator[MakeBoard]:
+    """Factory of local boards; every board it made is stopped and closed afterwards."""
+    made: list[BoardHandle] = []
+
+    async def make(
+        *,
+        rate_limit: int = 0,
+        api_key: str | None = None,
+        clock: Clock | None = None,
+        db_path: Path | None = None,
+        claim_route: bool = True,
+        heartbeat_route: bool = True,
+        comments_route: bool = True,
+        accept_blocked: bool = True,
+    ) -> BoardHandle:
+        key = api_key or f"tk_test_{secrets.token_hex(12)}"
+        path = db_path or tmp_path / f"board-{len(made)}.db"
+        store = BoardStore(path, clock=clock or time.time)
+        options = BoardOptions(
+            rate_limit=rate_limit,
+            claim_route=claim_route,
+            heartbeat_route=heartbeat_route,
+            comments_route=comments_route,
+            accept_blocked=accept_blocked,
+        )
+        try:
+            store.add_api_key(key)
+            server = await start_board(store, options)
+        except BaseException:
+            store.close()
+            raise
+        handle = BoardHandle(server.url, key, store, options, path, server)
+        made.append(handle)
+        return handle
+
+    yield make
+    for handle in reversed(made):
+        await handle.server.aclose()
+        handle.store.close()
+
+
+@pytest.fixture
+async def board(make_board: MakeBoard) -> BoardHandle:
+    """A local board with default options and the rate limit off."""
+    return await make_board()
