@@ -1,10 +1,11 @@
 """Shared fixtures: the local board, served over real HTTP on 127.0.0.1.
 
 ``make_board(**options)`` starts a board (its own SQLite file in ``tmp_path``, a random
-port, a known ``tk_test_`` key) and closes every board it made at teardown; ``board`` is one
-with the defaults. The rate limit is off unless a test asks for it, so tests never meet a
-429 by accident. Pass a ``FakeClock`` as ``clock`` to move the board's time (timestamps,
-worker liveness, rate-limit window) without sleeping.
+port, a known ``tk_test_`` key) and closes every board it made at teardown; ``board`` is
+one with the defaults, and ``board_client`` a ``BoardClient`` on it. The rate limit is off
+unless a test asks for it, so tests never meet a 429 by accident. Pass a ``FakeClock`` as
+``clock`` to move the board's time (timestamps, worker liveness, rate-limit window)
+without sleeping.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
+from taskinfa_worker.api import BoardClient
 from taskinfa_worker.board import BoardOptions, BoardStore, start_board
 from taskinfa_worker.board.store import Clock
 from tests.board_support import BoardHandle, MakeBoard
@@ -67,3 +70,12 @@ async def make_board(tmp_path: Path) -> AsyncIterator[MakeBoard]:
 async def board(make_board: MakeBoard) -> BoardHandle:
     """A local board with default options and the rate limit off."""
     return await make_board()
+
+
+@pytest.fixture
+async def board_client(board: BoardHandle) -> AsyncIterator[BoardClient]:
+    """A BoardClient on ``board``, closed after the test."""
+    # The board's own limit is off in tests; a generous client budget keeps tests that
+    # send more than 100 requests from waiting on the client's token bucket.
+    async with BoardClient(board.url, SecretStr(board.api_key), rate_limit=10_000) as client:
+        yield client

@@ -16,6 +16,7 @@ import pytest
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+from taskinfa_worker.api import BoardClient
 from taskinfa_worker.board import validation
 from tests.board_support import BoardHandle, FakeClock, MakeBoard
 
@@ -882,3 +883,16 @@ async def test_data_and_key_survive_a_restart(
     assert comments.body["total"] == 1
     lists = await call(http, second, "GET", "/task-lists")
     assert sorted(t["id"] for t in lists.body["task_lists"]) == ["default", "kept"]
+
+
+async def test_board_client_fixture_works_on_the_board(
+    board: BoardHandle, board_client: BoardClient
+) -> None:
+    task = board.create_task("via the client")
+    offered = await board_client.next_task()
+    assert offered.task is not None
+    assert offered.task.id == task["id"]
+    claimed = await board_client.claim(task["id"], "w-1")
+    assert claimed is not None
+    assert claimed.assigned_to == "w-1"
+    assert await board_client.claim(task["id"], "w-2") is None
