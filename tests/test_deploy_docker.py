@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+from taskinfa_worker.health import serve_health
+from taskinfa_worker.metrics import Metrics
 from taskinfa_worker.settings import Settings, env_var
+from taskinfa_worker.state import PoolState, SlotState
 from tests.deployfiles import (
     DOCKERFILE,
     ROOT,
@@ -155,3 +160,39 @@ def test_claude_code_cli_pin_matches_the_makefile() -> None:
     runs = [i.args for i in instructions if i.keyword == "RUN" and i.stage == stage]
     expanded = substitute(" ".join(runs), arg_defaults(instructions, stage))
     assert f"@anthropic-ai/claude-code@{pinned}" in expanded
+
+
+async def test_healthcheck_command_passes_on_a_live_worker_and_fails_without_one(
+    tmp_path: Path,
+) -> None:
+    # Runs the HEALTHCHECK's exact command against a real health server, as Docker would.
+    (healthcheck,) = final("HEALTHCHECK")
+    argv = exec_form(healthcheck.partition("CMD ")[2])
+    assert argv is not None
+    settings = Settings(
+        _env_file=None,
+        taskinfa_api_url="http://127.0.0.1:9/api",
+        taskinfa_api_key="tk_test_key_123456",
+        log_dir=tmp_path,
+        health_host="127.0.0.1",
+        health_port=0,
+    )
+    state = PoolState("bot", [SlotState("bot-1")])
+
+    async def run_probe(port: int) -> int:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *argv[1:],
+            env={**os.environ, "HEALTH_PORT": str(port)},
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        return await asyncio.wait_for(process.wait(), timeout=30)
+
+    async with serve_health(settings, state, Metrics()) as server:
+        assert server is not None
+        port = server.port
+        assert await run_probe(port) == 0
+        state.draining = True  # liveness, not readiness: a draining worker is healthy
+        assert await run_probe(port) == 0
+    assert await run_probe(port) != 0

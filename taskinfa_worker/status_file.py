@@ -1,0 +1,135 @@
+"""``status.log``: what each slot is doing, one line per slot, for people and the CLI.
+
+The seed's operators run ``cat /var/log/worker/status.log``; here the file lives at
+``{LOG_DIR}/{BOT_NAME}/status.log`` (``Settings.status_file``). The pool calls
+``StatusFile.write(state)`` whenever a slot changes; each write replaces the whole file
+atomically (temporary file + ``os.replace``), so a reader never sees half a file.
+
+The same text is rendered from a JSON snapshot (``snapshot``), which the health server's
+``/status`` route returns, so ``taskinfa-worker status`` prints the same table whichever
+source it reads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from taskinfa_worker.state import PoolState
+
+TITLE_WIDTH = 60
+
+
+def snapshot(state: PoolState, now: float | None = None) -> dict[str, Any]:
+    """The pool's state as JSON-ready data (the ``/status`` body)."""
+    return {
+        "bot_name": state.bot_name,
+        "pid": os.getpid(),
+        "started_at": state.started_at,
+        "updated_at": time.time() if now is None else now,
+        "draining": state.draining,
+        "board_ready": state.board_ready,
+        "completed": state.completed,
+        "failed": state.failed,
+        "released": state.released,
+        "busy": state.busy,
+        "slots": [
+            {
+                "name": slot.name,
+                "status": slot.status,
+                "task_id": slot.task_id,
+                "task_title": slot.task_title,
+                "since": slot.since,
+            }
+            for slot in state.slots
+        ],
+    }
+
+
+def render(data: Mapping[str, Any]) -> str:
+    """The status text: two header lines, then one line per slot.
+
+    ``name  status  task id  since <UTC time>  title`` with the title trimmed to
+    ``TITLE_WIDTH`` characters and put on one line.
+    """
+    slots: list[Mapping[str, Any]] = list(data.get("slots", []))
+    flags = ["draining" if data.get("draining") else "", _board_flag(data)]
+    lines = [
+        f"# taskinfa-worker {data.get('bot_name', '?')}  pid {data.get('pid', '?')}  "
+        f"started {_when(data.get('started_at'))}  updated {_when(data.get('updated_at'))}",
+        f"# {data.get('busy', 0)}/{len(slots)} slots busy  completed {data.get('completed', 0)}"
+        f"  failed {data.get('failed', 0)}  released {data.get('released', 0)}  "
+        + "  ".join(flag for flag in flags if flag),
+    ]
+    name_width = max((len(str(slot.get("name", ""))) for slot in slots), default=0)
+    task_width = max((len(str(slot.get("task_id") or "-")) for slot in slots), default=1)
+    for slot in slots:
+        task_id = str(slot.get("task_id") or "-")
+        line = (
+            f"{slot.get('name', '?')!s:<{name_width}}  {slot.get('status', '?')!s:<8}  "
+            f"{task_id:<{task_width}}  since {_when(slot.get('since'))}"
+        )
+        title = _one_line(slot.get("task_title"))
+        lines.append(f"{line}  {title}" if title else line)
+    return "\n".join(lines) + "\n"
+
+
+def _board_flag(data: Mapping[str, Any]) -> str:
+    return "board ready" if data.get("board_ready") else "board not ready"
+
+
+def _when(timestamp: Any) -> str:
+    if not isinstance(timestamp, int | float):
+        return "?"
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _one_line(title: Any) -> str:
+    if not title:
+        return ""
+    # A title is user text: newlines or tabs would break the one-line-per-slot layout.
+    text = " ".join(str(title).split())
+    return text if len(text) <= TITLE_WIDTH else text[: TITLE_WIDTH - 1] + "…"
+
+
+class StatusFile:
+    """The status file of one worker process."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def write(self, state: PoolState) -> None:
+        """Replace the file with the current state, atomically."""
+        self.write_text(render(snapshot(state)))
+
+    def write_text(self, text: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # The temporary file must be in the same directory: os.replace is only atomic
+        # within one filesystem.
+        fd, temporary = tempfile.mkstemp(
+            dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp"
+        )
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            # mkstemp creates 0600; operators and log shippers read this file.
+            os.chmod(temporary, 0o644)
+            os.replace(temporary, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+
+    def read(self) -> str:
+        """The file's text; ``FileNotFoundError`` when no worker has written it."""
+        return self.path.read_text(encoding="utf-8")
+
+    def age(self, now: float | None = None) -> float:
+        """Seconds since the file was last written."""
+        return (time.time() if now is None else now) - self.path.stat().st_mtime
