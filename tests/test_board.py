@@ -737,6 +737,29 @@ async def test_no_field_value_makes_a_500(board: BoardHandle, http: aiohttp.Clie
     assert outcomes >= {200, 400}
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/tasks/%ED%A0%80",
+        "/tasks/%FF",
+        "/tasks/%00",
+        "/tasks/..%2F..%2Fetc",
+        "/tasks/%ED%A0%80/comments",
+        "/tasks/%00/claim",
+        "/task-lists/%ED%A0%80",
+        "/tasks?assigned_to=%ED%A0%80",
+        "/tasks/next?task_list_id=%FF",
+    ],
+)
+async def test_odd_ids_in_paths_and_queries_never_500(
+    board: BoardHandle, http: aiohttp.ClientSession, path: str
+) -> None:
+    for method in ("GET", "PATCH", "DELETE", "POST"):
+        url = URL(board.url + path, encoded=True)
+        async with http.request(method, url, headers=board.headers, json=COMMENT) as response:
+            assert response.status in (200, 400, 404, 405), (method, path, response.status)
+
+
 async def test_oversized_body_is_413_json(board: BoardHandle, http: aiohttp.ClientSession) -> None:
     raw = json.dumps({**NEW, "description": "x" * 5_000_000}).encode()
     async with http.post(board.url + "/tasks", data=io.BytesIO(raw), headers=board.headers) as r:
