@@ -19,7 +19,14 @@ import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic.config import JsonDict
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -225,6 +232,13 @@ class Settings(BaseSettings):
     )
     github_token: SecretStr | None = setting(
         None, group="Workspace", help="Token for HTTPS git access.", flag=False
+    )
+    # The board writes repository URLs; without this list a URL on the board could make the
+    # worker send the token to any host.
+    git_token_hosts: Annotated[list[str], NoDecode, BeforeValidator(_split_list)] = setting(
+        default_factory=lambda: ["github.com"],
+        group="Workspace",
+        help="Comma-separated hosts GITHUB_TOKEN is sent to (https only).",
     )
 
     # --- Operations --------------------------------------------------------------------

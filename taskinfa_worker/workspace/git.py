@@ -1,0 +1,218 @@
+"""Run git (or the PR command) as a bounded child process.
+
+Every call is an argument list (no shell), runs in its own session so that a timeout or a
+cancellation can kill the whole process group (git's children: ``git-remote-https``,
+``ssh``, ``pack-objects``), and always reaps the child under a shield before the error or
+the cancellation propagates: no zombie, no stray process holding a lock or a pipe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from taskinfa_worker.errors import WorkspaceError
+from taskinfa_worker.redact import Redactor
+from taskinfa_worker.workspace.gitenv import GitEnv
+from taskinfa_worker.workspace.safety import RepoUrl
+
+# After SIGKILL a child is gone at once; this only bounds waiting for pipes to close.
+_REAP_TIMEOUT = 5.0
+TAIL_CHARS = 1500
+
+
+class GitTimeoutError(WorkspaceError):
+    """A git command (or the PR command) ran longer than its time limit and was killed."""
+
+
+@dataclass(frozen=True)
+class GitResult:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: bytes
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    @property
+    def text(self) -> str:
+        """stdout as text (paths that are not UTF-8 keep a replacement character)."""
+        return self.stdout.decode("utf-8", "replace")
+
+
+async def run_process(
+    argv: Sequence[str],
+    *,
+    cwd: Path | None,
+    timeout: float,
+    env: Mapping[str, str],
+    stdin: bytes | None = None,
+) -> GitResult:
+    """Run ``argv`` to its end within ``timeout`` seconds.
+
+    Raises ``GitTimeoutError`` on timeout and ``WorkspaceError`` when the program cannot be
+    started; a non-zero exit status is returned, not raised.
+    """
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            cwd=cwd,
+            env=dict(env),
+            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise WorkspaceError(f"could not start {argv[0]}: {exc.strerror or exc}") from None
+    try:
+        async with asyncio.timeout(timeout):
+            stdout, stderr = await proc.communicate(stdin)
+    except TimeoutError:
+        if await _reap_shielded(proc):
+            raise asyncio.CancelledError from None
+        raise GitTimeoutError(
+            f"{_verb(argv)} took longer than {timeout:g} s and was stopped"
+        ) from None
+    except BaseException:
+        # Cancellation (or anything else): the child must not outlive this call.
+        await _reap_shielded(proc)
+        raise
+    assert proc.returncode is not None
+    return GitResult(
+        argv=tuple(argv),
+        returncode=proc.returncode,
+        stdout=stdout,
+        stderr=stderr.decode("utf-8", "replace"),
+    )
+
+
+async def git(
+    *args: str,
+    cwd: Path | None,
+    timeout: float,
+    env: Mapping[str, str],
+    stdin: bytes | None = None,
+) -> GitResult:
+    """``git *args`` (the caller puts ``-c`` options first and ``--`` before user input)."""
+    return await run_process(("git", *args), cwd=cwd, timeout=timeout, env=env, stdin=stdin)
+
+
+async def _reap_shielded(proc: asyncio.subprocess.Process) -> bool:
+    """Kill the process group and wait for it, even if cancelled meanwhile.
+
+    Returns whether a cancellation arrived while reaping, for the caller to raise.
+    """
+    reaper = asyncio.ensure_future(_kill_and_reap(proc))
+    cancelled = False
+    while not reaper.done():
+        try:
+            await asyncio.shield(reaper)
+        except asyncio.CancelledError:
+            # Keep waiting: reaping takes milliseconds after SIGKILL, and leaving now would
+            # leave the child running. The cancellation is re-raised by our caller.
+            cancelled = True
+    reaper.result()
+    return cancelled
+
+
+async def _kill_and_reap(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        # The child leads its own session (start_new_session), so its pid is the group id.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+    # communicate() drains and closes the pipes, so no transport is left unclosed.
+    with contextlib.suppress(TimeoutError, OSError, ValueError):
+        async with asyncio.timeout(_REAP_TIMEOUT):
+            await proc.communicate()
+    if proc.returncode is None:
+        await proc.wait()
+
+
+def _verb(argv: Sequence[str]) -> str:
+    """``git fetch`` for logs and errors: the program and its subcommand, nothing else."""
+    words = [os.path.basename(argv[0])]
+    args = iter(argv[1:])
+    for arg in args:
+        if arg == "-c" or arg == "-C":
+            next(args, None)
+            continue
+        if not arg.startswith("-"):
+            words.append(arg)
+            break
+    return " ".join(words)
+
+
+def describe(result: GitResult) -> str:
+    """The end of git's error output, trimmed for a comment (the caller redacts it)."""
+    text = result.stderr.strip() or result.text.strip()
+    if len(text) > TAIL_CHARS:
+        text = "…" + text[-TAIL_CHARS:]
+    return text or f"exit status {result.returncode}"
+
+
+_AUTH_HINTS = (
+    "terminal prompts disabled",
+    "could not read username",
+    "could not read password",
+    "authentication failed",
+    "permission denied (publickey",
+    "http basic: access denied",
+    "the requested url returned error: 401",
+    "the requested url returned error: 403",
+)
+
+
+class Git:
+    """git with the worker's environment, options, timeout and redacted errors."""
+
+    def __init__(self, env: GitEnv, redactor: Redactor, timeout: float) -> None:
+        self.env = env
+        self._redact = redactor
+        self.timeout = timeout
+
+    async def run(
+        self,
+        *args: str,
+        cwd: Path | None,
+        action: str,
+        repo: RepoUrl | None = None,
+        local_copy: bool = False,
+        identity: bool = False,
+        check: bool = True,
+        stdin: bytes | None = None,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> GitResult:
+        """Run one git command; ``action`` names it in errors ("fetch the repository")."""
+        options = self.env.config(repo=repo, local_copy=local_copy)
+        if identity:
+            options += self.env.identity()
+        env = self.env.env(repo)
+        env.update(extra_env or {})
+        try:
+            result = await git(*options, *args, cwd=cwd, timeout=self.timeout, env=env, stdin=stdin)
+        except GitTimeoutError as exc:
+            raise GitTimeoutError(self._redact(f"could not {action}: {exc}")) from None
+        if check and not result.ok:
+            raise WorkspaceError(self.failure(action, result))
+        return result
+
+    def failure(self, action: str, result: GitResult) -> str:
+        """One redacted message: what failed, a hint for missing credentials, git's words."""
+        detail = describe(result)
+        message = f"could not {action}: {detail}"
+        if any(hint in detail.lower() for hint in _AUTH_HINTS):
+            message = (
+                f"could not {action}: the repository refused access or needs credentials "
+                "(set GITHUB_TOKEN for https, or provide an ssh key); git said: " + detail
+            )
+        return self._redact(message)
