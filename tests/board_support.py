@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from taskinfa_worker.board import BoardOptions, BoardStore, RunningBoard
+from taskinfa_worker.board import BoardOptions, BoardStore, RunningBoard, start_board
 from taskinfa_worker.board.store import Clock
 
 
@@ -46,6 +46,15 @@ class BoardHandle:
     ) -> dict[str, Any]:
         """Add a task straight to the store (no HTTP, no rate budget)."""
         return self.store.create_task(title, task_list_id, **fields)
+
+    async def stop(self) -> None:
+        """Stop answering HTTP (connections are refused); the data stays."""
+        await self.server.aclose()
+
+    async def start(self) -> None:
+        """Serve again after ``stop()``: same port, same database, same key."""
+        self.server = await start_board(self.store, self.options, port=self.server.port)
+        assert self.server.url == self.url
 
 
 class MakeBoard(Protocol):

@@ -908,6 +908,20 @@ async def test_data_and_key_survive_a_restart(
     assert sorted(t["id"] for t in lists.body["task_lists"]) == ["default", "kept"]
 
 
+async def test_stop_and_start_keep_port_and_data(
+    board: BoardHandle, http: aiohttp.ClientSession
+) -> None:
+    task = board.create_task("survives")
+    url = board.url
+    await board.stop()
+    with pytest.raises(aiohttp.ClientConnectionError):
+        await call(http, board, "GET", f"/tasks/{task['id']}")
+    await board.start()
+    assert board.url == url
+    reply = await call(http, board, "GET", f"/tasks/{task['id']}")
+    assert (reply.status, reply.body["task"]["title"]) == (200, "survives")
+
+
 async def test_board_client_fixture_works_on_the_board(
     board: BoardHandle, board_client: BoardClient
 ) -> None:

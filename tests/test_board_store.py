@@ -7,6 +7,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -164,3 +165,21 @@ def test_limiter_window_and_headers() -> None:
     assert limiter.hit("k").allowed
     with pytest.raises(ValueError, match="at least 1"):
         SlidingWindowLimiter(0)
+
+
+def test_backdate_ages_a_claim_and_a_worker(tmp_path: Path) -> None:
+    clock = FakeClock(now=datetime(2030, 1, 1, 12, 0, tzinfo=UTC).timestamp())
+    with BoardStore(tmp_path / "b.db", clock=clock) as store:
+        task = store.create_task("t")
+        store.claim_task(task["id"], "w")
+        store.heartbeat("w", "working", task["id"])
+        store.backdate(task["id"], "w", datetime(2030, 1, 1, 11, 0, tzinfo=UTC))
+        aged = store.get_task(task["id"])
+        assert aged["started_at"] == aged["updated_at"] == "2030-01-01 11:00:00"
+        (worker,), _stats = store.list_workers()
+        assert (worker["status"], worker["last_heartbeat"]) == ("offline", "2030-01-01 11:00:00")
+        store.backdate(None, None, datetime(2000, 1, 1, tzinfo=UTC))  # nothing to do
+        with pytest.raises(NotFound):
+            store.backdate("task_nope", None, datetime(2030, 1, 1, tzinfo=UTC))
+        with pytest.raises(NotFound):
+            store.backdate(None, "nobody", datetime(2030, 1, 1, tzinfo=UTC))

@@ -471,6 +471,39 @@ class BoardStore:
             raise NotFound("Task not found")
         return self.get_task(task_id, workspace_id=workspace_id)
 
+    def backdate(
+        self,
+        task_id: str | None,
+        worker_name: str | None,
+        when: datetime,
+        *,
+        workspace_id: str = DEFAULT_WORKSPACE,
+    ) -> None:
+        """Test hook: make a claim and/or a worker's last heartbeat look ``when`` old.
+
+        Sets the task's ``started_at`` and ``updated_at``, and the worker's
+        ``last_heartbeat``, so lease and liveness logic can be tested without waiting.
+        """
+        epoch = when.timestamp()
+        stamp = format_timestamp(epoch)
+        with self._write() as db:
+            if task_id is not None:
+                changed = db.execute(
+                    "UPDATE tasks SET started_at = ?, updated_at = ? "
+                    "WHERE id = ? AND workspace_id = ?",
+                    (stamp, stamp, task_id, workspace_id),
+                ).rowcount
+                if changed != 1:
+                    raise NotFound("Task not found")
+            if worker_name is not None:
+                changed = db.execute(
+                    "UPDATE workers SET last_heartbeat = ?, last_heartbeat_epoch = ? "
+                    "WHERE name = ? AND workspace_id = ?",
+                    (stamp, epoch, worker_name, workspace_id),
+                ).rowcount
+                if changed != 1:
+                    raise NotFound("Worker not found")
+
     def delete_task(self, task_id: str, *, workspace_id: str = DEFAULT_WORKSPACE) -> None:
         """Delete a task and its comments (a person removing it from the board)."""
         with self._write() as db:
