@@ -1,5 +1,18 @@
 """Agents: Claude Code and any other command-line agent, supervised."""
 
 from taskinfa_worker.agent.base import Activity, Agent, AgentJob, AgentOutcome
+from taskinfa_worker.agent.claude import ClaudeAgent
+from taskinfa_worker.agent.command import CommandAgent
+from taskinfa_worker.agent.factory import make_agent
+from taskinfa_worker.agent.reaper import become_subreaper
 
-__all__ = ["Activity", "Agent", "AgentJob", "AgentOutcome"]
+__all__ = [
+    "Activity",
+    "Agent",
+    "AgentJob",
+    "AgentOutcome",
+    "ClaudeAgent",
+    "CommandAgent",
+    "become_subreaper",
+    "make_agent",
+]

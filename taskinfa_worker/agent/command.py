@@ -1,0 +1,194 @@
+"""Any other command-line agent: ``AGENT=command`` with an ``AGENT_COMMAND`` template.
+
+The template is split with ``shlex`` first and ``{prompt}``, ``{workspace}`` and
+``{task_id}`` are replaced inside each argument afterwards, in one pass, so that task text
+always stays inside the argument it was put in: it can add no arguments and reach no shell.
+Its output lines (stdout and stderr) are the transcript; exit 0 is success and the result
+text is the end of the output. The prompt is also in a file named by
+``$TASKINFA_PROMPT_FILE``, for prompts too long for an argument.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import uuid
+from collections import deque
+from collections.abc import Mapping
+from pathlib import Path
+
+import anyio
+from loguru import logger
+
+from taskinfa_worker.agent.base import Activity, AgentJob, AgentOutcome
+from taskinfa_worker.agent.environment import (
+    MARKER_VAR,
+    AgentRuntime,
+    agent_environment,
+    prepare_runtime,
+)
+from taskinfa_worker.agent.process import (
+    MAX_ARG_BYTES,
+    Ending,
+    Limits,
+    ProcessRun,
+    ProcessSpec,
+    Supervisor,
+)
+from taskinfa_worker.agent.prompt import build_prompt
+from taskinfa_worker.agent.transcript import Transcript
+from taskinfa_worker.errors import AgentError, ConfigError
+from taskinfa_worker.redact import Redactor
+from taskinfa_worker.settings import Settings, environment_snapshot
+
+PLACEHOLDER = re.compile(r"\{(prompt|workspace|task_id)\}")
+# The result text is the end of the output: this many lines, at most this many characters.
+TAIL_LINES = 40
+TAIL_CHARS = 4000
+# One very long output line is cut to its end in the tail.
+LINE_CHARS = 2000
+
+
+def parse_template(template: str) -> list[str]:
+    """The template's arguments, placeholders still in them (raises ConfigError)."""
+    try:
+        argv = shlex.split(template)
+    except ValueError as exc:
+        raise ConfigError(f"Invalid setting AGENT_COMMAND: {exc}.") from None
+    if not argv:
+        raise ConfigError("Invalid setting AGENT_COMMAND: it is empty.")
+    return argv
+
+
+def fill_template(argv: list[str], values: Mapping[str, str]) -> list[str]:
+    """Each argument with its placeholders replaced; replaced text is never re-scanned."""
+    return [PLACEHOLDER.sub(lambda m: values[m.group(1)], arg) for arg in argv]
+
+
+class OutputTail:
+    """The last lines of the output, bounded in lines and characters."""
+
+    def __init__(self) -> None:
+        self._lines: deque[str] = deque(maxlen=TAIL_LINES)
+
+    def add(self, line: str) -> None:
+        self._lines.append(line if len(line) <= LINE_CHARS else "…" + line[-LINE_CHARS:])
+
+    def text(self) -> str:
+        text = "\n".join(self._lines).strip()
+        return text if len(text) <= TAIL_CHARS else "…" + text[-TAIL_CHARS:]
+
+
+class CommandAgent:
+    """Runs ``AGENT_COMMAND`` once per task; see the module docstring."""
+
+    name = "command"
+
+    def __init__(
+        self,
+        settings: Settings,
+        redactor: Redactor,
+        *,
+        parent_env: Mapping[str, str] | None = None,
+    ) -> None:
+        if not settings.agent_command:
+            raise ConfigError("AGENT_COMMAND must be set when AGENT=command")
+        self._settings = settings
+        self._redact = redactor
+        self._template = parse_template(settings.agent_command)
+        self._parent_env = dict(parent_env) if parent_env is not None else None
+
+    def command_line(self, prompt: str, job: AgentJob) -> list[str]:
+        """The argv list for this job (raises AgentError when the prompt cannot fit)."""
+        values = {"prompt": prompt, "workspace": str(job.workspace), "task_id": job.task.id}
+        argv = fill_template(self._template, values)
+        if any(len(arg.encode()) > MAX_ARG_BYTES for arg in argv):
+            raise AgentError(
+                "the prompt is too long for a command-line argument; let the agent read "
+                "$TASKINFA_PROMPT_FILE instead of {prompt}"
+            )
+        return argv
+
+    async def run(self, job: AgentJob) -> AgentOutcome:
+        """Run the command on the task (raises AgentError when it cannot start)."""
+        s = self._settings
+        prompt = build_prompt(job)
+        argv = self.command_line(prompt, job)
+        runtime = await anyio.to_thread.run_sync(prepare_runtime, s, job.slot)
+        prompt_file = await anyio.to_thread.run_sync(_write_prompt, runtime, prompt)
+        marker = uuid.uuid4().hex
+        parent = self._parent_env if self._parent_env is not None else environment_snapshot()
+        env = agent_environment(s, runtime, marker=marker, parent=parent)
+        env.update(
+            {
+                "TASKINFA_TASK_ID": job.task.id,
+                "TASKINFA_WORKSPACE": str(job.workspace),
+                "TASKINFA_PROMPT_FILE": str(prompt_file),
+            }
+        )
+        spec = ProcessSpec(argv=argv, env=env, cwd=job.workspace, marker=f"{MARKER_VAR}={marker}")
+        limits = Limits(
+            timeout=s.task_timeout, stall_timeout=s.stall_timeout, kill_grace=s.kill_grace
+        )
+        tail = OutputTail()
+
+        def output(stream: str, transcript: Transcript, line: bytes) -> None:
+            text = line.rstrip(b"\r").decode("utf-8", "replace")
+            transcript.note("output", stream=stream, text=text)
+            tail.add(text)
+            if stream == "stdout" and text.strip():
+                try:
+                    job.on_activity(Activity(text=text.strip()[:500]))
+                except Exception:
+                    # The progress reporter is the pool's; its bug must not fail the task.
+                    logger.exception("activity callback failed")
+
+        with Transcript(job.transcript_path, self._redact) as transcript:
+            transcript.note(
+                "start", agent=self.name, task_id=job.task.id, attempt=job.attempt, slot=job.slot
+            )
+            supervisor = Supervisor(
+                spec,
+                limits,
+                on_stdout=lambda line: output("stdout", transcript, line),
+                on_stderr=lambda line: output("stderr", transcript, line),
+            )
+            run = await supervisor.run()
+            outcome = self._judge(run, tail.text())
+            transcript.note(
+                "end",
+                success=outcome.success,
+                reason=outcome.reason,
+                exit_code=run.exit_code,
+                ending=run.ending.value,
+                leftovers=run.leftovers,
+            )
+        return outcome
+
+    def _judge(self, run: ProcessRun, tail: str) -> AgentOutcome:
+        s = self._settings
+        success = run.ending is Ending.EXITED and run.exit_code == 0
+        if success:
+            reason = ""
+        elif run.ending is Ending.TIMEOUT:
+            reason = f"Stopped: the task took longer than TASK_TIMEOUT={s.task_timeout:g}s."
+        elif run.ending is Ending.STALL:
+            reason = f"Stopped: the agent printed nothing for STALL_TIMEOUT={s.stall_timeout:g}s."
+        elif run.exit_code is not None and run.exit_code < 0:
+            reason = f"The agent command was killed by signal {-run.exit_code}."
+        else:
+            reason = f"The agent command exited with code {run.exit_code}."
+        return AgentOutcome(
+            success=success,
+            reason=self._redact(reason),
+            result_text=self._redact(tail),
+            exit_code=run.exit_code,
+            duration_ms=int(run.duration * 1000),
+            stderr_tail=self._redact(run.stderr_tail),
+        )
+
+
+def _write_prompt(runtime: AgentRuntime, prompt: str) -> Path:
+    path = runtime.tmp_dir / "prompt.md"
+    path.write_text(prompt, encoding="utf-8")
+    return path

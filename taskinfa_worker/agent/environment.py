@@ -1,0 +1,201 @@
+"""The agent's environment and private folders: what it may see, and where it may write.
+
+Allow-list, not block-list: the agent gets the few parent variables a shell and git need
+(plus the operator's ``AGENT_ENV_ALLOW``), never the worker's own secrets; a variable the
+worker gains later cannot leak by accident. ``TASKINFA_API_KEY`` reaches it only with
+``AGENT_GETS_BOARD_KEY``, even when named in ``AGENT_ENV_ALLOW``.
+
+Each slot has a runtime folder ``{WORKSPACE_DIR}/.agents/<slot>/`` with its own
+``CLAUDE_CONFIG_DIR`` (N sessions sharing one ``~/.claude.json`` corrupt it), temporary
+folder and ``XDG_RUNTIME_DIR``. The credentials are copied in from the read-only
+``CLAUDE_CONFIG_SOURCE`` when it has newer ones.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from hashlib import sha256
+from pathlib import Path
+
+from loguru import logger
+
+from taskinfa_worker.settings import Settings
+
+# Names the agent inherits from the worker's environment. Not GIT_DIR, GIT_WORK_TREE,
+# GIT_INDEX_FILE and friends: they would point the agent's git at another repository.
+# Not GIT_ASKPASS or credential helpers: the agent does not push.
+INHERITED = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "SHELL",
+        "LANG",
+        "LANGUAGE",
+        "TERM",
+        "TZ",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "NODE_EXTRA_CA_CERTS",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+        "all_proxy",
+        "GIT_AUTHOR_NAME",
+        "GIT_AUTHOR_EMAIL",
+        "GIT_COMMITTER_NAME",
+        "GIT_COMMITTER_EMAIL",
+        "GIT_SSL_CAINFO",
+        "GIT_SSL_CAPATH",
+    }
+)
+INHERITED_PREFIXES = ("LC_",)
+
+BOARD_KEY = "TASKINFA_API_KEY"
+# Identifies every process of one run, wherever it re-parents (see reaper.sweep_run).
+MARKER_VAR = "TASKINFA_AGENT_RUN"
+
+# Files of CLAUDE_CONFIG_SOURCE each slot gets a copy of: credentials and user settings.
+# Sessions, caches and history stay per slot.
+CONFIG_FILES = (".credentials.json", "settings.json", "CLAUDE.md", ".claude.json")
+
+# Claude Code gives up an API call after CLAUDE_CODE_MAX_RETRIES retries; the default (10)
+# keeps a dead endpoint busy for ~3 minutes before the run fails.
+MAX_RETRIES = 3
+# Its stream timeouts are clamped to at least 10 s by the CLI itself.
+MIN_API_TIMEOUT = 10.0
+# Unix socket paths are limited to 108 bytes; the CLI puts sockets in its temporary
+# folder, so a longer folder name moves the temporary folders to the system one.
+MAX_SOCKET_DIR = 80
+
+
+@dataclass(frozen=True)
+class AgentRuntime:
+    """One slot's private folders."""
+
+    root: Path
+    config_dir: Path  # CLAUDE_CONFIG_DIR
+    tmp_dir: Path  # TMPDIR and CLAUDE_CODE_TMPDIR, emptied before each run
+    run_dir: Path  # XDG_RUNTIME_DIR
+
+
+def slot_folder_name(slot: str) -> str:
+    """A folder name for a slot, whatever characters the slot name has."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", slot).strip(".") or "slot"
+    if name != slot:
+        name = f"{name}-{sha256(slot.encode()).hexdigest()[:8]}"
+    return name
+
+
+def prepare_runtime(settings: Settings, slot: str) -> AgentRuntime:
+    """Create (or refresh) the slot's folders; blocking, call it in a thread."""
+    root = (settings.workspace_dir / ".agents" / slot_folder_name(slot)).resolve()
+    config_dir = root / "config"
+    scratch = root
+    if len(str(root / "run")) > MAX_SOCKET_DIR:
+        digest = sha256(str(root).encode()).hexdigest()[:16]
+        scratch = Path(tempfile.gettempdir()) / f"taskinfa-{os.getuid()}" / digest
+    runtime = AgentRuntime(
+        root=root, config_dir=config_dir, tmp_dir=scratch / "tmp", run_dir=scratch / "run"
+    )
+    for folder in (root, config_dir, runtime.run_dir):
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        folder.chmod(0o700)
+    # Whatever the previous run left in its temporary folder is not this run's business.
+    shutil.rmtree(runtime.tmp_dir, ignore_errors=True)
+    runtime.tmp_dir.mkdir(mode=0o700, parents=True)
+    _copy_credentials(settings.claude_config_source, config_dir)
+    return runtime
+
+
+def _copy_credentials(source: Path, target: Path) -> None:
+    """Copy each config file that is newer in ``source``; never writes to ``source``.
+
+    Only newer files: the CLI refreshes OAuth tokens in its own copy, and an older source
+    file must not overwrite a fresher token.
+    """
+    for name in CONFIG_FILES:
+        src = source / name
+        dst = target / name
+        try:
+            if not src.is_file():
+                continue
+            if dst.exists() and dst.stat().st_mtime >= src.stat().st_mtime:
+                continue
+            partial = target / f".{name}.copying"
+            shutil.copy2(src, partial)
+            partial.chmod(0o600)
+            os.replace(partial, dst)
+        except OSError as exc:
+            logger.warning("could not copy {} into the agent's config: {}", src, exc)
+
+
+def agent_environment(
+    settings: Settings,
+    runtime: AgentRuntime,
+    *,
+    marker: str,
+    parent: Mapping[str, str],
+) -> dict[str, str]:
+    """The complete environment of one agent run.
+
+    ``parent`` is the worker's environment (``settings.environment_snapshot()``); only
+    allowed names are taken from it. ``marker`` is the run's unique id (``MARKER_VAR``).
+    """
+    allowed = set(INHERITED) | set(settings.agent_env_allow)
+    env = {
+        name: value
+        for name, value in parent.items()
+        if name in allowed or name.startswith(INHERITED_PREFIXES)
+    }
+    env.pop(BOARD_KEY, None)
+    if settings.agent_gets_board_key:
+        env[BOARD_KEY] = settings.taskinfa_api_key.get_secret_value()
+        env["TASKINFA_API_URL"] = settings.taskinfa_api_url
+    env.setdefault("PATH", os.defpath)
+    if settings.anthropic_api_key is not None:
+        env["ANTHROPIC_API_KEY"] = settings.anthropic_api_key.get_secret_value()
+    if settings.anthropic_base_url:
+        env["ANTHROPIC_BASE_URL"] = settings.anthropic_base_url
+
+    # Bounds, so that the CLI itself never stays silent longer than the stall timeout: each
+    # retry prints an api_retry event, so silence lasts one attempt at most. An operator
+    # who allow-listed one of these keeps their value.
+    stall_ms = int(settings.stall_timeout * 1000)
+    floor_ms = int(MIN_API_TIMEOUT * 1000)
+    env.setdefault("CLAUDE_CODE_MAX_RETRIES", str(MAX_RETRIES))
+    env.setdefault("API_TIMEOUT_MS", str(max(floor_ms, stall_ms * 9 // 10)))
+    env.setdefault("CLAUDE_BYTE_STREAM_IDLE_TIMEOUT_MS", str(max(floor_ms, stall_ms // 2)))
+
+    env.update(
+        {
+            "CLAUDE_CONFIG_DIR": str(runtime.config_dir),
+            "CLAUDE_CODE_TMPDIR": str(runtime.tmp_dir),
+            "TMPDIR": str(runtime.tmp_dir),
+            "XDG_RUNTIME_DIR": str(runtime.run_dir),
+            "DISABLE_AUTOUPDATER": "1",
+            "DISABLE_TELEMETRY": "1",
+            "DISABLE_ERROR_REPORTING": "1",
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+            # Nobody can answer a credentials prompt: fail instead of hanging.
+            "GIT_TERMINAL_PROMPT": "0",
+            MARKER_VAR: marker,
+        }
+    )
+    if os.geteuid() == 0:
+        # As root the CLI refuses bypassPermissions unless told it runs in a sandbox; the
+        # worker's container is that sandbox.
+        env["IS_SANDBOX"] = "1"
+    return env

@@ -1,0 +1,338 @@
+"""No process outlives its task: the child subreaper, the sweep of a run's leftovers, and
+the zombie janitor.
+
+Claude Code's Bash tool starts commands in their own session, so killing the CLI's process
+group does not reach them; when their parent dies they re-parent to the nearest *child
+subreaper* (else to PID 1). The worker makes itself that subreaper once at start
+(``become_subreaper``), so such orphans stay visible as its own children.
+
+Each run puts a unique marker variable in its agent's environment. At the end of every run
+``sweep_run`` finds, by that marker (and by the agent's process group and session), every
+process the run left behind, wherever it re-parented: SIGTERM, a grace period, SIGKILL, then
+reap those that are our children — each by its own pid, never ``waitpid(-1)``, which would
+steal the exit statuses asyncio's child watcher waits for.
+
+Orphans that exit on their own while the worker is their parent become zombies nobody waits
+for; the ``ZombieJanitor`` thread (started by ``become_subreaper``) reaps a child of ours
+that has stayed a zombie for several seconds: asyncio and ``subprocess`` reap their own
+children within milliseconds of their exit, so such a zombie is an orphan.
+
+Linux only (``/proc``); elsewhere every function here is a harmless no-op.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+from loguru import logger
+
+PR_SET_CHILD_SUBREAPER = 36
+PR_GET_CHILD_SUBREAPER = 37
+
+PROC = Path("/proc")
+HAVE_PROC = PROC.is_dir()
+
+# Polling period while waiting for signalled processes to die or to become reapable.
+_POLL = 0.05
+# After SIGKILL a process dies as soon as the kernel schedules it; this only bounds a
+# process stuck in uninterruptible sleep (D state), which nothing can kill.
+_KILL_WAIT = 5.0
+# How long to wait for killed processes' zombies to re-parent to us so we can reap them.
+_REAP_WAIT = 2.0
+# A marked process may fork while we kill its relatives; scan again this many times.
+_SWEEP_ROUNDS = 5
+# A child of ours that stayed a zombie this long is an orphan: asyncio and subprocess reap
+# their own children as soon as they exit (only an event loop blocked this long would
+# still owe a wait, and that is a bug of its own).
+ZOMBIE_AGE = 3.0
+# How often the janitor thread scans /proc (a few ms for a few hundred processes).
+JANITOR_INTERVAL = 1.0
+
+_subreaper_lock = threading.Lock()
+_subreaper = False
+
+
+def become_subreaper() -> bool:
+    """Make this process the child subreaper of everything it starts (Linux ``prctl``).
+
+    Call once at start; calling again is harmless. Returns whether it is in effect
+    (False on other systems, where orphans go to PID 1 and the marker sweep still kills
+    them).
+    """
+    global _subreaper
+    with _subreaper_lock:
+        if _subreaper:
+            return True
+        if not sys.platform.startswith("linux"):
+            return False
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+                error = ctypes.get_errno()
+                logger.warning("cannot become child subreaper: {}", os.strerror(error))
+                return False
+        except (OSError, AttributeError) as exc:
+            logger.warning("cannot become child subreaper: {}", exc)
+            return False
+        _subreaper = True
+        # Orphans now come to us: someone has to reap those that exit on their own.
+        JANITOR.start()
+        return True
+
+
+def is_subreaper() -> bool:
+    """Whether the kernel has this process as a child subreaper (False off Linux)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        flag = ctypes.c_int(0)
+        if libc.prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(flag), 0, 0, 0) != 0:
+            return False
+    except (OSError, AttributeError):
+        return False
+    return flag.value != 0
+
+
+@dataclass(frozen=True)
+class ProcInfo:
+    """One process as ``/proc/<pid>/stat`` shows it; (pid, start) identifies it for good."""
+
+    pid: int
+    ppid: int
+    pgid: int
+    sid: int
+    state: str
+    start: int  # clock ticks after boot: a reused pid has a different start
+
+    @property
+    def zombie(self) -> bool:
+        return self.state in ("Z", "X")
+
+
+def read_proc(pid: int) -> ProcInfo | None:
+    """The process's stat line, or None when it no longer exists."""
+    try:
+        raw = (PROC / str(pid) / "stat").read_bytes()
+    except OSError:
+        return None
+    # The command name is in parentheses and may itself contain spaces and parentheses.
+    end = raw.rfind(b")")
+    fields = raw[end + 2 :].split()
+    try:
+        return ProcInfo(
+            pid=pid,
+            state=fields[0].decode(),
+            ppid=int(fields[1]),
+            pgid=int(fields[2]),
+            sid=int(fields[3]),
+            start=int(fields[19]),
+        )
+    except (IndexError, ValueError):
+        return None
+
+
+def _pids() -> list[int]:
+    try:
+        return [int(name) for name in os.listdir(PROC) if name.isdigit()]
+    except OSError:
+        return []
+
+
+def _owned_by_us(pid: int) -> bool:
+    try:
+        return (PROC / str(pid)).stat().st_uid == os.getuid()
+    except OSError:
+        return False
+
+
+def has_env_entry(pid: int, entry: bytes) -> bool:
+    """Whether the process was started with exactly ``entry`` (``NAME=value``) in its env."""
+    try:
+        environ = (PROC / str(pid) / "environ").read_bytes()
+    except OSError:
+        return False  # gone, a zombie (no memory left), or not ours to read
+    return entry in environ.split(b"\0")
+
+
+def find_run_processes(marker_entry: bytes, leader: int) -> list[ProcInfo]:
+    """Live processes of one run: carrying its marker, or in its leader's group or session.
+
+    The leader must already be reaped: its pid is then no one's group or session any more
+    unless one of its descendants still holds it.
+    """
+    me = os.getpid()
+    found = []
+    for pid in _pids():
+        if pid == me:
+            continue
+        info = read_proc(pid)
+        if info is None or info.zombie or not _owned_by_us(pid):
+            continue
+        if leader in (info.pgid, info.sid) or has_env_entry(pid, marker_entry):
+            found.append(info)
+    return found
+
+
+def _alive(info: ProcInfo) -> bool:
+    now = read_proc(info.pid)
+    return now is not None and now.start == info.start and not now.zombie
+
+
+def _signal(info: ProcInfo, signum: int) -> None:
+    # Check identity right before the signal: a pid freed since the scan may be reused.
+    if not _alive(info):
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(info.pid, signum)
+
+
+def reap(pid: int) -> bool:
+    """Collect the exit status of one exited child of ours; True when it is gone for us."""
+    try:
+        done, _status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True  # not our child (any more): someone else reaps it
+    return done == pid
+
+
+def _settle(infos: list[ProcInfo]) -> list[ProcInfo]:
+    """Reap what can be reaped; return the processes still to wait for.
+
+    A dead process is settled once it has disappeared, or is a zombie whose parent is
+    neither us nor one of the processes we wait for (that parent, e.g. PID 1, reaps it).
+    A zombie whose parent we are killing too will re-parent to us, so we keep waiting.
+    """
+    me = os.getpid()
+    pending_pids = {info.pid for info in infos}
+    pending = []
+    for info in infos:
+        now = read_proc(info.pid)
+        if now is None or now.start != info.start:
+            continue
+        if not now.zombie:
+            pending.append(info)
+        elif now.ppid == me:
+            if not reap(info.pid):
+                pending.append(info)
+        elif now.ppid in pending_pids:
+            pending.append(info)
+    return pending
+
+
+async def _wait_settled(infos: list[ProcInfo], timeout: float) -> list[ProcInfo]:
+    pending = _settle(infos)
+    with anyio.move_on_after(timeout):
+        while pending:
+            await anyio.sleep(_POLL)
+            pending = _settle(pending)
+    return pending
+
+
+async def sweep_run(marker_entry: bytes, leader: int, grace: float) -> int:
+    """Stop and reap every process one run left behind; returns how many were signalled.
+
+    Call after the run's leader process has exited and been reaped. SIGTERM, ``grace``
+    seconds, SIGKILL; repeated while marked processes keep appearing (a dying parent may
+    have forked). Run it under a shield: it must finish even when the run is cancelled.
+    """
+    if not HAVE_PROC:
+        return 0
+    signalled: dict[tuple[int, int], ProcInfo] = {}
+    for _ in range(_SWEEP_ROUNDS):
+        found = await anyio.to_thread.run_sync(find_run_processes, marker_entry, leader)
+        if not found:
+            break
+        for info in found:
+            signalled[(info.pid, info.start)] = info
+            _signal(info, signal.SIGTERM)
+        survivors = [info for info in await _wait_settled(found, grace) if _alive(info)]
+        for info in survivors:
+            _signal(info, signal.SIGKILL)
+        stuck = [info for info in await _wait_settled(survivors, _KILL_WAIT) if _alive(info)]
+        if stuck:
+            logger.warning(
+                "processes {} survived SIGKILL (uninterruptible sleep?)", [i.pid for i in stuck]
+            )
+            break
+    unreaped = await _wait_settled(list(signalled.values()), _REAP_WAIT)
+    if unreaped:
+        logger.warning("leftover processes not reaped yet: {}", [i.pid for i in unreaped])
+    if signalled:
+        logger.info(
+            "stopped {} process(es) left behind by the agent: {}",
+            len(signalled),
+            sorted(info.pid for info in signalled.values()),
+        )
+    return len(signalled)
+
+
+class ZombieJanitor:
+    """Reaps zombie children of ours that nobody else waits for (see the module docstring).
+
+    One per process (``JANITOR``), a daemon thread once started: it must keep working while
+    the worker is idle, and it only reads ``/proc`` and calls ``waitpid`` on single pids.
+    """
+
+    def __init__(self, age: float = ZOMBIE_AGE, interval: float = JANITOR_INTERVAL) -> None:
+        self._age = age
+        self._interval = interval
+        self._lock = threading.Lock()
+        self._first_seen: dict[tuple[int, int], float] = {}
+        self._thread: threading.Thread | None = None
+        self.reaped = 0
+
+    def start(self) -> None:
+        """Start the janitor thread (once; later calls do nothing)."""
+        with self._lock:
+            if self._thread is not None or not HAVE_PROC:
+                return
+            self._thread = threading.Thread(
+                target=self._loop, name="taskinfa-zombie-janitor", daemon=True
+            )
+            self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                self.tend()
+            except Exception:
+                logger.exception("zombie janitor pass failed")
+            time.sleep(self._interval)
+
+    def tend(self) -> list[int]:
+        """One pass over /proc; returns the pids reaped."""
+        if not HAVE_PROC:
+            return []
+        with self._lock:
+            now = time.monotonic()
+            me = os.getpid()
+            reaped = []
+            seen = {}
+            for pid in _pids():
+                info = read_proc(pid)
+                if info is None or not info.zombie or info.ppid != me:
+                    continue
+                key = (pid, info.start)
+                first = self._first_seen.get(key, now)
+                if now - first >= self._age and reap(pid):
+                    reaped.append(pid)
+                else:
+                    seen[key] = first
+            self._first_seen = seen
+            self.reaped += len(reaped)
+        if reaped:
+            logger.debug("reaped orphaned zombie(s) {}", reaped)
+        return reaped
+
+
+JANITOR = ZombieJanitor()

@@ -1,0 +1,85 @@
+"""The run's transcript: every line the agent printed, redacted, written as it arrives.
+
+One JSON object per line (``.jsonl``). Claude Code's own stream-json lines are written as
+they came (after redaction); anything else (stderr, non-JSON stdout, the worker's own notes)
+is wrapped in an object whose ``type`` starts with ``taskinfa_`` so that it can never be
+mistaken for an event of the CLI.
+
+Writing is best effort: a full disk must not fail the task, so the first write error is
+logged and the transcript stops there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+from loguru import logger
+
+from taskinfa_worker.redact import Redactor
+
+
+class Transcript:
+    """Appends redacted lines to ``path`` (parent folders are created)."""
+
+    def __init__(self, path: Path, redactor: Redactor) -> None:
+        self.path = path
+        self._redact = redactor
+        self._file: IO[str] | None = None
+        self._failed = False
+
+    def __enter__(self) -> Transcript:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Line buffering would flush on every line; the OS buffer is enough, and
+            # ``close`` flushes at the end of the run.
+            self._file = self.path.open("a", encoding="utf-8", errors="replace")
+        except OSError as exc:
+            self._fail(exc)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError as exc:
+                self._fail(exc)
+            self._file = None
+
+    def raw(self, line: str) -> None:
+        """A JSON line exactly as the agent printed it (redacted)."""
+        self._write(self._redact(line))
+
+    def note(self, kind: str, **fields: Any) -> None:
+        """A line of our own: ``{"type": "taskinfa_<kind>", ...}`` (redacted)."""
+        record = {"type": f"taskinfa_{kind}", **fields}
+        self._write(self._redact(json.dumps(record, ensure_ascii=False, default=str)))
+
+    def _write(self, text: str) -> None:
+        if self._file is None:
+            return
+        try:
+            self._file.write(text)
+            self._file.write("\n")
+        except OSError as exc:
+            self._fail(exc)
+
+    def _fail(self, exc: OSError) -> None:
+        if not self._failed:
+            logger.warning("transcript {} not written: {}", self.path, exc)
+        self._failed = True
+        file, self._file = self._file, None
+        if file is not None:
+            with contextlib.suppress(OSError):
+                file.close()
