@@ -6,9 +6,11 @@ is one statement or one ``BEGIN IMMEDIATE`` transaction, so several processes ma
 same file. The claim is a single conditional ``UPDATE``: whoever's statement matches the
 row while it is still ``todo`` and unassigned wins; nobody reads before writing.
 
-Inputs are expected to be validated already (``validation.py``); the store only raises
-``NotFound`` and ``Conflict``. Timestamps are SQLite's ``YYYY-MM-DD HH:MM:SS`` in UTC, taken
-from an injectable clock so tests can move time without sleeping.
+Inputs are expected to be validated already (``validation.py``); the store raises
+``NotFound`` and ``Conflict``, and ``Invalid`` only for what needs the data to judge (a
+task list that does not exist, a name with no letter for a slug). Timestamps are SQLite's
+``YYYY-MM-DD HH:MM:SS`` in UTC, taken from an injectable clock so tests can move time
+without sleeping.
 """
 
 from __future__ import annotations
@@ -27,6 +29,15 @@ from pathlib import Path
 from typing import Any, Final
 
 from taskinfa_worker.board.problems import Conflict, Invalid, NotFound
+from taskinfa_worker.board.schema import (
+    JSON_LIST_COLUMNS,
+    PATCH_COLUMNS,
+    SCHEMA,
+    SCHEMA_VERSION,
+    SELECT_NEXT,
+    SELECT_TASK,
+    SELECT_TASK_BY_ID,
+)
 from taskinfa_worker.models import PRIORITY_RANK
 
 Clock = Callable[[], float]
@@ -36,118 +47,6 @@ DEFAULT_WORKSPACE: Final = "default"
 DEFAULT_TASK_LIST: Final = "default"
 OFFLINE_AFTER: Final = 120.0
 """A worker whose last heartbeat is older than this many seconds is shown offline."""
-
-SCHEMA_VERSION: Final = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS api_keys (
-    key_hash TEXT PRIMARY KEY,
-    workspace_id TEXT NOT NULL,
-    created_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS task_lists (
-    workspace_id TEXT NOT NULL,
-    id TEXT NOT NULL,
-    name TEXT NOT NULL,
-    description TEXT,
-    repository_url TEXT,
-    working_directory TEXT NOT NULL DEFAULT '/workspace',
-    is_initialized INTEGER NOT NULL DEFAULT 0,
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
-    PRIMARY KEY (workspace_id, id)
-);
-CREATE TABLE IF NOT EXISTS tasks (
-    id TEXT PRIMARY KEY,
-    workspace_id TEXT NOT NULL,
-    task_list_id TEXT,
-    title TEXT NOT NULL,
-    description TEXT,
-    status TEXT NOT NULL,
-    priority TEXT NOT NULL,
-    priority_rank INTEGER NOT NULL,
-    labels TEXT NOT NULL DEFAULT '[]',
-    assigned_to TEXT,
-    "order" INTEGER NOT NULL DEFAULT 0,
-    loop_count INTEGER NOT NULL DEFAULT 0,
-    error_count INTEGER NOT NULL DEFAULT 0,
-    files_changed TEXT NOT NULL DEFAULT '[]',
-    completion_notes TEXT,
-    parent_task_id TEXT,
-    pr_url TEXT,
-    branch_name TEXT,
-    claude_session_id TEXT,
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
-    started_at TEXT,
-    completed_at TEXT
-);
--- /tasks/next reads only unassigned tasks, in exactly this order.
-CREATE INDEX IF NOT EXISTS tasks_next ON tasks
-    (workspace_id, status, priority_rank, "order", created_at) WHERE assigned_to IS NULL;
-CREATE INDEX IF NOT EXISTS tasks_by_list ON tasks (workspace_id, task_list_id, status);
-CREATE INDEX IF NOT EXISTS tasks_by_assignee ON tasks (workspace_id, assigned_to);
-CREATE TABLE IF NOT EXISTS comments (
-    id TEXT PRIMARY KEY,
-    task_id TEXT NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
-    author TEXT NOT NULL,
-    author_type TEXT NOT NULL,
-    content TEXT NOT NULL,
-    comment_type TEXT NOT NULL,
-    loop_number INTEGER,
-    created_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS comments_by_task ON comments (task_id, created_at);
-CREATE TABLE IF NOT EXISTS workers (
-    workspace_id TEXT NOT NULL,
-    name TEXT NOT NULL,
-    id TEXT NOT NULL,
-    status TEXT NOT NULL,
-    current_task_id TEXT,
-    last_heartbeat TEXT,
-    last_heartbeat_epoch REAL,
-    total_tasks_completed INTEGER NOT NULL DEFAULT 0,
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
-    PRIMARY KEY (workspace_id, name)
-);
-"""
-
-# Columns a PATCH may set directly (validated values); status has its own timestamp rules.
-_PATCH_COLUMNS: Final = {
-    "assigned_to": "assigned_to",
-    "completion_notes": "completion_notes",
-    "error_count": "error_count",
-    "loop_count": "loop_count",
-    "title": "title",
-    "description": "description",
-    "priority": "priority",
-    "order": '"order"',
-    "branch_name": "branch_name",
-    "pr_url": "pr_url",
-    "claude_session_id": "claude_session_id",
-}
-_JSON_LIST_COLUMNS: Final = ("labels", "files_changed")
-
-_TASK_COLUMNS: Final = (
-    "id, workspace_id, task_list_id, title, description, status, priority, labels, assigned_to, "
-    '"order", loop_count, error_count, files_changed, completion_notes, parent_task_id, pr_url, '
-    "branch_name, claude_session_id, created_at, updated_at, started_at, completed_at"
-)
-# Only constant column names are put into SQL text; every value is a bound parameter.
-_SELECT_TASK: Final = f"SELECT {_TASK_COLUMNS} FROM tasks"  # noqa: S608
-_SELECT_TASK_BY_ID: Final = _SELECT_TASK + " WHERE id = ? AND workspace_id = ?"
-_SELECT_NEXT: Final = (
-    f"SELECT {', '.join('t.' + c.strip() for c in _TASK_COLUMNS.split(','))}, "  # noqa: S608
-    "tl.name AS project_name, tl.repository_url AS project_repository_url "
-    "FROM tasks t JOIN task_lists tl "
-    "ON tl.workspace_id = t.workspace_id AND tl.id = t.task_list_id "
-    "WHERE t.workspace_id = ? AND t.status = 'todo' AND t.assigned_to IS NULL"
-)
 
 
 def format_timestamp(epoch: float) -> str:
@@ -232,7 +131,7 @@ class BoardStore:
     def _migrate(self) -> None:
         with self._lock:
             # executescript commits on its own; the statements are all IF NOT EXISTS.
-            self._db.executescript(_SCHEMA)
+            self._db.executescript(SCHEMA)
             with self._write() as db:
                 db.execute(
                     "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
@@ -379,7 +278,7 @@ class BoardStore:
         return self.get_task(task_id, workspace_id=workspace_id)
 
     def get_task(self, task_id: str, *, workspace_id: str = DEFAULT_WORKSPACE) -> dict[str, Any]:
-        row = self._query_one(_SELECT_TASK_BY_ID, (task_id, workspace_id))
+        row = self._query_one(SELECT_TASK_BY_ID, (task_id, workspace_id))
         if row is None:
             raise NotFound("Task not found")
         return _task(row)
@@ -388,7 +287,7 @@ class BoardStore:
         self, *, workspace_id: str = DEFAULT_WORKSPACE, task_list_id: str | None = None
     ) -> tuple[dict[str, Any], dict[str, Any]] | None:
         """The task ``/tasks/next`` offers and its project, or None. Reads, never claims."""
-        sql = _SELECT_NEXT
+        sql = SELECT_NEXT
         params: list[Any] = [workspace_id]
         if task_list_id is not None:
             sql += " AND t.task_list_id = ?"
@@ -418,7 +317,7 @@ class BoardStore:
                 "WHERE id = ? AND workspace_id = ? AND status = 'todo' AND assigned_to IS NULL",
                 (bot_name, now, now, task_id, workspace_id),
             ).rowcount
-            row = db.execute(_SELECT_TASK_BY_ID, (task_id, workspace_id)).fetchone()
+            row = db.execute(SELECT_TASK_BY_ID, (task_id, workspace_id)).fetchone()
         if row is None:
             raise NotFound("Task not found")
         if claimed != 1:
@@ -437,11 +336,11 @@ class BoardStore:
         now = self.now()
         assignments = ["updated_at = :now"]
         params: dict[str, Any] = {"now": now, "id": task_id, "ws": workspace_id}
-        for name, column in _PATCH_COLUMNS.items():
+        for name, column in PATCH_COLUMNS.items():
             if name in fields:
                 assignments.append(f"{column} = :{name}")
                 params[name] = fields[name]
-        for name in _JSON_LIST_COLUMNS:
+        for name in JSON_LIST_COLUMNS:
             if name in fields:
                 assignments.append(f"{name} = :{name}")
                 params[name] = json.dumps(list(fields[name]))
@@ -462,7 +361,7 @@ class BoardStore:
             ]
         with self._write() as db:
             changed = db.execute(
-                # Assignments name whitelisted columns only (_PATCH_COLUMNS, fixed SQL).
+                # Assignments name whitelisted columns only (PATCH_COLUMNS, fixed SQL).
                 f"UPDATE tasks SET {', '.join(assignments)} "  # noqa: S608
                 "WHERE id = :id AND workspace_id = :ws",
                 params,
@@ -544,7 +443,7 @@ class BoardStore:
                 params,
             ).fetchone()
             rows = self._db.execute(
-                f"{_SELECT_TASK} WHERE {condition} "
+                f"{SELECT_TASK} WHERE {condition} "
                 'ORDER BY "order", created_at, rowid LIMIT ? OFFSET ?',
                 [*params, limit, offset],
             ).fetchall()

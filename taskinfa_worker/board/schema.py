@@ -1,0 +1,120 @@
+"""The local board's SQLite schema and the fixed SQL text the store builds queries from.
+
+Tables mirror the real dashboard's (tasks, task_lists, workers, comments, api_keys). Only
+constant column names are ever put into SQL text; every value is a bound parameter.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+SCHEMA_VERSION: Final = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_hash TEXT PRIMARY KEY,
+    workspace_id TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS task_lists (
+    workspace_id TEXT NOT NULL,
+    id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    description TEXT,
+    repository_url TEXT,
+    working_directory TEXT NOT NULL DEFAULT '/workspace',
+    is_initialized INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (workspace_id, id)
+);
+CREATE TABLE IF NOT EXISTS tasks (
+    id TEXT PRIMARY KEY,
+    workspace_id TEXT NOT NULL,
+    task_list_id TEXT,
+    title TEXT NOT NULL,
+    description TEXT,
+    status TEXT NOT NULL,
+    priority TEXT NOT NULL,
+    priority_rank INTEGER NOT NULL,
+    labels TEXT NOT NULL DEFAULT '[]',
+    assigned_to TEXT,
+    "order" INTEGER NOT NULL DEFAULT 0,
+    loop_count INTEGER NOT NULL DEFAULT 0,
+    error_count INTEGER NOT NULL DEFAULT 0,
+    files_changed TEXT NOT NULL DEFAULT '[]',
+    completion_notes TEXT,
+    parent_task_id TEXT,
+    pr_url TEXT,
+    branch_name TEXT,
+    claude_session_id TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    started_at TEXT,
+    completed_at TEXT
+);
+-- /tasks/next reads only unassigned tasks, in exactly this order.
+CREATE INDEX IF NOT EXISTS tasks_next ON tasks
+    (workspace_id, status, priority_rank, "order", created_at) WHERE assigned_to IS NULL;
+CREATE INDEX IF NOT EXISTS tasks_by_list ON tasks (workspace_id, task_list_id, status);
+CREATE INDEX IF NOT EXISTS tasks_by_assignee ON tasks (workspace_id, assigned_to);
+CREATE TABLE IF NOT EXISTS comments (
+    id TEXT PRIMARY KEY,
+    task_id TEXT NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+    author TEXT NOT NULL,
+    author_type TEXT NOT NULL,
+    content TEXT NOT NULL,
+    comment_type TEXT NOT NULL,
+    loop_number INTEGER,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS comments_by_task ON comments (task_id, created_at);
+CREATE TABLE IF NOT EXISTS workers (
+    workspace_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    current_task_id TEXT,
+    last_heartbeat TEXT,
+    last_heartbeat_epoch REAL,
+    total_tasks_completed INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (workspace_id, name)
+);
+"""
+
+# Columns a PATCH may set directly (validated values); status has its own timestamp rules.
+PATCH_COLUMNS: Final = {
+    "assigned_to": "assigned_to",
+    "completion_notes": "completion_notes",
+    "error_count": "error_count",
+    "loop_count": "loop_count",
+    "title": "title",
+    "description": "description",
+    "priority": "priority",
+    "order": '"order"',
+    "branch_name": "branch_name",
+    "pr_url": "pr_url",
+    "claude_session_id": "claude_session_id",
+}
+JSON_LIST_COLUMNS: Final = ("labels", "files_changed")
+
+_TASK_COLUMNS: Final = (
+    "id, workspace_id, task_list_id, title, description, status, priority, labels, assigned_to, "
+    '"order", loop_count, error_count, files_changed, completion_notes, parent_task_id, pr_url, '
+    "branch_name, claude_session_id, created_at, updated_at, started_at, completed_at"
+)
+SELECT_TASK: Final = f"SELECT {_TASK_COLUMNS} FROM tasks"  # noqa: S608
+SELECT_TASK_BY_ID: Final = SELECT_TASK + " WHERE id = ? AND workspace_id = ?"
+SELECT_NEXT: Final = (
+    f"SELECT {', '.join('t.' + c.strip() for c in _TASK_COLUMNS.split(','))}, "  # noqa: S608
+    "tl.name AS project_name, tl.repository_url AS project_repository_url "
+    "FROM tasks t JOIN task_lists tl "
+    "ON tl.workspace_id = t.workspace_id AND tl.id = t.task_list_id "
+    "WHERE t.workspace_id = ? AND t.status = 'todo' AND t.assigned_to IS NULL"
+)
