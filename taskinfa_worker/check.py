@@ -1,0 +1,379 @@
+"""``taskinfa-worker check`` and ``taskinfa-worker status``.
+
+``run_checks`` tries everything a run needs, one line per check, before any task is
+claimed: the board (reachable, key accepted, atomic claim route), the agent executable,
+git, and the folders the worker writes to::
+
+    ok    settings valid (BOT_NAME=bot, CONCURRENCY=4, AGENT=claude)
+    ok    board reachable (http://localhost:3000/api)
+    FAIL  board key accepted: the board refused the key (401) ...
+
+A ``warn`` line is worth reading but does not fail the check (a board without the claim
+route still works, without atomic claims). Exit status 1 when any line is ``FAIL``.
+
+``show_status`` prints the slots' table from the health port's ``/status`` when the port
+is set and answers, else from the status file the pool keeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TextIO
+from urllib.parse import quote
+
+import aiohttp
+
+from taskinfa_worker.api import BoardClient, Lane
+from taskinfa_worker.errors import AuthError, BoardError, ServerError, TransportError
+from taskinfa_worker.http_errors import excerpt
+from taskinfa_worker.redact import Redactor
+from taskinfa_worker.settings import Settings, env_var, is_secret
+from taskinfa_worker.status_file import StatusFile, render
+
+Outcome = Literal["ok", "warn", "skip", "FAIL"]
+
+# Seconds `claude --version` / `git --version` may take (a first start may unpack files).
+VERSION_TIMEOUT = 30.0
+# Seconds one board probe may take; shorter than a run's request timeout, people wait.
+PROBE_TIMEOUT = 15.0
+STATUS_TIMEOUT = 3.0
+# An id no board will have: the claim probe must never claim a real task.
+PROBE_TASK_ID = "task_taskinfa-worker-check-probe-nonexistent"
+
+
+@dataclass
+class Check:
+    outcome: Outcome
+    label: str
+    detail: str = ""
+
+    def line(self) -> str:
+        if not self.detail:
+            return f"{self.outcome:<4}  {self.label}"
+        separator = " " if self.detail.startswith("(") else ": "
+        return f"{self.outcome:<4}  {self.label}{separator}{self.detail}"
+
+
+class _Checks:
+    """Runs the checks in order, printing each line as soon as it is known."""
+
+    def __init__(self, settings: Settings, out: TextIO) -> None:
+        self.settings = settings
+        self.out = out
+        self.redact = Redactor(
+            [settings.taskinfa_api_key, settings.anthropic_api_key, settings.github_token]
+        )
+        self.results: list[Check] = []
+        self.board_ok = False
+
+    def report(self, check: Check) -> None:
+        check.detail = self.redact(check.detail)
+        self.results.append(check)
+        print(check.line(), file=self.out, flush=True)
+
+    async def run(self) -> int:
+        steps: list[Callable[[], Awaitable[None]]] = [
+            self.check_settings,
+            self.check_board,
+            self.check_claim_route,
+            self.check_agent,
+            self.check_credentials,
+            self.check_git,
+            self.check_workspace,
+            self.check_log_dir,
+        ]
+        for step in steps:
+            await step()
+        failed = sum(1 for check in self.results if check.outcome == "FAIL")
+        if failed:
+            print(f"{failed} of {len(self.results)} checks failed", file=self.out, flush=True)
+            return 1
+        print(f"all {len(self.results)} checks passed", file=self.out, flush=True)
+        return 0
+
+    # --- settings and board -----------------------------------------------------------------
+    async def check_settings(self) -> None:
+        # Reaching this point means Settings validated; say what they resolved to.
+        s = self.settings
+        self.report(
+            Check(
+                "ok",
+                "settings valid",
+                f"(BOT_NAME={s.bot_name}, CONCURRENCY={s.concurrency}, AGENT={s.agent})",
+            )
+        )
+
+    async def check_board(self) -> None:
+        url = self.settings.taskinfa_api_url
+        client = BoardClient(
+            url,
+            self.settings.taskinfa_api_key,
+            rate_limit=self.settings.rate_limit,
+            request_timeout=min(self.settings.request_timeout, PROBE_TIMEOUT),
+            # One attempt each: a person is waiting for the answer.
+            retry_max_time=dict.fromkeys(Lane, 0.0),
+        )
+        try:
+            page = await client.list_tasks(status="todo", limit=1)
+        except TransportError as exc:
+            self.report(Check("FAIL", "board reachable", f"{url}: {exc}"))
+            self.report(Check("skip", "board key accepted", "(board not reachable)"))
+            return
+        except AuthError as exc:
+            self.report(Check("ok", "board reachable", f"({url})"))
+            self.report(Check("FAIL", "board key accepted", str(exc)))
+            return
+        except ServerError as exc:
+            self.report(Check("FAIL", "board reachable", f"{url} is in trouble: {exc}"))
+            self.report(Check("skip", "board key accepted", "(the board answered 5xx)"))
+            return
+        except BoardError as exc:
+            self.report(Check("ok", "board reachable", f"({url})"))
+            self.report(Check("FAIL", "board key accepted", f"unexpected answer: {exc}"))
+            return
+        finally:
+            await client.aclose()
+        self.board_ok = True
+        self.report(Check("ok", "board reachable", f"({url})"))
+        tasks = "task" if page.total == 1 else "tasks"
+        self.report(
+            Check(
+                "ok",
+                "board key accepted",
+                f"(workspace {self.settings.workspace_id}: {page.total} {tasks} in todo)",
+            )
+        )
+
+    async def check_claim_route(self) -> None:
+        if not self.board_ok:
+            self.report(Check("skip", "claim route", "(board not usable)"))
+            return
+        url = f"{self.settings.taskinfa_api_url}/tasks/{quote(PROBE_TASK_ID, safe='')}/claim"
+        key = self.settings.taskinfa_api_key.get_secret_value()
+        headers = {"Authorization": f"Bearer {key}", "Accept": "application/json"}
+        timeout = aiohttp.ClientTimeout(total=min(self.settings.request_timeout, PROBE_TIMEOUT))
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=timeout, headers=headers) as session,
+                session.post(url, json={"bot_name": self.settings.slot_names()[0]}) as response,
+            ):
+                status = response.status
+                body = await response.read()
+                is_json = _json_object(body)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self.report(Check("FAIL", "claim route", f"no answer: {excerpt(str(exc))}"))
+            return
+        if status == 404 and is_json:
+            # The route exists and looked the task up: "task not found".
+            self.report(Check("ok", "claim route present", "(claims are atomic)"))
+        elif status in (404, 405):
+            self.report(
+                Check(
+                    "warn",
+                    "claim route missing",
+                    f"(POST /tasks/{{id}}/claim answered {status}): claims fall back to "
+                    "PATCH and a read-back, which is not atomic when several workers share "
+                    "the board",
+                )
+            )
+        elif status in (200, 409):
+            self.report(Check("ok", "claim route present", f"(answered {status})"))
+        else:
+            self.report(
+                Check("warn", "claim route unknown", f"(answered {status}: {excerpt(body)})")
+            )
+
+    # --- agent ------------------------------------------------------------------------------
+    async def check_agent(self) -> None:
+        settings = self.settings
+        if settings.agent == "command":
+            self.report(Check("skip", "claude CLI", "(AGENT=command)"))
+            command = shlex.split(settings.agent_command or "")
+            found = shutil.which(command[0]) if command else None
+            if found is None:
+                name = command[0] if command else "(empty)"
+                self.report(
+                    Check("FAIL", "agent command found", f"{name} is not an executable on PATH")
+                )
+            else:
+                self.report(Check("ok", "agent command found", f"({found})"))
+            return
+        found = shutil.which(settings.claude_bin)
+        if found is None:
+            self.report(
+                Check(
+                    "FAIL",
+                    "claude CLI found",
+                    f"{settings.claude_bin} is not an executable on PATH: install "
+                    "@anthropic-ai/claude-code or set CLAUDE_BIN",
+                )
+            )
+            return
+        ok, output = await _version(found, self._child_env())
+        if ok:
+            self.report(Check("ok", f"claude CLI {output}", f"({found})"))
+        else:
+            self.report(Check("FAIL", "claude CLI runs", f"{found} --version: {output}"))
+
+    async def check_credentials(self) -> None:
+        if self.settings.agent != "claude":
+            return
+        if self.settings.anthropic_api_key is not None:
+            self.report(Check("ok", "Claude credentials", f"({env_var('anthropic_api_key')})"))
+            return
+        source = self.settings.claude_config_source
+        credentials = source / ".credentials.json"
+        if credentials.is_file():
+            self.report(Check("ok", "Claude credentials", f"({credentials})"))
+            return
+        self.report(
+            Check(
+                "warn",
+                "Claude credentials",
+                f"no ANTHROPIC_API_KEY and no {credentials}: Claude Code must find "
+                "another way to log in",
+            )
+        )
+
+    async def check_git(self) -> None:
+        found = shutil.which("git")
+        if found is None:
+            self.report(Check("FAIL", "git found", "git is not on PATH"))
+            return
+        ok, output = await _version(found, self._child_env())
+        if ok:
+            self.report(Check("ok", output.removesuffix("."), f"({found})"))
+        else:
+            self.report(Check("FAIL", "git runs", f"{found} --version: {output}"))
+
+    def _child_env(self) -> dict[str, str]:
+        # `--version` needs none of the worker's secrets.
+        secrets = {env_var(name) for name in Settings.model_fields if is_secret(name)}
+        return {key: value for key, value in os.environ.items() if key not in secrets}
+
+    # --- folders ----------------------------------------------------------------------------
+    async def check_workspace(self) -> None:
+        self.report(_writable("workspace writable", self.settings.workspace_dir))
+
+    async def check_log_dir(self) -> None:
+        self.report(_writable("log dir writable", self.settings.bot_log_dir))
+
+
+def _json_object(body: bytes) -> bool:
+    try:
+        return isinstance(json.loads(body), dict)
+    except (ValueError, UnicodeDecodeError):
+        return False
+
+
+async def _version(executable: str, env: dict[str, str]) -> tuple[bool, str]:
+    """Run ``executable --version``: (True, first line) or (False, what went wrong)."""
+    try:
+        process = await asyncio.create_subprocess_exec(
+            executable,
+            "--version",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )
+    except OSError as exc:
+        return False, f"cannot start: {exc}"
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), VERSION_TIMEOUT)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+        return False, f"no answer within {VERSION_TIMEOUT:g} s"
+    lines = stdout.decode(errors="replace").strip().splitlines()
+    first_line = excerpt(lines[0]) if lines else ""
+    if process.returncode != 0:
+        reason = excerpt(stderr) or first_line or "no output"
+        return False, f"exit status {process.returncode}: {reason}"
+    if not first_line:
+        return False, "printed no version"
+    return True, first_line
+
+
+def _writable(label: str, directory: Path) -> Check:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".check-") as handle:
+            handle.write(b"ok")
+            handle.flush()
+    except OSError as exc:
+        return Check("FAIL", label, f"{directory}: {exc.strerror or exc}")
+    return Check("ok", label, f"({directory})")
+
+
+async def run_checks(settings: Settings, *, out: TextIO | None = None) -> int:
+    """Run every check, print one line each to ``out`` (stdout); 1 if any failed, else 0."""
+    return await _Checks(settings, out if out is not None else sys.stdout).run()
+
+
+async def show_status(settings: Settings, *, out: TextIO | None = None) -> int:
+    """Print what each slot does: from the health port if it answers, else the status file.
+
+    Returns 1 when neither source exists (no worker with these settings is running).
+    """
+    stream = out if out is not None else sys.stdout
+    note = ""
+    if settings.health_port:
+        url = f"{_local_url(settings.health_host, settings.health_port)}/status"
+        data = await _fetch_status(url)
+        if isinstance(data, dict):
+            print(render(data), end="", file=stream, flush=True)
+            print(f"# from {url}", file=stream, flush=True)
+            return 0
+        note = f"# {url} did not answer ({data}); "
+    status = StatusFile(settings.status_file)
+    try:
+        text = status.read()
+        age = status.age()
+    except FileNotFoundError:
+        print(
+            f"{note.removeprefix('# ')}no status file at {status.path}: is a worker with "
+            f"BOT_NAME={settings.bot_name} and LOG_DIR={settings.log_dir} running?",
+            file=sys.stderr if out is None else stream,
+            flush=True,
+        )
+        return 1
+    print(text, end="", file=stream, flush=True)
+    print(f"{note or '# '}from {status.path}, written {age:.0f} s ago", file=stream, flush=True)
+    return 0
+
+
+def _local_url(host: str, port: int) -> str:
+    # A wildcard bind address is reached through loopback.
+    if host in ("", "0.0.0.0", "::"):  # noqa: S104
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+async def _fetch_status(url: str) -> dict[str, Any] | str:
+    """The /status JSON, or a short reason it could not be had."""
+    timeout = aiohttp.ClientTimeout(total=STATUS_TIMEOUT)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(url) as response,
+        ):
+            if response.status != 200:
+                return f"status {response.status}"
+            data = await response.json()
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        return excerpt(str(exc)) or type(exc).__name__
+    return data if isinstance(data, dict) else "not a JSON object"
