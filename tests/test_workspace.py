@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -319,3 +320,47 @@ async def test_finish_of_an_unknown_workspace_is_refused(tmp_path: Path) -> None
     await manager.discard(ws)  # unknown: ignored, never raises
     assert ws.path.is_dir()
     await other.discard(ws)
+
+
+async def test_trees_share_object_files_with_the_mirror_by_hard_links(tmp_path: Path) -> None:
+    origin = make_origin(tmp_path, {f"f{i}.txt": f"{i}\n" for i in range(20)})
+    sh("gc", "-q", cwd=origin)  # one pack, as a real remote serves it
+    manager = make_manager(tmp_path / "ws")
+    ws = await manager.prepare(task(), project(str(origin)))
+    mirror = next((tmp_path / "ws" / "repos").glob("*.git"))
+    mirror_packs = {p.name: p.stat().st_ino for p in (mirror / "objects" / "pack").iterdir()}
+    tree_packs = {p.name: p.stat().st_ino for p in (ws.path / ".git/objects/pack").iterdir()}
+    assert any(name.endswith(".pack") for name in tree_packs)
+    assert tree_packs.items() & mirror_packs.items()  # same inodes: linked, not copied
+    await manager.discard(ws)
+
+
+async def test_upstream_rewrites_and_mirror_gc_do_not_disturb_running_trees(
+    tmp_path: Path,
+) -> None:
+    origin = make_origin(tmp_path, {"a.txt": "a\n"})
+    manager = make_manager(tmp_path / "ws", push=True)
+    first = await manager.prepare(task("task_1"), project(str(origin)))
+    (first.path / "work.txt").write_text("in progress\n")
+    # Upstream force-pushes a new history and deletes the old branch's commit for good.
+    sh("update-ref", "-d", "refs/heads/trunk", cwd=origin)
+    push_commit(origin, {"rewritten.txt": "new history\n"}, message="rewrite")
+    # Another task of the project fetches with --prune; then the mirror is gc'ed hard.
+    second = await manager.prepare(task("task_2"), project(str(origin)))
+    mirror = next((tmp_path / "ws" / "repos").glob("*.git"))
+    sh("-c", "gc.reflogExpire=now", "reflog", "expire", "--all", "--expire=now", cwd=mirror)
+    sh("gc", "-q", "--prune=now", cwd=mirror)
+    gone = subprocess.run(
+        ["git", "cat-file", "-e", f"{first.base_commit}^{{commit}}"],
+        cwd=mirror,
+        check=False,
+        capture_output=True,
+    )
+    assert gone.returncode != 0  # the mirror no longer has the first tree's base commit
+    # The first tree is untouched and still whole: it commits and pushes its work.
+    sh("fsck", "--no-dangling", cwd=first.path)
+    result = await manager.finish(first, task("task_1"))
+    assert result.files_changed == ["work.txt"]
+    assert sh("rev-parse", f"refs/heads/{first.branch}", cwd=origin).strip() == result.commit
+    for ws in (first, second):
+        await manager.discard(ws)

@@ -104,7 +104,7 @@ def make_settings(workspace_dir: Path, **overrides: Any) -> Settings:
         "git_timeout": 30.0,
     }
     values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)
 
 
 def make_manager(workspace_dir: Path, **overrides: Any) -> GitWorkspaces:

@@ -132,11 +132,12 @@ class GitWorkspaces:
         mirror = self._repos / f"{key}.git"
         asked = time.monotonic()
         async with self._projects.hold(key, self._lock_wait):
-            # A fetch that finished after we asked is fresh enough: slots that start
-            # together on one project fetch once, not once each.
+            # A fetch that *started* after we asked is fresh enough: slots that start
+            # together on one project fetch once or twice, not once each.
             if self._fetched.get(key, -1.0) < asked or not repo.mirror_ready(mirror):
+                started = time.monotonic()
                 await repo.sync_mirror(self._git, checked, mirror)
-                self._fetched[key] = time.monotonic()
+                self._fetched[key] = started
             _default, base = await repo.default_branch(self._git, mirror)
             # Copied under the lock too: no fetch or gc changes the mirror meanwhile.
             await repo.clone_tree(self._git, mirror, tree, branch, base, checked)

@@ -65,7 +65,7 @@ async def push_branch(git: Git, tree: Path, repo: RepoUrl, commit: str, branch: 
         f"+{commit}:refs/heads/{branch}",
         cwd=tree,
         repo=repo,
-        action=f"push the branch {branch}",
+        action=f"push the branch {branch} to {repo.url}",
     )
 
 

@@ -62,7 +62,7 @@ async def sync_mirror(git: Git, repo: RepoUrl, path: Path) -> None:
             *FETCH_REFSPECS,
             cwd=path,
             repo=repo,
-            action="fetch the repository",
+            action=f"fetch {repo.url}",
         )
         return
     tmp = path.with_name(path.name + ".tmp")
@@ -76,7 +76,7 @@ async def sync_mirror(git: Git, repo: RepoUrl, path: Path) -> None:
         str(tmp),
         cwd=path.parent,
         repo=repo,
-        action="clone the repository",
+        action=f"clone {repo.url}",
     )
     os.rename(tmp, path)
 
