@@ -32,8 +32,8 @@ RESULT_CHARS = 3000
 STDERR_LINES = 15
 STDERR_CHARS = 1500
 FILES_IN_SUMMARY = 30
-# Never post more often than this, whatever interval() says.
-MIN_INTERVAL = 1.0
+# A floor under interval(), so that a zero can never turn the loop into a busy one.
+MIN_INTERVAL = 0.05
 
 
 def _identity(text: str) -> str:

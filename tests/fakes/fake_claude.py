@@ -22,13 +22,15 @@ reaches it there), else ``$FAKE_CLAUDE_MODE``, else ``success``:
     ignore_sigterm     ignores SIGTERM, prints init, silence forever
     setsid_grandchild  leaves a grandchild in its own session (sleeping, holding stdout),
                        writes its pid to .fake_claude/grandchild.pid, then succeeds
+    grandchild_hang    the same grandchild, then silence forever (for cancellation)
     orphan_exits       leaves a setsid grandchild that exits 0.3 s after its parent died
                        (a zombie for whoever adopted it), waits 1 s, then succeeds
     garbage            junk lines, unknown events, odd types, binary bytes, then success
 
 Every run records what it was given in ``.fake_claude/`` of its cwd: ``argv.json``,
-``env.json``, ``prompt.txt`` and ``stdin.json`` (whether stdin was /dev/null, and where
-the prompt came from), so that tests can check the command line and environment.
+``env.json``, ``prompt.txt``, ``pid`` and ``stdin.json`` (whether stdin was /dev/null,
+and where the prompt came from), so that tests can check the command line and environment.
+``FAKE_SAY=<word>`` in the prompt makes the success mode say that word (redaction tests).
 """
 
 from __future__ import annotations
@@ -199,6 +201,7 @@ def record(options: dict[str, str | bool], prompt: str, source: str, devnull: bo
     (RECORD / "argv.json").write_text(json.dumps(sys.argv))
     (RECORD / "env.json").write_text(json.dumps(dict(os.environ)))
     (RECORD / "prompt.txt").write_text(prompt)
+    (RECORD / "pid").write_text(str(os.getpid()))
     (RECORD / "stdin.json").write_text(
         json.dumps({"devnull": devnull, "prompt_source": source, "options": options})
     )
@@ -246,7 +249,7 @@ def main() -> int:
     init(cwd)
 
     if mode in ("success", "resume_missing"):
-        text("I'll look at the project first.")
+        text(f"I'll look at the project first. {param('FAKE_SAY', '')}".strip())
         tool("Read", {"file_path": os.path.join(cwd, "README.md")})
         tool("Edit", {"file_path": os.path.join(cwd, "src", "app.py"), "old_string": "a"})
         tool("Bash", {"command": "pytest -q"}, "3 passed")
@@ -324,6 +327,9 @@ def main() -> int:
             time.sleep(0.2)
         result(text_="Slow but steady.")
         return 0
+    if mode == "grandchild_hang":
+        leave_grandchild(linger=None)
+        sleep_forever()
     if mode in ("setsid_grandchild", "orphan_exits"):
         leave_grandchild(linger=0.3 if mode == "orphan_exits" else None)
         if mode == "orphan_exits":
