@@ -27,7 +27,13 @@ from multidict import CIMultiDict
 from pydantic import SecretStr
 
 from taskinfa_worker import __version__
-from taskinfa_worker.errors import ApiError, RateLimitedError, ServerError, TransportError
+from taskinfa_worker.errors import (
+    ApiError,
+    MalformedResponseError,
+    RateLimitedError,
+    ServerError,
+    TransportError,
+)
 from taskinfa_worker.http_errors import Answer, excerpt
 from taskinfa_worker.metrics import Metrics
 from taskinfa_worker.models import (
@@ -196,7 +202,11 @@ class BoardClient:
             return await self._confirm_claim(task_id, bot_name)
         if answer.ok:
             self.claims_atomic = True
-            return self._task_of(answer)
+            try:
+                return self._task_of(answer)
+            except MalformedResponseError:
+                # The claim went through, but we cannot see for whom: ask the task.
+                return await self._confirm_claim(task_id, bot_name)
         if answer.status == 409:
             self.claims_atomic = True
             return None
@@ -210,7 +220,9 @@ class BoardClient:
     async def get_task(self, task_id: str, *, lane: Lane = Lane.NORMAL) -> Task | None:
         """The task as the board has it now; None when it was deleted."""
         answer = await self._request("GET", TASK, _path(TASK, task_id), lane=lane, retry=True)
-        if answer.status in (404, 410):
+        # Only the API itself saying "not found" means deleted. An HTML 404 comes from a
+        # proxy or a wrong base URL, and reading it as "deleted" would stop running work.
+        if answer.status == 410 or (answer.status == 404 and answer.error_message() is not None):
             return None
         self._expect_ok(answer)
         return self._task_of(answer)

@@ -222,7 +222,9 @@ class RateLimiter:
         if remaining <= 0:
             reset_in = parse_reset(_header(headers, "X-RateLimit-Reset"), self._wall_clock())
             if reset_in is not None and reset_in > 0:
-                self._block(now + reset_in)
+                # A window frees within one window length; more than that is the two
+                # clocks disagreeing, which must not stall the worker.
+                self._block(now + min(reset_in, self._window))
 
     def on_rate_limited(self, retry_after: float | None) -> float:
         """A 429 arrived: pause every caller for ``retry_after`` seconds; returns the pause."""

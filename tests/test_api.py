@@ -21,6 +21,7 @@ from taskinfa_worker.errors import (
 from taskinfa_worker.metrics import Metrics
 from taskinfa_worker.models import Task, TaskStatus
 from taskinfa_worker.ratelimit import RateLimiter
+from taskinfa_worker.settings import Settings
 from tests.board_support import BoardHandle, MakeBoard
 from tests.virtual_time import ManualClock
 
@@ -311,6 +312,51 @@ async def test_no_answer_is_retried_only_where_safe(metrics: Metrics) -> None:
         with pytest.raises(TransportError):
             await client.next_task()  # BACKGROUND: one try
         assert requests_counted(metrics, "/tasks/next", "0") == 1
+
+
+async def test_a_board_that_never_answers_times_out(metrics: Metrics) -> None:
+    hung_up = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.read()  # reads the request, answers nothing, until the client hangs up
+        finally:
+            writer.close()
+            await writer.wait_closed()
+            hung_up.set()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with BoardClient(
+            f"http://127.0.0.1:{port}/api",
+            SecretStr("tk_test_silent_board"),
+            request_timeout=0.2,
+            metrics=metrics,
+        ) as client:
+            with pytest.raises(TransportError, match="no answer"):
+                await client.next_task()
+        assert requests_counted(metrics, "/tasks/next", "0") == 1
+        await asyncio.wait_for(hung_up.wait(), 10)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_from_settings(board: BoardHandle, metrics: Metrics) -> None:
+    settings = Settings(
+        _env_file=None,
+        taskinfa_api_url=board.url + "/",
+        taskinfa_api_key=board.api_key,
+        rate_limit=42,
+        request_timeout=7,
+    )
+    async with BoardClient.from_settings(settings, metrics) as client:
+        assert client.base_url == board.url
+        assert client.limiter.limit == 42
+        assert (await client.next_task()).task is None
+        assert board.api_key not in repr(client)
+    assert requests_counted(metrics, "/tasks/next", "200") == 1
 
 
 async def test_closed_client_refuses_requests(board: BoardHandle) -> None:

@@ -25,6 +25,7 @@ from taskinfa_worker.errors import (
     ApiError,
     AuthError,
     MalformedResponseError,
+    NotFoundError,
     RateLimitedError,
     ServerError,
     TransportError,
@@ -351,3 +352,27 @@ async def test_heartbeat_405_means_no_route(client: BoardClient, mocked: aioresp
     assert await client.heartbeat("bot-1", "idle") is None
     assert client.workers_supported is False
     assert await client.heartbeat("bot-1", "idle") is None  # no request: none registered
+
+
+async def test_html_404_on_a_task_is_not_read_as_deleted(
+    client: BoardClient, mocked: aioresponses
+) -> None:
+    # A proxy's page or a wrong base URL must not look like "a person deleted the task".
+    mocked.get(f"{BASE}/tasks/task_1", status=404, body="<html>Not Found</html>")
+    with pytest.raises(NotFoundError):
+        await client.get_task("task_1")
+    mocked.get(f"{BASE}/tasks/task_1", status=404, payload={"error": "Task not found"})
+    assert await client.get_task("task_1") is None
+
+
+async def test_claim_accepted_with_an_unreadable_body_is_confirmed(
+    client: BoardClient, mocked: aioresponses
+) -> None:
+    mocked.post(f"{BASE}/tasks/task_1/claim", status=200, body='{"success": true, "task": {')
+    mocked.get(
+        f"{BASE}/tasks/task_1",
+        payload={"task": task_json(status="in_progress", assigned_to="bot-1")},
+    )
+    won = await client.claim("task_1", "bot-1")
+    assert won is not None
+    assert won.assigned_to == "bot-1"

@@ -169,6 +169,14 @@ async def test_reset_as_epoch_seconds_and_a_lower_advertised_limit(clock: Manual
     assert limiter.limit == 50
 
 
+def test_reset_far_away_is_the_clocks_disagreeing(clock: ManualClock) -> None:
+    limiter = make_limiter(clock, 100)
+    # The board's clock runs an hour ahead of ours: still wait at most one window.
+    far = datetime.fromtimestamp(clock.wall() + 3600, UTC).isoformat()
+    limiter.observe({"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": far})
+    assert limiter.paused_for() == pytest.approx(60)
+
+
 async def test_429_pauses_every_caller_and_lowers_the_rate(clock: ManualClock) -> None:
     limiter = make_limiter(clock, 100)
     before = limiter.rate_per_minute
