@@ -503,8 +503,8 @@ class BoardClient:
     ) -> Answer:
         """Send one request; 5xx raise ServerError, other statuses come back as answers.
 
-        With ``retry`` (safe requests only) transport errors and 5xx are retried with
-        exponential backoff and jitter for the lane's time budget.
+        With ``retry`` (safe requests only) transport errors, 5xx and lasting 429s are
+        retried with exponential backoff and jitter for the lane's time budget.
         """
 
         async def attempt() -> Answer:
@@ -518,7 +518,9 @@ class BoardClient:
             return await attempt()
         retrying = backoff.on_exception(
             backoff.expo,
-            (TransportError, ServerError),
+            # RateLimitedError: a 429 storm that outlasted the waits in _send; a task's
+            # final update keeps trying for the rest of its budget.
+            (TransportError, ServerError, RateLimitedError),
             max_time=budget,
             jitter=backoff.full_jitter,
             logger=None,
