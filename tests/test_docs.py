@@ -1,0 +1,64 @@
+"""The hand-written docs: links resolve, and the numbers they quote match the shipped files."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from taskinfa_worker.settings import Settings
+from tests.deployfiles import COMPOSE, KUBERNETES, ROOT
+
+DOCS = ROOT / "docs"
+PAGES = sorted(DOCS.glob("*.md"))
+
+
+def anchors(page: Path) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
+    found = set()
+    for line in page.read_text().splitlines():
+        match = re.match(r"^#{1,6} (.+)$", line)
+        if match:
+            slug = re.sub(r"[^\w\- ]", "", match.group(1).strip().lower()).replace(" ", "-")
+            found.add(slug)
+    return found
+
+
+def test_the_expected_pages_exist() -> None:
+    names = {page.name for page in PAGES}
+    expected = {
+        "quickstart.md",
+        "configuration.md",
+        "operations.md",
+        "architecture.md",
+        "migration.md",
+    }
+    assert expected <= names
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
+def test_relative_links_resolve(page: Path) -> None:
+    for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+        if re.match(r"^[a-z]+://", target):
+            continue
+        path, _, anchor = target.partition("#")
+        linked = (page.parent / path).resolve() if path else page
+        assert linked.exists(), f"{page.name}: broken link {target}"
+        if anchor:
+            assert anchor in anchors(linked), f"{page.name}: no heading for {target}"
+
+
+def test_operations_quotes_the_shipped_grace_periods() -> None:
+    text = (DOCS / "operations.md").read_text()
+    compose = yaml.safe_load(COMPOSE.read_text())
+    grace = compose["services"]["worker"]["stop_grace_period"]
+    assert f"stop_grace_period: {grace}" in text
+    deployment = yaml.safe_load((KUBERNETES / "deployment.yaml").read_text())
+    seconds = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert f"terminationGracePeriodSeconds: {seconds}" in text
+    drain = Settings.model_fields["drain_timeout"].default
+    kill_grace = Settings.model_fields["kill_grace"].default
+    assert f"`DRAIN_TIMEOUT` seconds (default {drain:.0f})" in text
+    assert f"`KILL_GRACE` seconds (default {kill_grace:.0f})" in text
