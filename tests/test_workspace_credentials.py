@@ -160,3 +160,6 @@ def test_the_token_is_only_in_the_environment_of_network_calls_to_allowed_hosts(
     assert any(o.startswith("credential.https://github.com.helper=!") for o in options)
     assert not any("credential" in o for o in env.config(repo=other))
     assert env.env(github)["GIT_TERMINAL_PROMPT"] == "0"
+    # The PR command (gh) gets the token only for a repository on an allowed host.
+    assert env.tool_env(github)["GH_TOKEN"] == TOKEN
+    assert TOKEN not in env.tool_env(other).values()

@@ -11,6 +11,7 @@ import contextlib
 import os
 import shutil
 import stat
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,10 @@ def remove_tree(path: Path, root: Path) -> None:
     if not path.exists():
         return
     ensure_inside(path, root)
-    shutil.rmtree(path, onerror=_make_writable_and_retry)
+    if sys.version_info >= (3, 12):  # onerror is deprecated there
+        shutil.rmtree(path, onexc=_make_writable_and_retry)
+    else:
+        shutil.rmtree(path, onerror=_make_writable_and_retry)
 
 
 def _make_writable_and_retry(function: Callable[..., Any], failed: str, _exc_info: object) -> None:

@@ -153,10 +153,11 @@ class GitEnv:
         """The worker's commit identity; ``GIT_AUTHOR_*``/``GIT_COMMITTER_*`` still win."""
         return _pairs((f"user.name={AUTHOR_NAME}", f"user.email={AUTHOR_EMAIL}"))
 
-    def tool_env(self) -> dict[str, str]:
-        """Environment of the PR command: like git's, plus the token for ``gh``."""
+    def tool_env(self, repo: RepoUrl) -> dict[str, str]:
+        """Environment of the PR command: like git's, plus the token for ``gh`` when the
+        repository's host is one the token may be sent to."""
         env = dict(self._env)
-        if self._token:
+        if self._token and self._token_scope(repo) is not None:
             env["GH_TOKEN"] = self._token
             env["GITHUB_TOKEN"] = self._token
         return env

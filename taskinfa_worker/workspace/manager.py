@@ -186,7 +186,7 @@ class GitWorkspaces:
                 self._settings.pr_command,
                 values,
                 cwd=tree,
-                env=self._env.tool_env(),
+                env=self._env.tool_env(active.repo),
                 timeout=self._settings.git_timeout,
                 redactor=self._redact,
             )
