@@ -183,6 +183,18 @@ def find_run_processes(marker_entry: bytes, leader: int) -> list[ProcInfo]:
     return found
 
 
+def zombie_children_in(ids: set[int]) -> list[int]:
+    """Zombie children of ours whose process group or session is one of ``ids``."""
+    me = os.getpid()
+    ids = ids - {os.getpgrp(), os.getsid(0)}  # never our own group or session
+    found = []
+    for pid in _pids():
+        info = read_proc(pid)
+        if info and info.zombie and info.ppid == me and (info.pgid in ids or info.sid in ids):
+            found.append(pid)
+    return found
+
+
 def _alive(info: ProcInfo) -> bool:
     now = read_proc(info.pid)
     return now is not None and now.start == info.start and not now.zombie
@@ -265,6 +277,11 @@ async def sweep_run(marker_entry: bytes, leader: int, grace: float) -> int:
             )
             break
     unreaped = await _wait_settled(list(signalled.values()), _REAP_WAIT)
+    # Members of the run's groups and sessions that died before the scan (SIGTERM to the
+    # group, or on their own) and re-parented to us as zombies: reap them now.
+    ids = {leader} | {i for info in signalled.values() for i in (info.pid, info.pgid, info.sid)}
+    for pid in await anyio.to_thread.run_sync(zombie_children_in, ids):
+        reap(pid)
     if unreaped:
         logger.warning("leftover processes not reaped yet: {}", [i.pid for i in unreaped])
     if signalled:
