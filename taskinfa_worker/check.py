@@ -40,6 +40,8 @@ from taskinfa_worker.redact import Redactor
 from taskinfa_worker.settings import Settings, env_var, is_secret
 from taskinfa_worker.status_file import StatusFile, render
 
+__all__ = ["Check", "run_checks", "show_status"]
+
 Outcome = Literal["ok", "warn", "skip", "FAIL"]
 
 # Seconds `claude --version` / `git --version` may take (a first start may unpack files).

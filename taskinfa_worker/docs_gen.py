@@ -26,6 +26,8 @@ from taskinfa_worker.settings import (
     is_secret,
 )
 
+__all__ = ["OUTPUTS", "configuration_md", "env_example", "main", "stale"]
+
 COMMAND = "python -m taskinfa_worker.docs_gen"
 NO_FLAG = "—"
 

@@ -25,6 +25,8 @@ from taskinfa_worker.settings import Settings
 from taskinfa_worker.state import PoolState
 from taskinfa_worker.status_file import snapshot
 
+__all__ = ["HealthServer", "readiness", "serve_health"]
+
 # Probes hold no long connections; a short shutdown keeps a keep-alive client from
 # delaying the process's exit.
 SHUTDOWN_TIMEOUT = 2.0

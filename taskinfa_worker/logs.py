@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from taskinfa_worker.redact import Redactor
     from taskinfa_worker.settings import Settings
 
+__all__ = ["LOG_FILE_NAME", "SLOT", "TASK_ID", "setup_logging"]
+
 SLOT = "slot"
 TASK_ID = "task_id"
 LOG_FILE_NAME = "worker.log"

@@ -23,6 +23,8 @@ from typing import Any
 
 from taskinfa_worker.state import PoolState
 
+__all__ = ["StatusFile", "render", "snapshot"]
+
 TITLE_WIDTH = 60
 
 
