@@ -358,7 +358,7 @@ async def serve(api: ScriptedMessagesAPI) -> AsyncIterator[ScriptedMessagesAPI]:
 
 def write_file_script(
     name: str = "hello.txt", content: str = "hello", final: str = "Done: wrote hello.txt"
-) -> list[Turn]:
+) -> list[Turn | Failure]:
     """The smallest useful agent run: one Write tool call (``{cwd}/name``), then a final text."""
     write = ToolUse("Write", {"file_path": f"{{cwd}}/{name}", "content": content})
     return [Turn(f"I'll write {name}.", (write,)), Turn(final)]

@@ -26,7 +26,7 @@ from taskinfa_worker.agent import Activity, AgentJob, AgentOutcome, make_agent
 from taskinfa_worker.models import Task
 from taskinfa_worker.redact import Redactor
 from taskinfa_worker.settings import Settings
-from tests.conftest import BoardHandle, MakeBoard
+from tests.board_support import BoardHandle, MakeBoard
 from tests.scripted_messages_api import (
     ScriptedMessagesAPI,
     serve,
