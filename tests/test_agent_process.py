@@ -11,6 +11,7 @@ from pathlib import Path
 
 import anyio
 
+from taskinfa_worker.agent import become_subreaper
 from taskinfa_worker.agent.process import (
     STDERR_TAIL_BYTES,
     Ending,
@@ -19,7 +20,7 @@ from taskinfa_worker.agent.process import (
     ProcessSpec,
     Supervisor,
 )
-from tests.agent_support import gone
+from tests.agent_support import gone, state
 
 
 def python(code: str, tmp_path: Path, stdin: bytes | None = None) -> ProcessSpec:
@@ -88,6 +89,7 @@ async def test_stdin_not_read_is_no_error(tmp_path: Path) -> None:
 
 
 async def test_timeout_stops_the_whole_group(tmp_path: Path) -> None:
+    become_subreaper()  # so that the child's zombie comes to us, and the sweep reaps it
     code = """
         import os, subprocess, sys, time
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -101,20 +103,7 @@ async def test_timeout_stops_the_whole_group(tmp_path: Path) -> None:
     )
     assert run.ending is Ending.TIMEOUT
     child = int((tmp_path / "child.pid").read_text())
-    assert await anyio.to_thread.run_sync(_gone_soon, child)
-
-
-def _gone_soon(pid: int) -> bool:
-    # The child was the leader's: once the leader is reaped it re-parents and is reaped by
-    # the sweep or (without a subreaper) by PID 1.
-    import time
-
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if gone(pid):
-            return True
-        time.sleep(0.05)
-    return False
+    assert gone(child), state(child)
 
 
 async def test_leftover_holding_the_pipe_does_not_keep_the_run_open(tmp_path: Path) -> None:
