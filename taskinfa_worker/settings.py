@@ -82,6 +82,8 @@ class Settings(BaseSettings):
         case_sensitive=False,
         # Never echo a rejected value back: it may be a key pasted into the wrong variable.
         hide_input_in_errors=True,
+        # `FOO=` from compose or Kubernetes means "not set", not an empty value.
+        env_ignore_empty=True,
         validate_default=True,
     )
 

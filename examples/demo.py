@@ -1,0 +1,251 @@
+#!/usr/bin/env python3
+"""`make demo`: a local board, demo tasks, and the worker pool running them, on screen.
+
+Everything happens under ./.demo (git-ignored): the board's SQLite file, a small git
+repository the tasks work on, workspaces and logs. The agent is Claude Code when
+ANTHROPIC_API_KEY is set and the `claude` CLI is installed; otherwise the example agent
+examples/demo_agent.py does real, small work in each task's git tree (through the `command`
+agent), and the demo says so.
+
+Ctrl-C once: the worker drains (running tasks finish). Twice: running tasks are released.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import anyio
+from pydantic import SecretStr
+
+from loguru import logger
+
+from taskinfa_worker.api import BoardClient
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / ".demo"
+API_KEY = "tk_demo_local_board_key_0001"
+DEMO_TASKS = [
+    ("Add a CONTRIBUTING guide", "high", "Explain how to run the tests and open a PR."),
+    ("Document the config file", "medium", "List every option of config.ini with an example."),
+    ("Write release notes for 1.2", "urgent", "Summarise the changes since 1.1."),
+    ("Add a code of conduct", "low", "Adopt a short, friendly code of conduct."),
+    ("Describe the architecture", "medium", "One page: modules and how data flows."),
+    ("Add a FAQ", "low", "Five questions new users ask, with answers."),
+]
+COLUMNS = ("todo", "in_progress", "review", "blocked")
+
+
+def say(text: str) -> None:
+    print(f"\033[1m==> {text}\033[0m" if sys.stdout.isatty() else f"==> {text}", flush=True)
+
+
+def git(*args: str, cwd: Path) -> None:
+    subprocess.run(
+        ["git", "-c", "user.name=Demo", "-c", "user.email=demo@example.invalid", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+    )
+
+
+def make_repository() -> Path:
+    """A bare 'origin' with one commit, standing in for the project's GitHub repository."""
+    seed, origin = DEMO / "seed", DEMO / "demo-app.git"
+    seed.mkdir(parents=True)
+    (seed / "README.md").write_text("# demo-app\n\nA project the demo tasks work on.\n")
+    git("init", "-q", "-b", "main", ".", cwd=seed)
+    git("add", "README.md", cwd=seed)
+    git("commit", "-q", "-m", "Initial commit", cwd=seed)
+    git("clone", "-q", "--bare", str(seed), str(origin), cwd=DEMO)
+    shutil.rmtree(seed)
+    return origin
+
+
+def find_claude() -> str | None:
+    local = ROOT / ".cache/claude-code/node_modules/.bin/claude"
+    return shutil.which("claude") or (str(local) if local.exists() else None)
+
+
+def agent_settings() -> dict[str, str]:
+    claude = find_claude()
+    if os.environ.get("ANTHROPIC_API_KEY") and claude:
+        say(f"Agent: Claude Code ({claude}), with your ANTHROPIC_API_KEY.")
+        return {"AGENT": "claude", "CLAUDE_BIN": claude}
+    say(
+        "Agent: examples/demo_agent.py, a small example agent (no ANTHROPIC_API_KEY or no "
+        "claude CLI). It writes and commits a file in each task's own git branch."
+    )
+    script = ROOT / "examples" / "demo_agent.py"
+    return {
+        "AGENT": "command",
+        "AGENT_COMMAND": (
+            f"{sys.executable} {script} --task-id {{task_id}} --workspace {{workspace}} "
+            "--prompt {prompt}"
+        ),
+    }
+
+
+def start_board() -> tuple[subprocess.Popen[str], str]:
+    board = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "taskinfa_worker",
+            "board",
+            "--db",
+            str(DEMO / "board.db"),
+            "--port",
+            "0",
+            "--api-key",
+            API_KEY,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # Ctrl-C goes to the demo, which stops the board last
+    )
+    assert board.stdout is not None
+    for line in board.stdout:
+        match = re.search(r"listening on (http://\S+/api)", line)
+        if match:
+            return board, match.group(1)
+    raise SystemExit("the local board did not start:\n" + (board.stdout.read() or ""))
+
+
+def board_line(counts: dict[str, int]) -> str:
+    return "   ".join(f"{name}: {counts.get(name, 0)}" for name in COLUMNS)
+
+
+async def seed_tasks(client: BoardClient, origin: Path) -> None:
+    project = await client.create_task_list(
+        "Demo app", description="Demo project", repository_url=str(origin)
+    )
+    for title, priority, description in DEMO_TASKS:
+        await client.create_task(
+            title, project.id, description=description, priority=priority, status="todo"
+        )
+    say(f"Board: {len(DEMO_TASKS)} demo tasks in project '{project.name}'.")
+
+
+async def watch(client: BoardClient, worker: subprocess.Popen[bytes]) -> None:
+    """Print the board whenever a task moves, until the worker exits."""
+    last: dict[str, str] = {}
+    while True:
+        page = await client.list_tasks(limit=100)
+        now = {task.id: task.status for task in page.tasks}
+        titles = {task.id: task.title for task in page.tasks}
+        for task_id, status in now.items():
+            if last.get(task_id) != status and task_id in last:
+                who = next(t.assigned_to for t in page.tasks if t.id == task_id)
+                print(
+                    f"   {titles[task_id][:40]:<40} {last[task_id]:>11} → {status:<11} {who or ''}"
+                )
+        if now != last:
+            counts: dict[str, int] = {}
+            for status in now.values():
+                counts[status] = counts.get(status, 0) + 1
+            print(f"   [{board_line(counts)}]", flush=True)
+        last = now
+        if worker.poll() is not None:
+            return
+        await anyio.sleep(0.3)
+
+
+async def show_result(client: BoardClient) -> None:
+    page = await client.list_tasks(limit=100)
+    say("Final board:")
+    for task in page.tasks:
+        files = ", ".join(task.files_changed) or "-"
+        who = task.assigned_to or "-"
+        print(f"   {task.status:<11} {task.title[:40]:<40} by {who:<10} files: {files}")
+    first = page.tasks[0]
+    comments = await client.list_comments(first.id)
+    say(f"Comments on '{first.title}':")
+    for comment in reversed(comments.comments):
+        text = comment.content.strip().replace("\n", " ")
+        print(f"   [{comment.comment_type}] {comment.author}: {text[:110]}")
+
+
+async def main() -> int:
+    if DEMO.exists():
+        shutil.rmtree(DEMO)
+    DEMO.mkdir()
+    say("Starting a local board (SQLite) on 127.0.0.1 ...")
+    board, url = start_board()
+    worker: subprocess.Popen[bytes] | None = None
+    try:
+        async with BoardClient(url, SecretStr(API_KEY), rate_limit=600) as client:
+            await seed_tasks(client, make_repository())
+            env = {
+                **os.environ,
+                "TASKINFA_API_URL": url,
+                "TASKINFA_API_KEY": API_KEY,
+                "BOT_NAME": "demo",
+                "WORKSPACE_DIR": str(DEMO / "workspace"),
+                "LOG_DIR": str(DEMO / "logs"),
+                "ALLOW_LOCAL_REPOS": "true",
+                "POLL_INTERVAL": "0.5",
+                "LOG_FORMAT": "text",
+                "LOG_LEVEL": "WARNING",
+                **agent_settings(),
+            }
+            say("Starting the worker: taskinfa-worker run --concurrency 3 --exit-when-idle")
+            worker = subprocess.Popen(  # noqa: ASYNC220 - started once, never awaited
+                [
+                    sys.executable,
+                    "-m",
+                    "taskinfa_worker",
+                    "run",
+                    "--concurrency",
+                    "3",
+                    "--exit-when-idle",
+                ],
+                env=env,  # same process group: Ctrl-C reaches the worker directly
+            )
+            with contextlib.suppress(KeyboardInterrupt):
+                await watch(client, worker)
+            code = worker.wait()
+            await show_result(client)
+            say(f"Worker exited with status {code}. Logs and transcripts: {DEMO / 'logs' / 'demo'}")
+            say("Each task's work is on its own branch: git -C .demo/demo-app.git branch")
+            return code
+    finally:
+        if worker is not None and worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait()
+        board.send_signal(signal.SIGTERM)
+        board.wait(timeout=10)
+
+
+def run() -> int:
+    """Ctrl-C reaches the worker itself (same process group): the first drains it, the
+    second releases its running tasks. The demo keeps watching until the worker exits."""
+    interrupts = 0
+
+    def note(_signum: int, _frame: object) -> None:
+        nonlocal interrupts
+        interrupts += 1
+        action = "drains" if interrupts == 1 else "stops its agents and releases their tasks"
+        print(f"\n   (Ctrl-C {interrupts}: the worker {action})", flush=True)
+        if interrupts >= 3:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, note)
+    logger.remove()  # the demo's own board client stays quiet; the board table is the show
+    logger.add(sys.stderr, level="WARNING")
+    started = time.monotonic()
+    code = anyio.run(main)
+    say(f"Demo finished in {time.monotonic() - started:.0f} s.")
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(run())

@@ -1,0 +1,45 @@
+"""``taskinfa-worker run``: builds every part from the settings once and runs the pool."""
+
+from __future__ import annotations
+
+from loguru import logger
+
+from taskinfa_worker.agent import become_subreaper, make_agent
+from taskinfa_worker.api import BoardClient
+from taskinfa_worker.health import serve_health
+from taskinfa_worker.logs import setup_logging
+from taskinfa_worker.metrics import Metrics
+from taskinfa_worker.pool import WorkerPool
+from taskinfa_worker.redact import Redactor
+from taskinfa_worker.settings import Settings
+from taskinfa_worker.status_file import StatusFile
+from taskinfa_worker.workspace import make_workspaces
+
+
+def make_redactor(settings: Settings) -> Redactor:
+    return Redactor([settings.taskinfa_api_key, settings.anthropic_api_key, settings.github_token])
+
+
+async def run_worker(settings: Settings) -> int:
+    """Run the pool until it drains; returns the process exit status."""
+    redactor = make_redactor(settings)
+    setup_logging(settings, redactor)
+    # Orphans of the agents (Bash-tool children in their own session) re-parent to us, so
+    # they can be found and killed when their task ends.
+    become_subreaper()
+    metrics = Metrics()
+    status_file = StatusFile(settings.status_file)
+    async with BoardClient.from_settings(settings, metrics) as client:
+        pool = WorkerPool(
+            settings,
+            client,
+            make_agent(settings, redactor),
+            make_workspaces(settings, redactor),
+            metrics=metrics,
+            redactor=redactor,
+            on_change=lambda: status_file.write(pool.state),
+        )
+        async with serve_health(settings, pool.state, metrics):
+            code = await pool.run()
+    logger.debug("{!r}", pool)
+    return code

@@ -1,0 +1,214 @@
+"""Command line: ``taskinfa-worker run | board | check | status``.
+
+The worker's flags are derived from ``Settings`` (one flag per field, named after it), so a
+setting cannot exist without its flag, env var and ``--help`` line. Flags default to
+"not given", so the environment and ``.env`` stay in force unless a flag overrides them.
+
+Exit status: 0 done, 1 unexpected error, 2 bad settings, 3 the board refused the key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any, get_args
+
+import anyio
+
+from taskinfa_worker import __version__
+from taskinfa_worker.errors import AuthError, ConfigError
+from taskinfa_worker.settings import (
+    Settings,
+    env_var,
+    field_group,
+    flag_name,
+    has_flag,
+    load_settings,
+)
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_CONFIG = 2
+EXIT_AUTH = 3
+
+
+def _bool_field(name: str) -> bool:
+    return Settings.model_fields[name].annotation is bool
+
+
+def _choices(name: str) -> list[str] | None:
+    annotation = Settings.model_fields[name].annotation
+    args = get_args(annotation)
+    if args and all(isinstance(arg, str) for arg in args):
+        return [str(arg) for arg in args]
+    return None
+
+
+def _default_text(name: str) -> str:
+    field = Settings.model_fields[name]
+    if field.default_factory is not None:
+        return {"bot_name": "host name", "claude_config_source": "~/.claude"}.get(name, "none")
+    if field.is_required():
+        return "required"
+    default = field.default
+    if isinstance(default, list):
+        return ",".join(default) or "none"
+    return "none" if default is None else str(default)
+
+
+def add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per settings field that has one, grouped like the docs."""
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for name, field in Settings.model_fields.items():
+        if not has_flag(name):
+            continue
+        group_name = field_group(name)
+        group = groups.get(group_name) or parser.add_argument_group(group_name)
+        groups[group_name] = group
+        help_text = f"{field.description} [env {env_var(name)}; default: {_default_text(name)}]"
+        kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
+        if _bool_field(name):
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["metavar"] = env_var(name)
+            choices = _choices(name)
+            if choices:
+                kwargs["choices"] = choices
+        group.add_argument(flag_name(name), **kwargs)
+    parser.add_argument(
+        "--env-file",
+        type=Path,
+        default=Path(".env"),
+        help="Read settings from this file when it exists [default: .env]",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="taskinfa-worker",
+        description="Run tasks from a Taskinfa board with Claude Code, N at a time.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="Run the worker pool.")
+    add_settings_flags(run)
+
+    check = commands.add_parser("check", help="Check settings, board, agent, git, folders.")
+    add_settings_flags(check)
+
+    status = commands.add_parser("status", help="Show what each slot is doing.")
+    add_settings_flags(status)
+
+    board = commands.add_parser("board", help="Serve a local board (SQLite) for tests and demos.")
+    board.add_argument("--db", type=Path, default=Path("board.db"), help="SQLite file.")
+    board.add_argument("--host", default="127.0.0.1", help="Address to listen on.")
+    board.add_argument("--port", type=int, default=3000, help="Port (0 = any free port).")
+    board.add_argument(
+        "--api-key", default=None, help="Accept this key (default: generate one, shown once)."
+    )
+    board.add_argument(
+        "--rate-limit", type=int, default=100, help="Requests per minute per key (0 = off)."
+    )
+    board.add_argument(
+        "--no-claim-route",
+        action="store_true",
+        help="Behave like real dashboards without POST /tasks/{id}/claim.",
+    )
+    board.add_argument(
+        "--no-heartbeat-route", action="store_true", help="No /workers/heartbeat route."
+    )
+    board.add_argument("--no-comments-route", action="store_true", help="No comments routes.")
+    board.add_argument(
+        "--reject-blocked", action="store_true", help="Refuse status 'blocked' with 400."
+    )
+    return parser
+
+
+def _settings_from(args: argparse.Namespace) -> Settings:
+    overrides = {name: getattr(args, name) for name in Settings.model_fields if hasattr(args, name)}
+    return load_settings(overrides, env_file=args.env_file)
+
+
+def _run_async(func: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    return anyio.run(func)
+
+
+def _quiet_logging() -> None:
+    """One-shot commands print their own lines; only warnings from the library show."""
+    from loguru import logger
+
+    logger.remove()
+    logger.add(sys.stderr, level="WARNING", format="{level}: {message}")
+
+
+def _command_run(args: argparse.Namespace) -> int:
+    from taskinfa_worker.app import run_worker
+
+    settings = _settings_from(args)
+    return _run_async(lambda: run_worker(settings))
+
+
+def _command_check(args: argparse.Namespace) -> int:
+    from taskinfa_worker.check import run_checks
+
+    settings = _settings_from(args)
+    _quiet_logging()
+    return _run_async(lambda: run_checks(settings))
+
+
+def _command_status(args: argparse.Namespace) -> int:
+    from taskinfa_worker.check import show_status
+
+    # `status` reads the status file and the health port only: the board's URL and key are
+    # not needed, so placeholders stand in for them rather than refusing to show anything.
+    args.taskinfa_api_url = "http://127.0.0.1/api"
+    overrides = {n: getattr(args, n) for n in Settings.model_fields if hasattr(args, n)}
+    settings = load_settings({**overrides, "taskinfa_api_key": "unused"}, args.env_file)
+    _quiet_logging()
+    return _run_async(lambda: show_status(settings))
+
+
+def _command_board(args: argparse.Namespace) -> int:
+    from taskinfa_worker.board.server import serve_board
+
+    async def serve() -> int:
+        await serve_board(
+            db=args.db,
+            host=args.host,
+            port=args.port,
+            api_key=args.api_key,
+            rate_limit=args.rate_limit,
+            claim_route=not args.no_claim_route,
+            heartbeat_route=not args.no_heartbeat_route,
+            comments_route=not args.no_comments_route,
+            accept_blocked=not args.reject_blocked,
+        )
+        return EXIT_OK
+
+    try:
+        return _run_async(serve)
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": _command_run,
+    "check": _command_check,
+    "status": _command_status,
+    "board": _command_board,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as exc:
+        print(f"taskinfa-worker: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except AuthError as exc:
+        print(f"taskinfa-worker: {exc}", file=sys.stderr)
+        return EXIT_AUTH

@@ -1,0 +1,157 @@
+"""The one place that writes a task's ending to the board: done, failed, released.
+
+The task runner, crash recovery and the lease sweep all end tasks through here, so the
+rules live once: every comment is redacted and trimmed; a failure counts an attempt and
+sends the task back to ``todo`` until ``max_attempts``, then to the failed status
+(``blocked`` where the board accepts it, else ``review`` with notes starting "Failed:");
+a release (shutdown) counts nothing. Status changes go in the CRITICAL lane, which the
+client retries for minutes, so a board that is down for a while still gets the ending.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from loguru import logger
+
+from taskinfa_worker.api import BoardClient, Lane
+from taskinfa_worker.errors import AuthError, BadRequestError, BoardError
+from taskinfa_worker.models import CommentType, Task, TaskStatus
+from taskinfa_worker.redact import Redactor
+
+COMMENT_LIMIT = 4000
+NOTES_LIMIT = 4000
+
+
+def trim(text: str, limit: int) -> str:
+    """Keep the head and the tail of long text: the tail is where errors are."""
+    if len(text) <= limit:
+        return text
+    head = limit // 3
+    tail = limit - head - 30
+    return f"{text[:head]}\n… [{len(text) - head - tail} characters cut] …\n{text[-tail:]}"
+
+
+def server_has(task: Task, field: str) -> bool:
+    """Whether the board sent this (later-release) field, so it will accept it back."""
+    return field in task.model_fields_set
+
+
+class TaskReporter:
+    """Writes comments and final states for the tasks of one process."""
+
+    def __init__(self, client: BoardClient, redactor: Redactor, max_attempts: int) -> None:
+        self._client = client
+        self._redact = redactor
+        self._max_attempts = max_attempts
+        # Real dashboards reject `blocked` as a PATCH status; learn that once.
+        self._blocked_accepted = True
+
+    async def comment(
+        self,
+        task_id: str,
+        author: str,
+        content: str,
+        comment_type: str,
+        *,
+        loop_number: int | None = None,
+        lane: Lane = Lane.NORMAL,
+    ) -> bool:
+        """Post a comment; a comment that cannot be posted is logged, never fatal."""
+        text = trim(self._redact(content), COMMENT_LIMIT)
+        try:
+            await self._client.add_comment(
+                task_id,
+                author=author,
+                content=text,
+                comment_type=comment_type,
+                loop_number=loop_number,
+                lane=lane,
+            )
+        except AuthError:
+            raise
+        except BoardError as exc:
+            logger.warning("comment on {} not posted: {}", task_id, exc)
+            return False
+        return True
+
+    async def complete(self, task: Task, author: str, notes: str, **fields: Any) -> Task:
+        """Move a finished task to review, keeping it assigned to the slot that did it."""
+        return await self._client.update_task(
+            task.id,
+            lane=Lane.CRITICAL,
+            status=TaskStatus.REVIEW,
+            assigned_to=author,
+            completion_notes=trim(self._redact(notes), NOTES_LIMIT),
+            **fields,
+        )
+
+    async def fail(
+        self, task: Task, author: str, reason: str, *, session_id: str | None = None
+    ) -> str:
+        """Count a failed attempt: error comment, then todo or the failed status.
+
+        Returns the status the task was given.
+        """
+        attempt = task.error_count + 1
+        final = attempt >= self._max_attempts
+        then = "no more attempts, the task needs a person" if final else "back to todo"
+        suffix = f"Attempt {attempt} of {self._max_attempts}: {then}."
+        await self.comment(
+            task.id,
+            author,
+            f"Failed: {reason}\n\n{suffix}",
+            CommentType.ERROR,
+            loop_number=task.loop_count + 1,
+            lane=Lane.CRITICAL,
+        )
+        extra: dict[str, Any] = {}
+        if session_id and server_has(task, "claude_session_id"):
+            extra["claude_session_id"] = session_id
+        if not final:
+            await self._client.update_task(
+                task.id,
+                lane=Lane.CRITICAL,
+                status=TaskStatus.TODO,
+                assigned_to=None,
+                error_count=attempt,
+                **extra,
+            )
+            return TaskStatus.TODO
+        notes = trim(self._redact(f"Failed: {reason}"), NOTES_LIMIT)
+        if self._blocked_accepted:
+            try:
+                await self._client.update_task(
+                    task.id,
+                    lane=Lane.CRITICAL,
+                    status=TaskStatus.BLOCKED,
+                    error_count=attempt,
+                    completion_notes=notes,
+                    **extra,
+                )
+                return TaskStatus.BLOCKED
+            except BadRequestError:
+                logger.info("the board refuses status 'blocked'; failed tasks go to review")
+                self._blocked_accepted = False
+        await self._client.update_task(
+            task.id,
+            lane=Lane.CRITICAL,
+            status=TaskStatus.REVIEW,
+            error_count=attempt,
+            completion_notes=notes,
+            **extra,
+        )
+        return TaskStatus.REVIEW
+
+    async def release(self, task: Task, author: str, why: str) -> None:
+        """Hand a task back to todo, unassigned, without counting an attempt."""
+        await self.comment(
+            task.id,
+            author,
+            f"Released: {why} No attempt was counted; the task is back in todo.",
+            CommentType.PROGRESS,
+            lane=Lane.CRITICAL,
+        )
+        await self._client.update_task(
+            task.id, lane=Lane.CRITICAL, status=TaskStatus.TODO, assigned_to=None
+        )
