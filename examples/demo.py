@@ -23,9 +23,8 @@ import time
 from pathlib import Path
 
 import anyio
-from pydantic import SecretStr
-
 from loguru import logger
+from pydantic import SecretStr
 
 from taskinfa_worker.api import BoardClient
 
