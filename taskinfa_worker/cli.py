@@ -4,7 +4,8 @@ The worker's flags are derived from ``Settings`` (one flag per field, named afte
 setting cannot exist without its flag, env var and ``--help`` line. Flags default to
 "not given", so the environment and ``.env`` stay in force unless a flag overrides them.
 
-Exit status: 0 done, 1 unexpected error, 2 bad settings, 3 the board refused the key.
+Exit status: 0 done, 1 unexpected error, 2 bad settings, 3 the board refused the key,
+4 the agent's key was refused (with --exit-when-idle), 130 a third signal.
 """
 
 from __future__ import annotations

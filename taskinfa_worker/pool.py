@@ -38,7 +38,8 @@ from taskinfa_worker.state import PoolState, SlotState
 from taskinfa_worker.workspace import Workspaces
 
 EXIT_OK = 0
-EXIT_AUTH = 3
+EXIT_AUTH = 3  # the board refused the key
+EXIT_AGENT_AUTH = 4  # the agent's key was refused and --exit-when-idle gave up
 EXIT_IMMEDIATE = 130
 
 # After the agent's own API key is refused, no slot claims for this long (doubling on each
@@ -258,6 +259,7 @@ class WorkerPool:
     async def _pause_after_agent_auth_failure(self) -> None:
         if self.settings.exit_when_idle:
             logger.error("the agent's API key was refused: no more claims (--exit-when-idle)")
+            self.exit_code = EXIT_AGENT_AUTH
             self.drain()
             return
         pause = self._agent_auth_pause

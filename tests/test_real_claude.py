@@ -326,8 +326,9 @@ async def test_worker_with_a_refused_key_reports_it_without_a_retry_storm(
         return [c for c in comments(board, task["id"]) if c["comment_type"] == "error"]
 
     # Every task would fail the same way: with --exit-when-idle the pool stops claiming and
-    # exits instead of running the queue into the refused key.
-    await worker.wait(timeout=60)
+    # exits, with its own status so a batch job or CI notices, instead of running the queue
+    # into the refused key.
+    assert await worker.wait(timeout=60) == 4
 
     errors = error_comments()
     assert len(errors) == 1, comments(board, task["id"])
