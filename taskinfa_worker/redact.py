@@ -27,6 +27,35 @@ _KEY_SHAPES = re.compile(
 )
 
 
+# Where a shape can begin: at these literals, or right after them (the lookbehinds). The
+# alternation above has no literal prefix, so ``sub`` tried all six shapes at every position
+# and redacted ~11 MB/s: a 10 MB transcript line held the event loop for a second. Finding
+# the few candidate positions with literal searches first, and trying the same pattern only
+# there, gives the very same result at C speed.
+_STARTS_AT = tuple(re.compile(p) for p in (r"sk-ant-", r"tk_", r"gh[pousr]_", r"github_pat_"))
+_STARTS_AFTER = tuple(re.compile(p) for p in (r"[Bb]earer ", r"://"))
+
+
+def _mask_key_shapes(text: str) -> str:
+    """``_KEY_SHAPES.sub(MASK, text)``, trying only the candidate positions."""
+    starts = {m.start() for pattern in _STARTS_AT for m in pattern.finditer(text)}
+    starts.update(m.end() for pattern in _STARTS_AFTER for m in pattern.finditer(text))
+    if not starts:
+        return text
+    parts = []
+    done = 0
+    for position in sorted(starts):
+        if position < done:
+            continue  # inside the previous match, as with sub()
+        # match() at a position still sees the text before it (lookbehinds, \b).
+        found = _KEY_SHAPES.match(text, position)
+        if found:
+            parts += [text[done:position], MASK]
+            done = found.end()
+    parts.append(text[done:])
+    return "".join(parts)
+
+
 class Redactor:
     """Masks known secret values and secret-shaped strings."""
 
@@ -46,7 +75,7 @@ class Redactor:
         for value in self._values:
             if value in text:
                 text = text.replace(value, MASK)
-        return _KEY_SHAPES.sub(MASK, text)
+        return _mask_key_shapes(text)
 
     def add(self, secret: SecretStr | str | None) -> None:
         """Also mask this value from now on (e.g. a token learned at run time)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import Any
 
@@ -189,3 +190,17 @@ def test_transcript_is_redacted_and_survives_write_errors(tmp_path: Path) -> Non
     with Transcript(blocked / "sub" / "t.jsonl", redactor) as transcript:
         transcript.raw("{}")
         transcript.note("end")
+
+
+def test_fast_redaction_equals_the_reference_pattern() -> None:
+    # Transcript lines reach megabytes, so redact.py finds candidate positions first; the
+    # result must be exactly what the plain pattern substitution gives.
+    from taskinfa_worker.redact import _KEY_SHAPES
+
+    pieces = ["sk-ant-", "tk_", "ghp_", "github_pat_", "Bearer ", "bearer ", "://", "@", ":"]
+    pieces += ["/", " ", "é", "x", "abcdefgh", "ABCDEFGHIJKLMNOPQRSTUV", "-", "_", ".", "="]
+    rng = random.Random(7)
+    redactor = Redactor()
+    for _ in range(20_000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 14)))
+        assert redactor(text) == _KEY_SHAPES.sub(MASK, text), text
