@@ -281,7 +281,7 @@ async def test_cancelling_the_run_stops_and_reaps_the_tree(
     assert gone(int(recorded(job, "pid")))
     grandchild = int(pid_file.read_text())
     assert gone(grandchild), state(grandchild)
-    assert transcript_lines(job)[-1]["type"] != "taskinfa_end"
+    assert transcript_lines(job)[-1]["ending"] == "cancelled"
 
 
 async def test_garbage_output_is_tolerated(tmp_path: Path, jobs: JobFactory) -> None:

@@ -23,6 +23,7 @@ from taskinfa_worker.agent.process import (
     ProcessRun,
     ProcessSpec,
     Supervisor,
+    interrupted,
 )
 from taskinfa_worker.agent.prompt import build_prompt
 from taskinfa_worker.agent.stream import ClaudeStream, ResultEvent
@@ -134,7 +135,12 @@ class ClaudeAgent:
                 on_stdout=stream.feed_line,
                 on_stderr=lambda line: transcript.note("stderr", text=_decode(line)),
             )
-            run = await supervisor.run()
+            try:
+                run = await supervisor.run()
+            except BaseException as exc:
+                # Cancelled by the pool (the tree is already stopped), or could not start.
+                transcript.note("end", success=False, ending=interrupted(exc), reason=str(exc))
+                raise
             outcome = self._judge(stream, run, job)
             transcript.note(
                 "end",

@@ -34,6 +34,7 @@ from taskinfa_worker.agent.process import (
     ProcessRun,
     ProcessSpec,
     Supervisor,
+    interrupted,
 )
 from taskinfa_worker.agent.prompt import build_prompt
 from taskinfa_worker.agent.transcript import Transcript
@@ -153,7 +154,12 @@ class CommandAgent:
                 on_stdout=lambda line: output("stdout", transcript, line),
                 on_stderr=lambda line: output("stderr", transcript, line),
             )
-            run = await supervisor.run()
+            try:
+                run = await supervisor.run()
+            except BaseException as exc:
+                # Cancelled by the pool (the tree is already stopped), or could not start.
+                transcript.note("end", success=False, ending=interrupted(exc), reason=str(exc))
+                raise
             outcome = self._judge(run, tail.text())
             transcript.note(
                 "end",

@@ -279,3 +279,8 @@ class Supervisor:
             # Never let cleanup hide the run's own result; the janitor catches up later.
             logger.exception("sweeping the agent's leftover processes failed")
             return 0
+
+
+def interrupted(exc: BaseException) -> str:
+    """How a run that raised ended, for the transcript: cancelled, or an error."""
+    return "cancelled" if isinstance(exc, anyio.get_cancelled_exc_class()) else "error"
