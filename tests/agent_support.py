@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psutil
+import pytest
 
-from taskinfa_worker.agent import Activity, AgentJob
+from taskinfa_worker.agent import Activity, AgentJob, become_subreaper
+from taskinfa_worker.agent.reaper import PR_SET_CHILD_SUBREAPER
 from taskinfa_worker.models import Project, Task
 from taskinfa_worker.settings import Settings
 
@@ -125,3 +129,17 @@ def processes_with_env(entry: str) -> list[int]:
         if env.get(name) == value:
             found.append(proc.pid)
     return found
+
+
+@pytest.fixture
+def subreaper() -> Iterator[None]:
+    """This process is a child subreaper for the test only, as the worker is for its life.
+
+    Other tests in the same xdist worker expect orphans to go to PID 1 (e.g. checks that no
+    git process is left below the test process), so the flag is cleared afterwards.
+    """
+    assert become_subreaper()
+    try:
+        yield
+    finally:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)

@@ -16,7 +16,6 @@ from pydantic import SecretStr
 from taskinfa_worker.agent import (
     ClaudeAgent,
     CommandAgent,
-    become_subreaper,
     make_agent,
 )
 from taskinfa_worker.agent.base import AgentJob, AgentOutcome
@@ -32,9 +31,12 @@ from tests.agent_support import (
     processes_with_env,
     recorded,
     state,
+    subreaper,
     transcript_lines,
     wait_until_gone,
 )
+
+__all__ = ["subreaper"]  # the fixture, imported for pytest
 
 PARENT_ENV = {"PATH": os.environ.get("PATH", os.defpath), "HOME": str(Path.home())}
 
@@ -235,8 +237,8 @@ async def test_sigterm_ignored_means_sigkill(tmp_path: Path, jobs: JobFactory) -
     assert gone(int(recorded(job, "pid")))
 
 
+@pytest.mark.usefixtures("subreaper")
 async def test_setsid_grandchild_does_not_outlive_the_run(tmp_path: Path, jobs: JobFactory) -> None:
-    assert become_subreaper()
     job = jobs("FAKE_MODE=setsid_grandchild")
     outcome = await run(agent_settings(tmp_path), job)
     assert outcome.success, outcome.reason
@@ -248,8 +250,8 @@ async def test_setsid_grandchild_does_not_outlive_the_run(tmp_path: Path, jobs: 
     assert transcript_lines(job)[-1]["leftovers"] == 1
 
 
+@pytest.mark.usefixtures("subreaper")
 async def test_orphan_that_exits_on_its_own_is_reaped(tmp_path: Path, jobs: JobFactory) -> None:
-    assert become_subreaper()
     job = jobs("FAKE_MODE=orphan_exits")
     outcome = await run(agent_settings(tmp_path), job)
     assert outcome.success, outcome.reason
@@ -258,10 +260,10 @@ async def test_orphan_that_exits_on_its_own_is_reaped(tmp_path: Path, jobs: JobF
     assert await anyio.to_thread.run_sync(wait_until_gone, grandchild, 15.0), state(grandchild)
 
 
+@pytest.mark.usefixtures("subreaper")
 async def test_cancelling_the_run_stops_and_reaps_the_tree(
     tmp_path: Path, jobs: JobFactory
 ) -> None:
-    assert become_subreaper()
     job = jobs("FAKE_MODE=grandchild_hang")
     pid_file = job.workspace / ".fake_claude" / "grandchild.pid"
     outcome: AgentOutcome | None = None

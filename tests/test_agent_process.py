@@ -10,8 +10,8 @@ import uuid
 from pathlib import Path
 
 import anyio
+import pytest
 
-from taskinfa_worker.agent import become_subreaper
 from taskinfa_worker.agent.process import (
     STDERR_TAIL_BYTES,
     Ending,
@@ -20,7 +20,9 @@ from taskinfa_worker.agent.process import (
     ProcessSpec,
     Supervisor,
 )
-from tests.agent_support import gone, state
+from tests.agent_support import gone, state, subreaper
+
+__all__ = ["subreaper"]  # the fixture, imported for pytest
 
 
 def python(code: str, tmp_path: Path, stdin: bytes | None = None) -> ProcessSpec:
@@ -88,8 +90,8 @@ async def test_stdin_not_read_is_no_error(tmp_path: Path) -> None:
     assert run.exit_code == 0
 
 
+@pytest.mark.usefixtures("subreaper")
 async def test_timeout_stops_the_whole_group(tmp_path: Path) -> None:
-    become_subreaper()  # so that the child's zombie comes to us, and the sweep reaps it
     code = """
         import os, subprocess, sys, time
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])

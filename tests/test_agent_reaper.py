@@ -10,6 +10,7 @@ import time
 import uuid
 
 import anyio
+import pytest
 
 from taskinfa_worker.agent.reaper import (
     ZombieJanitor,
@@ -19,7 +20,9 @@ from taskinfa_worker.agent.reaper import (
     read_proc,
     sweep_run,
 )
-from tests.agent_support import gone, state, wait_until_gone
+from tests.agent_support import gone, state, subreaper, wait_until_gone
+
+__all__ = ["subreaper"]  # the fixture, imported for pytest
 
 # Starts a grandchild in its own session (with the inherited environment), prints its pid
 # and exits, so that the grandchild re-parents to us. The grandchild ignores SIGTERM.
@@ -52,9 +55,9 @@ def orphan(env: dict[str, str], linger: float) -> int:
     return int(done.stdout.strip())
 
 
+@pytest.mark.usefixtures("subreaper")
 def test_subreaper_is_idempotent() -> None:
-    assert become_subreaper()
-    assert become_subreaper()
+    assert become_subreaper()  # the fixture made it one already
     assert is_subreaper()
 
 
@@ -66,8 +69,8 @@ def test_read_proc_describes_a_process() -> None:
     assert read_proc(2**22 + 12345) is None
 
 
+@pytest.mark.usefixtures("subreaper")
 async def test_sweep_kills_and_reaps_marked_orphans() -> None:
-    assert become_subreaper()
     marker = f"TASKINFA_AGENT_RUN={uuid.uuid4().hex}"
     unmarked = orphan({}, linger=30)
     victim = orphan({"TASKINFA_AGENT_RUN": marker.split("=")[1]}, linger=30)
@@ -89,8 +92,8 @@ async def test_sweep_kills_and_reaps_marked_orphans() -> None:
                 os.waitpid(pid, 0)
 
 
+@pytest.mark.usefixtures("subreaper")
 def test_janitor_reaps_old_orphan_zombies_and_leaves_young_ones() -> None:
-    assert become_subreaper()
     pid = orphan({}, linger=0)
     deadline = time.monotonic() + 10
     while state(pid) not in ("zombie", "gone") and time.monotonic() < deadline:

@@ -57,10 +57,6 @@ ZOMBIE_AGE = 3.0
 # How often the janitor thread scans /proc (a few ms for a few hundred processes).
 JANITOR_INTERVAL = 1.0
 
-_subreaper_lock = threading.Lock()
-_subreaper = False
-
-
 def become_subreaper() -> bool:
     """Make this process the child subreaper of everything it starts (Linux ``prctl``).
 
@@ -68,25 +64,20 @@ def become_subreaper() -> bool:
     (False on other systems, where orphans go to PID 1 and the marker sweep still kills
     them).
     """
-    global _subreaper
-    with _subreaper_lock:
-        if _subreaper:
-            return True
-        if not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+            error = ctypes.get_errno()
+            logger.warning("cannot become child subreaper: {}", os.strerror(error))
             return False
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-                error = ctypes.get_errno()
-                logger.warning("cannot become child subreaper: {}", os.strerror(error))
-                return False
-        except (OSError, AttributeError) as exc:
-            logger.warning("cannot become child subreaper: {}", exc)
-            return False
-        _subreaper = True
-        # Orphans now come to us: someone has to reap those that exit on their own.
-        JANITOR.start()
-        return True
+    except (OSError, AttributeError) as exc:
+        logger.warning("cannot become child subreaper: {}", exc)
+        return False
+    # Orphans now come to us: someone has to reap those that exit on their own.
+    JANITOR.start()
+    return True
 
 
 def is_subreaper() -> bool:
