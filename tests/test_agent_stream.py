@@ -42,6 +42,13 @@ def test_splitter_has_no_line_length_limit() -> None:
     assert splitter.pending == 0
 
 
+def test_endless_output_without_newlines_is_cut_into_pieces() -> None:
+    splitter = LineSplitter(max_line=1000)
+    lines = [line for _ in range(30) for line in splitter.feed(b"z" * 100)]
+    assert [len(line) for line in lines] == [1000, 1000, 1000]
+    assert splitter.pending == 0
+
+
 def test_result_event_is_parsed_leniently() -> None:
     ok = ResultEvent.parse(
         {
@@ -155,7 +162,17 @@ def test_activity_callback_errors_do_not_break_the_stream(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize(
     "line",
-    ["not json", "[1]", "null", '"text"', "{", "\x00\x01", '{"type": 5}', '{"no_type": 1}'],
+    [
+        "not json",
+        "[1]",
+        "null",
+        '"text"',
+        "{",
+        "\x00\x01",
+        '{"type": 5}',
+        '{"no_type": 1}',
+        pytest.param("[" * 100_000 + "]" * 100_000, id="nested-too-deep"),
+    ],
 )
 def test_anything_else_is_tolerated_and_kept(tmp_path: Path, line: str) -> None:
     path = tmp_path / "t.jsonl"

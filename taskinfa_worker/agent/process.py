@@ -220,10 +220,10 @@ class Supervisor:
                     break
                 self._last_output = time.monotonic()
                 for line in splitter.feed(chunk):
-                    handle(line)
+                    _safely(handle, line)
             last = splitter.finish()
             if last is not None:
-                handle(last)
+                _safely(handle, last)
         finally:
             self._drained += 1
             if self._drained == 2:
@@ -279,6 +279,14 @@ class Supervisor:
             # Never let cleanup hide the run's own result; the janitor catches up later.
             logger.exception("sweeping the agent's leftover processes failed")
             return 0
+
+
+def _safely(handle: LineHandler, line: bytes) -> None:
+    try:
+        handle(line)
+    except Exception:
+        # A bug in reading one line must not leave the agent unsupervised: log it, go on.
+        logger.exception("handling a line of agent output failed")
 
 
 def interrupted(exc: BaseException) -> str:

@@ -57,6 +57,7 @@ ZOMBIE_AGE = 3.0
 # How often the janitor thread scans /proc (a few ms for a few hundred processes).
 JANITOR_INTERVAL = 1.0
 
+
 def become_subreaper() -> bool:
     """Make this process the child subreaper of everything it starts (Linux ``prctl``).
 

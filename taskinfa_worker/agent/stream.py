@@ -33,6 +33,12 @@ _TEXT_LIMIT = 500
 _API_ERRORS_KEPT = 5
 
 
+# A memory guard, not a format limit: a line longer than this (real ones reach ~11 MB when
+# the agent reads a 5 MB file) is handed on in pieces of this size, which do not parse, so
+# an agent printing endless bytes without a newline cannot exhaust the worker's memory.
+MAX_LINE_BYTES = 128 * 1024 * 1024
+
+
 class LineSplitter:
     """Splits a byte stream into lines (without the newline), however long they are.
 
@@ -40,8 +46,9 @@ class LineSplitter:
     linear time; its pieces are joined once, when it ends.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_line: int = MAX_LINE_BYTES) -> None:
         self._parts: list[bytes] = []
+        self._max_line = max_line
         self.pending = 0  # bytes of the unfinished line
 
     def feed(self, chunk: bytes) -> list[bytes]:
@@ -60,6 +67,10 @@ class LineSplitter:
         if start < len(chunk):
             self._parts.append(chunk[start:])
             self.pending += len(chunk) - start
+            if self.pending >= self._max_line:
+                lines.append(b"".join(self._parts))
+                self._parts = []
+                self.pending = 0
         return lines
 
     def finish(self) -> bytes | None:
@@ -138,7 +149,7 @@ class ClaudeStream:
         self.lines += 1
         try:
             event = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
             event = None
         if not isinstance(event, dict):
             # Warnings, stack traces, or a newer format: keep it, but do not interpret it.
