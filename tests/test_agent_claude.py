@@ -410,3 +410,17 @@ async def test_missing_executable_raises_agent_error(tmp_path: Path, jobs: JobFa
     settings = agent_settings(tmp_path, claude_bin=str(tmp_path / "no-such-claude"))
     with pytest.raises(AgentError, match="cannot start"):
         await run(settings, jobs())
+
+
+async def test_missing_workspace_raises_agent_error(tmp_path: Path, jobs: JobFactory) -> None:
+    job = jobs()
+    job.workspace.rmdir()
+    with pytest.raises(AgentError, match=str(job.workspace)):
+        await run(agent_settings(tmp_path), job)
+
+
+async def test_unusable_runtime_folder_raises_agent_error(tmp_path: Path, jobs: JobFactory) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    with pytest.raises(AgentError, match="agent's folders"):
+        await run(agent_settings(tmp_path, workspace_dir=blocker), jobs())

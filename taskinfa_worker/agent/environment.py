@@ -24,6 +24,7 @@ from pathlib import Path
 
 from loguru import logger
 
+from taskinfa_worker.errors import AgentError
 from taskinfa_worker.settings import Settings
 
 # Names the agent inherits from the worker's environment. Not GIT_DIR, GIT_WORK_TREE,
@@ -100,7 +101,17 @@ def slot_folder_name(slot: str) -> str:
 
 
 def prepare_runtime(settings: Settings, slot: str) -> AgentRuntime:
-    """Create (or refresh) the slot's folders; blocking, call it in a thread."""
+    """Create (or refresh) the slot's folders; blocking, call it in a thread.
+
+    Raises AgentError when they cannot be made (the agent cannot start without them).
+    """
+    try:
+        return _prepare_runtime(settings, slot)
+    except OSError as exc:
+        raise AgentError(f"cannot prepare the agent's folders: {exc}") from exc
+
+
+def _prepare_runtime(settings: Settings, slot: str) -> AgentRuntime:
     root = (settings.workspace_dir / ".agents" / slot_folder_name(slot)).resolve()
     config_dir = root / "config"
     scratch = root

@@ -182,6 +182,8 @@ class Supervisor:
             )
         except OSError as exc:
             reason = exc.strerror or str(exc)
+            if exc.filename is not None:  # the executable, or the working directory
+                reason += f": {exc.filename}"
             raise AgentError(f"cannot start {spec.argv[0]!r}: {reason}") from exc
 
     async def _watch(self) -> Ending:
