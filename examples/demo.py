@@ -197,6 +197,7 @@ async def main() -> int:
                 **agent_settings(),
             }
             say("Starting the worker: taskinfa-worker run --concurrency 3 --exit-when-idle")
+            say("Ctrl-C once: the worker drains; twice: it releases running tasks to todo.")
             worker = subprocess.Popen(  # noqa: ASYNC220 - started once, never awaited
                 [
                     sys.executable,
@@ -238,6 +239,9 @@ def run() -> int:
             raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, note)
+    # Killed rather than interrupted (a timeout, a closed terminal): still stop the worker
+    # and the board in main()'s finally, instead of leaving them running.
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))
     logger.remove()  # the demo's own board client stays quiet; the board table is the show
     logger.add(sys.stderr, level="WARNING")
     started = time.monotonic()

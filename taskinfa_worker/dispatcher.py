@@ -102,6 +102,8 @@ class Dispatcher:
             offer = await self._client.next_task(self._settings.task_list_id)
             if offer.task is None:
                 return "empty"
+            if self._closed:
+                return "closed"  # a signal came while we asked: drain means no new claims
             task = await self._client.claim(offer.task.id, slot_name)
         except AuthError:
             raise
