@@ -163,6 +163,7 @@ def find_run_processes(marker_entry: bytes, leader: int) -> list[ProcInfo]:
     unless one of its descendants still holds it.
     """
     me = os.getpid()
+    ids = set() if _reused(leader) else {leader}
     found = []
     for pid in _pids():
         if pid == me:
@@ -170,9 +171,15 @@ def find_run_processes(marker_entry: bytes, leader: int) -> list[ProcInfo]:
         info = read_proc(pid)
         if info is None or info.zombie or not _owned_by_us(pid):
             continue
-        if leader in (info.pgid, info.sid) or has_env_entry(pid, marker_entry):
+        if info.pgid in ids or info.sid in ids or has_env_entry(pid, marker_entry):
             found.append(info)
     return found
+
+
+def _reused(leader: int) -> bool:
+    """Whether the (already reaped) leader's pid belongs to a new process, e.g. another
+    run's agent: its group and session are then not ours, and only the marker counts."""
+    return read_proc(leader) is not None
 
 
 def zombie_children_in(ids: set[int]) -> list[int]:
@@ -271,7 +278,9 @@ async def sweep_run(marker_entry: bytes, leader: int, grace: float) -> int:
     unreaped = await _wait_settled(list(signalled.values()), _REAP_WAIT)
     # Members of the run's groups and sessions that died before the scan (SIGTERM to the
     # group, or on their own) and re-parented to us as zombies: reap them now.
-    ids = {leader} | {i for info in signalled.values() for i in (info.pid, info.pgid, info.sid)}
+    ids = {i for info in signalled.values() for i in (info.pid, info.pgid, info.sid)}
+    if not _reused(leader):
+        ids.add(leader)
     for pid in await anyio.to_thread.run_sync(zombie_children_in, ids):
         reap(pid)
     if unreaped:
