@@ -52,6 +52,22 @@ async def run(settings: Settings, job: AgentJob, **env: str) -> AgentOutcome:
     return await agent.run(job)
 
 
+def test_package_exports() -> None:
+    import taskinfa_worker.agent as package
+
+    assert sorted(package.__all__) == [
+        "Activity",
+        "Agent",
+        "AgentJob",
+        "AgentOutcome",
+        "ClaudeAgent",
+        "CommandAgent",
+        "become_subreaper",
+        "make_agent",
+    ]
+    assert all(hasattr(package, name) for name in package.__all__)
+
+
 def test_factory_picks_the_implementation(tmp_path: Path) -> None:
     redactor = Redactor()
     assert isinstance(make_agent(agent_settings(tmp_path), redactor), ClaudeAgent)
