@@ -23,6 +23,8 @@ import anyio
 from loguru import logger
 
 from taskinfa_worker.agent import Agent
+from taskinfa_worker.agent.environment import owner_entry
+from taskinfa_worker.agent.reaper import kill_owned_now, sweep_leftovers
 from taskinfa_worker.api import BoardClient
 from taskinfa_worker.cancellation import CancellationWatcher
 from taskinfa_worker.dispatcher import Dispatcher
@@ -140,7 +142,13 @@ class WorkerPool:
                     logger.info("{} again: stopping agents and releasing their tasks", name)
                     self.stop_now("the worker was stopped (second signal) while it ran.")
                 else:
-                    logger.warning("{} a third time: exiting at once ◆ {}", name, self._counters())
+                    killed = kill_owned_now(owner_entry(self.settings))
+                    logger.warning(
+                        "{} a third time: exiting at once, {} agent process(es) killed ◆ {}",
+                        name,
+                        killed,
+                        self._counters(),
+                    )
                     sys.stderr.flush()
                     os._exit(EXIT_IMMEDIATE)
 
@@ -194,6 +202,9 @@ class WorkerPool:
 
     async def _startup(self) -> None:
         """Clean up after a previous run; waits for the board rather than giving up."""
+        leftovers = await sweep_leftovers(owner_entry(self.settings), self.settings.kill_grace)
+        if leftovers:
+            logger.warning("stopped {} agent process(es) left by an earlier run", leftovers)
         await self._workspaces.prune_stale()
         delay = self.settings.poll_interval
         while not self.state.draining:

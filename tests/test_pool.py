@@ -268,14 +268,20 @@ async def test_sigkill_then_restart_recovers_the_task(board: Any, scene: Scene) 
         stuck = await client.get_task(task.id)
         assert stuck is not None
         assert stuck.status == "in_progress"
-        scene.open_gate()
+        orphan = int(scene.entries()[0][2])
+        assert alive(orphan)  # its own session: the SIGKILL did not reach it
         second = WorkerProcess(
             env, ["--concurrency", "1", "--exit-when-idle"], scene.root / "second.log"
         )
         try:
+            # The restarted worker stops the orphan before the task runs again.
+            await wait_for(lambda: len(scene.starts(task.id)) == 2, what="the rerun to start")
+            assert not alive(orphan)
+            scene.open_gate()
             assert await second.wait() == 0, second.output()[-3000:]
         finally:
             second.kill()
+        scene.assert_no_duplicates()
         final = await client.get_task(task.id)
         assert final is not None
         assert final.status == "review"

@@ -67,6 +67,9 @@ INHERITED_PREFIXES = ("LC_",)
 BOARD_KEY = "TASKINFA_API_KEY"
 # Identifies every process of one run, wherever it re-parents (see reaper.sweep_run).
 MARKER_VAR = "TASKINFA_AGENT_RUN"
+# Identifies the worker (BOT_NAME) a run belongs to, so that a worker restarted after
+# SIGKILL can stop what its earlier life left running (see reaper.sweep_leftovers).
+OWNER_VAR = "TASKINFA_AGENT_OWNER"
 
 # Files of CLAUDE_CONFIG_SOURCE each slot gets a copy of: credentials and user settings.
 # Sessions, caches and history stay per slot.
@@ -203,6 +206,7 @@ def agent_environment(
             # Nobody can answer a credentials prompt: fail instead of hanging.
             "GIT_TERMINAL_PROMPT": "0",
             MARKER_VAR: marker,
+            OWNER_VAR: settings.bot_name,
         }
     )
     if os.geteuid() == 0:
@@ -210,3 +214,8 @@ def agent_environment(
         # worker's container is that sandbox.
         env["IS_SANDBOX"] = "1"
     return env
+
+
+def owner_entry(settings: Settings) -> bytes:
+    """The environment entry every agent process of this worker carries."""
+    return f"{OWNER_VAR}={settings.bot_name}".encode()

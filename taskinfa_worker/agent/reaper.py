@@ -156,14 +156,14 @@ def has_env_entry(pid: int, entry: bytes) -> bool:
     return entry in environ.split(b"\0")
 
 
-def find_run_processes(marker_entry: bytes, leader: int) -> list[ProcInfo]:
+def find_run_processes(marker_entry: bytes, leader: int | None) -> list[ProcInfo]:
     """Live processes of one run: carrying its marker, or in its leader's group or session.
 
     The leader must already be reaped: its pid is then no one's group or session any more
     unless one of its descendants still holds it.
     """
     me = os.getpid()
-    ids = set() if _reused(leader) else {leader}
+    ids = set() if leader is None or _reused(leader) else {leader}
     found = []
     for pid in _pids():
         if pid == me:
@@ -249,7 +249,7 @@ async def _wait_settled(infos: list[ProcInfo], timeout: float) -> list[ProcInfo]
     return pending
 
 
-async def sweep_run(marker_entry: bytes, leader: int, grace: float) -> int:
+async def sweep_run(marker_entry: bytes, leader: int | None, grace: float) -> int:
     """Stop and reap every process one run left behind; returns how many were signalled.
 
     Call after the run's leader process has exited and been reaped. SIGTERM, ``grace``
@@ -279,7 +279,7 @@ async def sweep_run(marker_entry: bytes, leader: int, grace: float) -> int:
     # Members of the run's groups and sessions that died before the scan (SIGTERM to the
     # group, or on their own) and re-parented to us as zombies: reap them now.
     ids = {i for info in signalled.values() for i in (info.pid, info.pgid, info.sid)}
-    if not _reused(leader):
+    if leader is not None and not _reused(leader):
         ids.add(leader)
     for pid in await anyio.to_thread.run_sync(zombie_children_in, ids):
         reap(pid)
@@ -292,6 +292,27 @@ async def sweep_run(marker_entry: bytes, leader: int, grace: float) -> int:
             sorted(info.pid for info in signalled.values()),
         )
     return len(signalled)
+
+
+async def sweep_leftovers(owner_entry: bytes, grace: float) -> int:
+    """At start: stop what an earlier life of this worker left running.
+
+    A worker killed with SIGKILL cannot stop its agents, and they run in sessions of their
+    own; left alone they would go on working on tasks that recovery hands to a new run.
+    Every agent carries its worker's identity (``owner_entry``, from ``BOT_NAME``), so the
+    restarted worker finds them wherever they re-parented.
+    """
+    return await sweep_run(owner_entry, None, grace)
+
+
+def kill_owned_now(owner_entry: bytes) -> int:
+    """SIGKILL every process of this worker's agents, at once (the worker exits right after)."""
+    if not HAVE_PROC:
+        return 0
+    found = find_run_processes(owner_entry, None)
+    for info in found:
+        _signal(info, signal.SIGKILL)
+    return len(found)
 
 
 class ZombieJanitor:
