@@ -23,7 +23,7 @@ import anyio
 from loguru import logger
 
 from taskinfa_worker.agent import Agent
-from taskinfa_worker.agent.environment import owner_entry
+from taskinfa_worker.agent.environment import OWNER_VAR, owner_entry
 from taskinfa_worker.agent.reaper import kill_owned_now, sweep_leftovers
 from taskinfa_worker.api import BoardClient
 from taskinfa_worker.cancellation import CancellationWatcher
@@ -202,7 +202,9 @@ class WorkerPool:
 
     async def _startup(self) -> None:
         """Clean up after a previous run; waits for the board rather than giving up."""
-        leftovers = await sweep_leftovers(owner_entry(self.settings), self.settings.kill_grace)
+        leftovers = await sweep_leftovers(
+            OWNER_VAR.encode(), self.settings.bot_name, self.settings.kill_grace
+        )
         if leftovers:
             logger.warning("stopped {} agent process(es) left by an earlier run", leftovers)
         await self._workspaces.prune_stale()

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from loguru import logger
 
+from taskinfa_worker.agent.reaper import identity
 from taskinfa_worker.errors import AgentError
 from taskinfa_worker.settings import Settings
 
@@ -67,8 +68,9 @@ INHERITED_PREFIXES = ("LC_",)
 BOARD_KEY = "TASKINFA_API_KEY"
 # Identifies every process of one run, wherever it re-parents (see reaper.sweep_run).
 MARKER_VAR = "TASKINFA_AGENT_RUN"
-# Identifies the worker (BOT_NAME) a run belongs to, so that a worker restarted after
-# SIGKILL can stop what its earlier life left running (see reaper.sweep_leftovers).
+# Identifies the worker a run belongs to (BOT_NAME, pid and start time), so that a worker
+# restarted after SIGKILL can stop what its dead earlier life left running, and only that
+# (see reaper.sweep_leftovers).
 OWNER_VAR = "TASKINFA_AGENT_OWNER"
 
 # Files of CLAUDE_CONFIG_SOURCE each slot gets a copy of: credentials and user settings.
@@ -206,7 +208,7 @@ def agent_environment(
             # Nobody can answer a credentials prompt: fail instead of hanging.
             "GIT_TERMINAL_PROMPT": "0",
             MARKER_VAR: marker,
-            OWNER_VAR: settings.bot_name,
+            OWNER_VAR: owner_value(settings),
         }
     )
     if os.geteuid() == 0:
@@ -216,6 +218,11 @@ def agent_environment(
     return env
 
 
+def owner_value(settings: Settings) -> str:
+    """``"<BOT_NAME> <worker pid> <worker start>"``: whose agent a process is."""
+    return f"{settings.bot_name} {identity(os.getpid()) or os.getpid()}"
+
+
 def owner_entry(settings: Settings) -> bytes:
     """The environment entry every agent process of this worker carries."""
-    return f"{OWNER_VAR}={settings.bot_name}".encode()
+    return f"{OWNER_VAR}={owner_value(settings)}".encode()

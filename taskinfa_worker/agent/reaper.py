@@ -29,6 +29,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -256,11 +257,16 @@ async def sweep_run(marker_entry: bytes, leader: int | None, grace: float) -> in
     seconds, SIGKILL; repeated while marked processes keep appearing (a dying parent may
     have forked). Run it under a shield: it must finish even when the run is cancelled.
     """
+    return await _sweep(lambda: find_run_processes(marker_entry, leader), leader, grace)
+
+
+async def _sweep(find: Callable[[], list[ProcInfo]], leader: int | None, grace: float) -> int:
+    """SIGTERM, grace, SIGKILL and reap what ``find`` returns, until it returns nothing."""
     if not HAVE_PROC:
         return 0
     signalled: dict[tuple[int, int], ProcInfo] = {}
     for _ in range(_SWEEP_ROUNDS):
-        found = await anyio.to_thread.run_sync(find_run_processes, marker_entry, leader)
+        found = await anyio.to_thread.run_sync(find)
         if not found:
             break
         for info in found:
@@ -294,19 +300,64 @@ async def sweep_run(marker_entry: bytes, leader: int | None, grace: float) -> in
     return len(signalled)
 
 
-async def sweep_leftovers(owner_entry: bytes, grace: float) -> int:
+def identity(pid: int) -> str | None:
+    """``"<pid> <start>"``: names a process for good (a reused pid has another start)."""
+    info = read_proc(pid)
+    return None if info is None else f"{pid} {info.start}"
+
+
+def env_value(pid: int, name: bytes) -> bytes | None:
+    """The value of one variable in a process's starting environment, if readable."""
+    try:
+        environ = (PROC / str(pid) / "environ").read_bytes()
+    except OSError:
+        return None
+    prefix = name + b"="
+    for entry in environ.split(b"\0"):
+        if entry.startswith(prefix):
+            return entry[len(prefix) :]
+    return None
+
+
+def find_orphaned_agents(owner_var: bytes, bot_name: str) -> list[ProcInfo]:
+    """Agent processes of workers named ``bot_name`` that are no longer alive.
+
+    The owner variable holds ``"<bot name> <worker pid> <worker start>"``; a process whose
+    worker still runs (another process with the same name, by mistake) is left alone.
+    """
+    me = os.getpid()
+    found = []
+    for pid in _pids():
+        if pid == me or not _owned_by_us(pid):
+            continue
+        value = env_value(pid, owner_var)
+        parts = value.decode(errors="replace").split() if value else []
+        if len(parts) != 3 or parts[0] != bot_name:
+            continue
+        owner = read_proc(int(parts[1])) if parts[1].isdigit() else None
+        if owner is not None and str(owner.start) == parts[2] and not owner.zombie:
+            continue  # its worker is alive
+        info = read_proc(pid)
+        if info is not None and not info.zombie:
+            found.append(info)
+    return found
+
+
+async def sweep_leftovers(owner_var: bytes, bot_name: str, grace: float) -> int:
     """At start: stop what an earlier life of this worker left running.
 
     A worker killed with SIGKILL cannot stop its agents, and they run in sessions of their
     own; left alone they would go on working on tasks that recovery hands to a new run.
-    Every agent carries its worker's identity (``owner_entry``, from ``BOT_NAME``), so the
-    restarted worker finds them wherever they re-parented.
+    Every agent carries its worker's name and identity, so the restarted worker (same
+    ``BOT_NAME``) finds them wherever they re-parented.
     """
-    return await sweep_run(owner_entry, None, grace)
+    if not HAVE_PROC:
+        return 0
+    return await _sweep(lambda: find_orphaned_agents(owner_var, bot_name), None, grace)
 
 
 def kill_owned_now(owner_entry: bytes) -> int:
-    """SIGKILL every process of this worker's agents, at once (the worker exits right after)."""
+    """SIGKILL every agent process of this worker, at once (the worker exits right after)."""
     if not HAVE_PROC:
         return 0
     found = find_run_processes(owner_entry, None)
