@@ -25,44 +25,21 @@ from pathlib import Path
 from loguru import logger
 
 from taskinfa_worker.agent.reaper import identity
+from taskinfa_worker.child_env import COMMON, inherit
 from taskinfa_worker.errors import AgentError
 from taskinfa_worker.settings import Settings
 
 # Names the agent inherits from the worker's environment. Not GIT_DIR, GIT_WORK_TREE,
 # GIT_INDEX_FILE and friends: they would point the agent's git at another repository.
 # Not GIT_ASKPASS or credential helpers: the agent does not push.
-INHERITED = frozenset(
-    {
-        "PATH",
-        "HOME",
-        "USER",
-        "LOGNAME",
-        "SHELL",
-        "LANG",
-        "LANGUAGE",
-        "TERM",
-        "TZ",
-        "SSL_CERT_FILE",
-        "SSL_CERT_DIR",
-        "REQUESTS_CA_BUNDLE",
-        "CURL_CA_BUNDLE",
-        "NODE_EXTRA_CA_CERTS",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "NO_PROXY",
-        "ALL_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "no_proxy",
-        "all_proxy",
-        "GIT_AUTHOR_NAME",
-        "GIT_AUTHOR_EMAIL",
-        "GIT_COMMITTER_NAME",
-        "GIT_COMMITTER_EMAIL",
-        "GIT_SSL_CAINFO",
-        "GIT_SSL_CAPATH",
-    }
-)
+INHERITED = COMMON | {
+    "SHELL",
+    "LANGUAGE",
+    "TERM",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "NODE_EXTRA_CA_CERTS",
+}
 INHERITED_PREFIXES = ("LC_",)
 
 BOARD_KEY = "TASKINFA_API_KEY"
@@ -170,12 +147,7 @@ def agent_environment(
     ``parent`` is the worker's environment (``settings.environment_snapshot()``); only
     allowed names are taken from it. ``marker`` is the run's unique id (``MARKER_VAR``).
     """
-    allowed = set(INHERITED) | set(settings.agent_env_allow)
-    env = {
-        name: value
-        for name, value in parent.items()
-        if name in allowed or name.startswith(INHERITED_PREFIXES)
-    }
+    env = inherit(parent, INHERITED | set(settings.agent_env_allow), INHERITED_PREFIXES)
     env.pop(BOARD_KEY, None)
     if settings.agent_gets_board_key:
         env[BOARD_KEY] = settings.taskinfa_api_key.get_secret_value()

@@ -30,6 +30,7 @@ from collections.abc import Iterable, Mapping
 
 from pydantic import SecretStr
 
+from taskinfa_worker.child_env import COMMON, inherit
 from taskinfa_worker.workspace.safety import RepoUrl
 
 AUTHOR_NAME = "taskinfa-worker"
@@ -42,34 +43,8 @@ CREDENTIAL_HELPER = (
     f'echo "password=${TOKEN_VAR}"; }}; f'
 )
 
-ENV_ALLOW = (
-    "PATH",
-    "HOME",
-    "USER",
-    "LOGNAME",
-    "LANG",
-    "TZ",
-    "TMPDIR",
-    "SSH_AUTH_SOCK",
-    "GIT_SSH_COMMAND",
-    "GIT_ASKPASS",
-    "GIT_SSL_CAINFO",
-    "GIT_SSL_CAPATH",
-    "SSL_CERT_FILE",
-    "SSL_CERT_DIR",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "NO_PROXY",
-    "ALL_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "no_proxy",
-    "all_proxy",
-    "GIT_AUTHOR_NAME",
-    "GIT_AUTHOR_EMAIL",
-    "GIT_COMMITTER_NAME",
-    "GIT_COMMITTER_EMAIL",
-)
+# What git needs beyond the common names: ssh agent and command, askpass, a temp folder.
+ENV_ALLOW = COMMON | {"TMPDIR", "SSH_AUTH_SOCK", "GIT_SSH_COMMAND", "GIT_ASKPASS"}
 
 _HARDENING = (
     "core.hooksPath=/dev/null",
@@ -107,7 +82,7 @@ class GitEnv:
         self._token = token.get_secret_value() if token is not None else None
         self._token_hosts = {host.strip().lower() for host in token_hosts if host.strip()}
         self._allow_local = allow_local
-        env = {name: environ[name] for name in ENV_ALLOW if name in environ}
+        env = inherit(environ, ENV_ALLOW)
         env["GIT_TERMINAL_PROMPT"] = "0"
         env["GCM_INTERACTIVE"] = "never"
         env["LC_ALL"] = "C"  # git's messages in English, for the errors we classify
