@@ -105,43 +105,26 @@ class TaskReporter:
             loop_number=task.loop_count + 1,
             lane=Lane.CRITICAL,
         )
-        extra: dict[str, Any] = {}
+        fields: dict[str, Any] = {"error_count": attempt}
         if session_id and server_has(task, "claude_session_id"):
-            extra["claude_session_id"] = session_id
+            fields["claude_session_id"] = session_id  # the retry resumes the session
         if not final:
-            await self._client.update_task(
-                task.id,
-                lane=Lane.CRITICAL,
-                status=TaskStatus.TODO,
-                assigned_to=None,
-                error_count=attempt,
-                **extra,
+            fields.update(status=TaskStatus.TODO, assigned_to=None)
+        else:
+            fields.update(
+                status=TaskStatus.BLOCKED if self._blocked_accepted else TaskStatus.REVIEW,
+                completion_notes=trim(self._redact(f"Failed: {reason}"), NOTES_LIMIT),
             )
-            return TaskStatus.TODO
-        notes = trim(self._redact(f"Failed: {reason}"), NOTES_LIMIT)
-        if self._blocked_accepted:
-            try:
-                await self._client.update_task(
-                    task.id,
-                    lane=Lane.CRITICAL,
-                    status=TaskStatus.BLOCKED,
-                    error_count=attempt,
-                    completion_notes=notes,
-                    **extra,
-                )
-                return TaskStatus.BLOCKED
-            except BadRequestError:
-                logger.info("the board refuses status 'blocked'; failed tasks go to review")
-                self._blocked_accepted = False
-        await self._client.update_task(
-            task.id,
-            lane=Lane.CRITICAL,
-            status=TaskStatus.REVIEW,
-            error_count=attempt,
-            completion_notes=notes,
-            **extra,
-        )
-        return TaskStatus.REVIEW
+        try:
+            await self._client.update_task(task.id, lane=Lane.CRITICAL, **fields)
+        except BadRequestError:
+            if fields["status"] != TaskStatus.BLOCKED:
+                raise
+            logger.info("the board refuses status 'blocked'; failed tasks go to review")
+            self._blocked_accepted = False
+            fields["status"] = TaskStatus.REVIEW
+            await self._client.update_task(task.id, lane=Lane.CRITICAL, **fields)
+        return str(fields["status"])
 
     async def release(self, task: Task, author: str, why: str) -> None:
         """Hand a task back to todo, unassigned, without counting an attempt."""
