@@ -9,27 +9,12 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
-from collections.abc import Mapping
-
-import anyio
 
 from taskinfa_worker.agent.base import AgentJob, AgentOutcome
-from taskinfa_worker.agent.environment import MARKER_VAR, agent_environment, prepare_runtime
-from taskinfa_worker.agent.process import (
-    MAX_ARG_BYTES,
-    Ending,
-    Limits,
-    ProcessRun,
-    ProcessSpec,
-    Supervisor,
-    interrupted,
-)
+from taskinfa_worker.agent.launch import SupervisedAgent
+from taskinfa_worker.agent.process import MAX_ARG_BYTES, Ending, ProcessRun
 from taskinfa_worker.agent.prompt import build_prompt
 from taskinfa_worker.agent.stream import ClaudeStream, ResultEvent
-from taskinfa_worker.agent.transcript import Transcript
-from taskinfa_worker.redact import Redactor
-from taskinfa_worker.settings import Settings, environment_snapshot
 
 AUTH_FAILURE = re.compile(
     r"not logged in|please run /login|invalid api key|authentication_error|"
@@ -51,21 +36,10 @@ def stdin_message(prompt: str) -> bytes:
     return (json.dumps(message, ensure_ascii=False) + "\n").encode()
 
 
-class ClaudeAgent:
+class ClaudeAgent(SupervisedAgent):
     """Runs Claude Code once per task; see the module docstring."""
 
     name = "claude"
-
-    def __init__(
-        self,
-        settings: Settings,
-        redactor: Redactor,
-        *,
-        parent_env: Mapping[str, str] | None = None,
-    ) -> None:
-        self._settings = settings
-        self._redact = redactor
-        self._parent_env = dict(parent_env) if parent_env is not None else None
 
     def command_line(self, prompt: str, job: AgentJob) -> tuple[list[str], bytes | None]:
         """The argv list, and what goes to stdin (None: nothing, stdin is /dev/null)."""
@@ -97,31 +71,16 @@ class ClaudeAgent:
 
     async def run(self, job: AgentJob) -> AgentOutcome:
         """Run Claude Code on the task (raises AgentError when it cannot start)."""
-        s = self._settings
         prompt = build_prompt(job)
         argv, stdin = self.command_line(prompt, job)
-        runtime = await anyio.to_thread.run_sync(prepare_runtime, s, job.slot)
-        marker = uuid.uuid4().hex
-        parent = self._parent_env if self._parent_env is not None else environment_snapshot()
-        env = agent_environment(s, runtime, marker=marker, parent=parent)
-        spec = ProcessSpec(
-            argv=argv, env=env, cwd=job.workspace, marker=f"{MARKER_VAR}={marker}", stdin=stdin
-        )
-        limits = Limits(
-            timeout=s.task_timeout, stall_timeout=s.stall_timeout, kill_grace=s.kill_grace
-        )
-        with Transcript(job.transcript_path, self._redact) as transcript:
-            transcript.note(
-                "start",
-                agent=self.name,
-                task_id=job.task.id,
-                attempt=job.attempt,
-                slot=job.slot,
-                workspace=str(job.workspace),
-                prompt_bytes=len(prompt.encode()),
-                prompt_on_stdin=stdin is not None,
-                resume=job.resume_session_id,
-            )
+        spec = await self._process_spec(job, argv, stdin=stdin)
+        with self._transcript(
+            job,
+            workspace=str(job.workspace),
+            prompt_bytes=len(prompt.encode()),
+            prompt_on_stdin=stdin is not None,
+            resume=job.resume_session_id,
+        ) as transcript:
             stream = ClaudeStream(
                 transcript,
                 workspace=job.workspace,
@@ -129,28 +88,14 @@ class ClaudeAgent:
                 # Bound late: the supervisor below starts the result grace period.
                 on_result=lambda: supervisor.result_seen(),
             )
-            supervisor = Supervisor(
+            supervisor = self._supervisor(
                 spec,
-                limits,
                 on_stdout=stream.feed_line,
                 on_stderr=lambda line: transcript.note("stderr", text=_decode(line)),
             )
-            try:
-                run = await supervisor.run()
-            except BaseException as exc:
-                # Cancelled by the pool (the tree is already stopped), or could not start.
-                transcript.note("end", success=False, ending=interrupted(exc), reason=str(exc))
-                raise
+            run = await self._supervise(supervisor, transcript)
             outcome = self._judge(stream, run, job)
-            transcript.note(
-                "end",
-                success=outcome.success,
-                reason=outcome.reason,
-                exit_code=run.exit_code,
-                ending=run.ending.value,
-                leftovers=run.leftovers,
-                duration_s=round(run.duration, 3),
-            )
+            self._note_end(transcript, outcome, run, duration_s=round(run.duration, 3))
         return outcome
 
     def _judge(self, stream: ClaudeStream, run: ProcessRun, job: AgentJob) -> AgentOutcome:
@@ -216,11 +161,9 @@ class ClaudeAgent:
         return f"Claude Code reported an error{status}: {_first_lines(detail)}"
 
     def _no_result_reason(self, run: ProcessRun) -> str:
-        s = self._settings
-        if run.ending is Ending.TIMEOUT:
-            return f"Stopped: the task took longer than TASK_TIMEOUT={s.task_timeout:g}s."
-        if run.ending is Ending.STALL:
-            return f"Stopped: Claude Code printed nothing for STALL_TIMEOUT={s.stall_timeout:g}s."
+        stopped = self._stop_reason(run, "Claude Code")
+        if stopped:
+            return stopped
         last = _last_line(run.stderr_tail)
         why = f": {last}" if last else " and printed nothing on stderr"
         if run.exit_code is not None and run.exit_code < 0:

@@ -12,35 +12,20 @@ from __future__ import annotations
 
 import re
 import shlex
-import uuid
 from collections import deque
 from collections.abc import Mapping
-from pathlib import Path
 
-import anyio
 from loguru import logger
 
 from taskinfa_worker.agent.base import Activity, AgentJob, AgentOutcome
-from taskinfa_worker.agent.environment import (
-    MARKER_VAR,
-    AgentRuntime,
-    agent_environment,
-    prepare_runtime,
-)
-from taskinfa_worker.agent.process import (
-    MAX_ARG_BYTES,
-    Ending,
-    Limits,
-    ProcessRun,
-    ProcessSpec,
-    Supervisor,
-    interrupted,
-)
+from taskinfa_worker.agent.environment import AgentRuntime
+from taskinfa_worker.agent.launch import SupervisedAgent
+from taskinfa_worker.agent.process import MAX_ARG_BYTES, Ending, ProcessRun
 from taskinfa_worker.agent.prompt import build_prompt
 from taskinfa_worker.agent.transcript import Transcript
 from taskinfa_worker.errors import AgentError, ConfigError
 from taskinfa_worker.redact import Redactor
-from taskinfa_worker.settings import Settings, environment_snapshot
+from taskinfa_worker.settings import Settings
 
 PLACEHOLDER = re.compile(r"\{(prompt|workspace|task_id)\}")
 # The result text is the end of the output: this many lines, at most this many characters.
@@ -80,7 +65,7 @@ class OutputTail:
         return text if len(text) <= TAIL_CHARS else "…" + text[-TAIL_CHARS:]
 
 
-class CommandAgent:
+class CommandAgent(SupervisedAgent):
     """Runs ``AGENT_COMMAND`` once per task; see the module docstring."""
 
     name = "command"
@@ -94,10 +79,8 @@ class CommandAgent:
     ) -> None:
         if not settings.agent_command:
             raise ConfigError("AGENT_COMMAND must be set when AGENT=command")
-        self._settings = settings
-        self._redact = redactor
+        super().__init__(settings, redactor, parent_env=parent_env)
         self._template = parse_template(settings.agent_command)
-        self._parent_env = dict(parent_env) if parent_env is not None else None
 
     def command_line(self, prompt: str, job: AgentJob) -> list[str]:
         """The argv list for this job (raises AgentError when the prompt cannot fit)."""
@@ -112,24 +95,10 @@ class CommandAgent:
 
     async def run(self, job: AgentJob) -> AgentOutcome:
         """Run the command on the task (raises AgentError when it cannot start)."""
-        s = self._settings
         prompt = build_prompt(job)
         argv = self.command_line(prompt, job)
-        runtime = await anyio.to_thread.run_sync(prepare_runtime, s, job.slot)
-        prompt_file = await anyio.to_thread.run_sync(_write_prompt, runtime, prompt)
-        marker = uuid.uuid4().hex
-        parent = self._parent_env if self._parent_env is not None else environment_snapshot()
-        env = agent_environment(s, runtime, marker=marker, parent=parent)
-        env.update(
-            {
-                "TASKINFA_TASK_ID": job.task.id,
-                "TASKINFA_WORKSPACE": str(job.workspace),
-                "TASKINFA_PROMPT_FILE": str(prompt_file),
-            }
-        )
-        spec = ProcessSpec(argv=argv, env=env, cwd=job.workspace, marker=f"{MARKER_VAR}={marker}")
-        limits = Limits(
-            timeout=s.task_timeout, stall_timeout=s.stall_timeout, kill_grace=s.kill_grace
+        spec = await self._process_spec(
+            job, argv, setup=lambda runtime: _job_environment(runtime, job, prompt)
         )
         tail = OutputTail()
 
@@ -144,42 +113,24 @@ class CommandAgent:
                     # The progress reporter is the pool's; its bug must not fail the task.
                     logger.exception("activity callback failed")
 
-        with Transcript(job.transcript_path, self._redact) as transcript:
-            transcript.note(
-                "start", agent=self.name, task_id=job.task.id, attempt=job.attempt, slot=job.slot
-            )
-            supervisor = Supervisor(
+        with self._transcript(job) as transcript:
+            supervisor = self._supervisor(
                 spec,
-                limits,
                 on_stdout=lambda line: output("stdout", transcript, line),
                 on_stderr=lambda line: output("stderr", transcript, line),
             )
-            try:
-                run = await supervisor.run()
-            except BaseException as exc:
-                # Cancelled by the pool (the tree is already stopped), or could not start.
-                transcript.note("end", success=False, ending=interrupted(exc), reason=str(exc))
-                raise
+            run = await self._supervise(supervisor, transcript)
             outcome = self._judge(run, tail.text())
-            transcript.note(
-                "end",
-                success=outcome.success,
-                reason=outcome.reason,
-                exit_code=run.exit_code,
-                ending=run.ending.value,
-                leftovers=run.leftovers,
-            )
+            self._note_end(transcript, outcome, run)
         return outcome
 
     def _judge(self, run: ProcessRun, tail: str) -> AgentOutcome:
-        s = self._settings
         success = run.ending is Ending.EXITED and run.exit_code == 0
+        stopped = self._stop_reason(run, "the agent")
         if success:
             reason = ""
-        elif run.ending is Ending.TIMEOUT:
-            reason = f"Stopped: the task took longer than TASK_TIMEOUT={s.task_timeout:g}s."
-        elif run.ending is Ending.STALL:
-            reason = f"Stopped: the agent printed nothing for STALL_TIMEOUT={s.stall_timeout:g}s."
+        elif stopped:
+            reason = stopped
         elif run.exit_code is not None and run.exit_code < 0:
             reason = f"The agent command was killed by signal {-run.exit_code}."
         else:
@@ -194,7 +145,12 @@ class CommandAgent:
         )
 
 
-def _write_prompt(runtime: AgentRuntime, prompt: str) -> Path:
-    path = runtime.tmp_dir / "prompt.md"
-    path.write_text(prompt, encoding="utf-8")
-    return path
+def _job_environment(runtime: AgentRuntime, job: AgentJob, prompt: str) -> dict[str, str]:
+    """The command's own variables; the prompt goes to a file in the run's TMPDIR."""
+    prompt_file = runtime.tmp_dir / "prompt.md"
+    prompt_file.write_text(prompt, encoding="utf-8")
+    return {
+        "TASKINFA_TASK_ID": job.task.id,
+        "TASKINFA_WORKSPACE": str(job.workspace),
+        "TASKINFA_PROMPT_FILE": str(prompt_file),
+    }
