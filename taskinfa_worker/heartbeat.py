@@ -41,6 +41,7 @@ class HeartbeatLoop:
 
     async def run(self) -> None:
         while True:
+            started = anyio.current_time()
             if not await self.beat():
                 logger.info("the board has no heartbeat route: heartbeats stop")
                 return
@@ -48,7 +49,11 @@ class HeartbeatLoop:
             interval = budget.heartbeat_interval(
                 self._server_interval, 1 + busy, self._client.limiter
             )
-            await anyio.sleep(budget.jittered(interval))
+            # The period counts from the round's start: with many busy slots a round spends
+            # a good part of the interval in the rate limiter, and sleeping the whole
+            # interval after it would space a slot's heartbeats past the offline threshold.
+            elapsed = anyio.current_time() - started
+            await anyio.sleep(max(0.0, budget.jittered(interval) - elapsed))
 
     async def beat(self) -> bool:
         """One round. False when the board has no heartbeat route."""
