@@ -1,0 +1,91 @@
+"""``make bench``: every part, about five minutes on two cores, then the report.
+
+The two long parts are mostly waiting (default intervals: a poll every 60 s, a heartbeat
+every 10 s), so they run in the background as their own processes, each with its own
+boards: ``bench.budget`` and ``bench.latency --part idle-default``. Once their workers have
+started, the CPU-bound parts run one after the other in this process: layouts, dispatch,
+busy and small-poll latency, scale. Then ``bench.report`` prints the tables and writes
+docs/benchmarks.md and docs/benchmarks.png.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import anyio
+
+from bench import dispatch, latency, layouts, report, scale
+from bench.harness import OUT, PYTHON, ROOT, progress, write_result
+
+BACKGROUND_TIMEOUT = 480.0
+
+
+def background(module: str, *args: str, pipe: bool = False) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [PYTHON, "-m", module, *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE if pipe else subprocess.DEVNULL,
+        text=True,
+    )
+
+
+def wait_ready(proc: subprocess.Popen[str]) -> None:
+    """Until the budget part prints READY (its ~60 worker processes have started)."""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.strip() == "READY":
+            return
+    raise SystemExit(f"bench.budget ended before its workers started (exit {proc.wait()})")
+
+
+async def foreground(tmp: Path) -> None:
+    parts = (
+        ("layouts", lambda: layouts.run(tmp / "layouts")),
+        ("dispatch", lambda: dispatch.run(tmp / "dispatch")),
+        ("latency-fast", lambda: latency.run(tmp / "latency", "fast")),
+        ("scale", lambda: scale.run(tmp / "scale")),
+    )
+    for name, part in parts:
+        started = time.monotonic()
+        write_result(name, await part())
+        progress(f"{name} done in {time.monotonic() - started:.0f} s")
+
+
+def main() -> int:
+    began = time.monotonic()
+    OUT.mkdir(parents=True, exist_ok=True)
+    for old in OUT.glob("*.json"):
+        old.unlink()
+    progress("background: bench.budget (~4.5 min) and idle pickup latency (~3.5 min)")
+    budget = background("bench.budget", pipe=True)
+    idle = background("bench.latency", "--part", "idle-default")
+    tmp = Path(tempfile.mkdtemp(prefix="taskinfa-bench-"))
+    try:
+        wait_ready(budget)
+        progress("background workers started; measuring the CPU-bound parts meanwhile")
+        anyio.run(foreground, tmp)
+        progress("waiting for the background parts")
+        codes = [proc.wait(timeout=BACKGROUND_TIMEOUT) for proc in (budget, idle)]
+    finally:
+        for proc in (budget, idle):
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=30)
+        shutil.rmtree(tmp, ignore_errors=True)
+    seconds = time.monotonic() - began
+    text = report.write(seconds)
+    print(text)
+    progress(f"wrote docs/benchmarks.md and docs/benchmarks.png in {seconds / 60:.1f} minutes")
+    if any(codes):
+        print(f"background parts failed: exit codes {codes}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,264 @@
+"""The pool's request budget: idle requests per minute, and 64 busy slots under 100/min.
+
+    python -m bench.budget
+
+Everything here uses the DEFAULT intervals (poll 5 s backing off to 60 s, heartbeats every
+10 s as the board asks, cancellation checks 30 s, lease sweeps 150 s) and runs at once,
+each configuration on its own board, so the whole part takes about four minutes:
+
+- idle: pools of 1, 8, 32 and 64 slots (one process each), and the seed's layout of 8 and
+  32 one-slot processes. Requests are counted at the board over the steady-state window
+  from 75 s after the last process started (the idle poll has backed off to 60 s by then)
+  to 185 s. Then one task is added to each board and its pickup time recorded (idle pickup
+  with the poll backed off, see also ``bench.latency``).
+- busy: one pool of 64 slots whose agents sleep, against a board limited to 100 requests a
+  minute (the real server's limit), with the default RATE_LIMIT=100. Reported: the ramp
+  until all 64 run, requests per minute once they do (over 110 s, longer than one
+  stretched heartbeat round), the most requests in any 60 s of the run, and every 429.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from bench.harness import (
+    BenchBoard,
+    Hit,
+    WorkerProcess,
+    interrupt_on_sigterm,
+    max_in_window,
+    per_endpoint,
+    progress,
+    wait_for,
+    worker_env,
+    write_result,
+)
+
+IDLE_WINDOW = (75.0, 185.0)  # seconds after the last process of a configuration started
+STEADY = 110.0  # seconds of the busy measurement once all 64 slots run
+BUSY_SLOTS = 64
+BOARD_LIMIT = 100
+IDLE_AGENT = "sleep 0.2"
+BUSY_AGENT = "sleep 900"  # killed at the end; bounded anyway
+IDLE_CONFIGS = (
+    ("pool", 1, 1),
+    ("pool", 1, 8),
+    ("pool", 1, 32),
+    ("pool", 1, 64),
+    ("seed", 8, 1),
+    ("seed", 32, 1),
+)
+
+
+async def _sleep_until(moment: float) -> None:
+    await anyio.sleep(max(0.0, moment - time.time()))
+
+
+class Started:
+    """Prints READY on stdout once every configuration's processes run (``bench`` waits
+    for it before the CPU-bound parts, so start-up does not disturb them)."""
+
+    def __init__(self, expected: int) -> None:
+        self._left = expected
+
+    def one(self) -> None:
+        self._left -= 1
+        if self._left == 0:
+            print("READY", flush=True)
+
+
+async def _start(
+    board: BenchBoard,
+    root: Path,
+    label: str,
+    processes: int,
+    slots: int,
+    agent: str,
+    workers: list[WorkerProcess],
+) -> float:
+    """Start the processes (into ``workers``); returns when the last one sent a heartbeat."""
+    for i in range(processes):
+        env = worker_env(board, root / f"w{i}", f"{label}-p{i}", concurrency=slots)
+        env["AGENT_COMMAND"] = agent
+        workers.append(WorkerProcess(env, root / f"w{i}"))
+    names = {f"{label}-p{i}" for i in range(processes)}
+    return await wait_for(
+        lambda: names <= {h.who for h in board.hits if h.route.endswith("/heartbeat")},
+        timeout=180,
+        what=f"{label} to start",
+        every=0.2,
+    )
+
+
+async def idle_config(
+    tmp: Path,
+    layout: str,
+    processes: int,
+    slots: int,
+    out: list[dict[str, Any]],
+    started: Started,
+) -> None:
+    label = f"idle-{layout}-{processes}x{slots}"
+    # Rate limit off: this measures what the layout asks for; over 100/min a real board
+    # would answer 429 and the count would measure the backoff instead.
+    board = await BenchBoard.start(tmp / label / "board", rate_limit=0)
+    workers: list[WorkerProcess] = []
+    try:
+        ready = await _start(board, tmp / label, label, processes, slots, IDLE_AGENT, workers)
+        started.one()
+        rss = sum(w.memory()[0] for w in workers)
+        await _sleep_until(ready + IDLE_WINDOW[0])
+        start = time.time()
+        await _sleep_until(ready + IDLE_WINDOW[1])
+        end = time.time()
+        hits = board.between(start, end)
+        created = time.time()
+        board.add_tasks(1, title="pickup")
+        picked = await wait_for(
+            lambda: board.claims(), timeout=120, what=f"{label} to pick up a task", every=0.02
+        )
+        claim = next(iter(board.claims().values()))
+        out.append(
+            {
+                "layout": layout,
+                "processes": processes,
+                "slots_per_process": slots,
+                "slots": processes * slots,
+                "window_seconds": end - start,
+                "requests": len(hits),
+                "requests_per_minute": len(hits) / ((end - start) / 60),
+                "requests_by_endpoint": per_endpoint(hits),
+                "rate_limited": sum(h.status == 429 for h in board.hits),
+                "rss_workers_mib": rss,
+                "pickup_seconds": claim.end - created,
+                "pickup_observed": picked - created,
+            }
+        )
+        progress(f"budget: {label} idle {out[-1]['requests_per_minute']:.1f} requests/min")
+    finally:
+        for worker in workers:
+            worker.kill()
+        await board.aclose()
+
+
+# Requests only the ramp makes: finding, claiming and announcing tasks (the sleeping agents
+# print nothing, so no progress comment is posted once they run).
+RAMP_ONLY = ("GET /tasks/next", "POST /tasks/{task_id}/claim", "POST /tasks/{task_id}/comments")
+
+
+def recurring_period(hits: list[Hit], process_name: str) -> dict[str, Any]:
+    """The recurring traffic of 64 busy slots over exactly one heartbeat period.
+
+    A heartbeat round (the process's beat, then one per busy slot) comes every ~100 s and
+    takes a while to trickle through the limiter, so a fixed window holds one round or none
+    and its rate swings by half. Between the last two starts of a round (the process's own
+    beat opens each) lies one whole period: its heartbeats, cancellation checks and lease
+    sweeps, minus what only the ramp sends.
+    """
+    starts = sorted(
+        h.start for h in hits if h.endpoint.endswith("/heartbeat") and h.who == process_name
+    )
+    if len(starts) < 2:
+        return {}
+    first, last = starts[-2], starts[-1]
+    recurring = [h for h in hits if first <= h.start < last and h.endpoint not in RAMP_ONLY]
+    return {
+        "heartbeat_period_seconds": last - first,
+        "period_start": first,
+        "recurring_requests_per_minute": len(recurring) / ((last - first) / 60),
+        "recurring_by_endpoint": per_endpoint(recurring),
+    }
+
+
+async def busy(tmp: Path, out: dict[str, Any], started: Started) -> None:
+    label = f"busy-{BUSY_SLOTS}"
+    board = await BenchBoard.start(tmp / label / "board", rate_limit=BOARD_LIMIT)
+    board.add_tasks(BUSY_SLOTS, title="sleeping")
+    workers: list[WorkerProcess] = []
+    try:
+        began = time.time()
+        await _start(board, tmp / label, label, 1, BUSY_SLOTS, BUSY_AGENT, workers)
+        started.one()
+        worker = workers[0]
+        full = await wait_for(
+            lambda: board.count("in_progress") == BUSY_SLOTS,
+            timeout=400,
+            what=f"{BUSY_SLOTS} slots to be busy",
+            every=0.2,
+        )
+        progress(f"budget: {BUSY_SLOTS} slots busy after {full - began:.0f} s")
+        await anyio.sleep(STEADY)
+        end = time.time()
+        own, agents = worker.memory()
+        steady = board.between(full, end)
+        everything = board.between(began, end)
+        period = recurring_period(everything, f"{label}-p0")
+        if "period_start" in period:
+            # Negative: the period began before the last slot was busy (a few fewer beats).
+            period["period_starts_after_full"] = period.pop("period_start") - full
+        out.update(
+            {
+                "slots": BUSY_SLOTS,
+                "board_limit_per_minute": BOARD_LIMIT,
+                "worker_rate_limit": 100,
+                "ramp_seconds": full - began,
+                "ramp_requests": len(board.between(began, full)),
+                "steady_seconds": end - full,
+                "steady_requests": len(steady),
+                "steady_requests_per_minute": len(steady) / ((end - full) / 60),
+                "steady_by_endpoint": per_endpoint(steady),
+                **period,
+                "max_requests_in_60s": max_in_window(everything),
+                "rate_limited": sum(h.status == 429 for h in everything),
+                "requests": len(everything),
+                "rss_worker_mib": own,
+                "rss_agents_mib": agents,
+                "request_times": [round(h.start - began, 3) for h in everything],
+                "statuses": dict(board.statuses()),
+            }
+        )
+        progress(
+            f"budget: busy {out.get('recurring_requests_per_minute', 0):.1f} requests/min, "
+            f"max {out['max_requests_in_60s']} in 60 s, {out['rate_limited']} × 429"
+        )
+    finally:
+        for worker in workers:
+            worker.kill()
+        await board.aclose()
+
+
+async def run(tmp: Path) -> dict[str, Any]:
+    idle: list[dict[str, Any]] = []
+    busy_result: dict[str, Any] = {}
+    started = Started(1 + len(IDLE_CONFIGS))
+    async with anyio.create_task_group() as group:
+        # The busy pool first: its ramp at 100 requests a minute is the longest step.
+        group.start_soon(busy, tmp, busy_result, started)
+        for layout, processes, slots in IDLE_CONFIGS:
+            group.start_soon(idle_config, tmp, layout, processes, slots, idle, started)
+    idle.sort(key=lambda r: (r["layout"], r["slots"]))
+    return {"idle_window": IDLE_WINDOW, "idle": idle, "busy": busy_result}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.parse_args()
+    interrupt_on_sigterm()
+    tmp = Path(tempfile.mkdtemp(prefix="taskinfa-bench-budget-"))
+    try:
+        result = anyio.run(run, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(write_result("budget", result), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

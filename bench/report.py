@@ -1,0 +1,490 @@
+"""Tables and a chart from the parts' results: stdout, docs/benchmarks.md, docs/benchmarks.png.
+
+python -m bench.report      (re-renders from bench/out/*.json without measuring again)
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.harness import OUT, ROOT, read_result
+
+DOC = ROOT / "docs" / "benchmarks.md"
+CHART = ROOT / "docs" / "benchmarks.png"
+LIMIT = 100
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    if value is None or value != value:  # NaN
+        return "–"
+    return f"{value:,.{digits}f}"
+
+
+def _ms(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds:
+        return "–"
+    if seconds >= 1:
+        return f"{seconds:.1f} s"
+    return f"{seconds * 1000:.0f} ms" if seconds >= 0.01 else f"{seconds * 1000:.1f} ms"
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        import psutil
+
+        memory = f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM"
+    except ImportError:
+        memory = ""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    return (
+        f"{os.cpu_count()} CPU ({cpu}), {memory}, Python {platform.python_version()}, "
+        f"Linux {platform.release()}, commit {commit or '?'}, "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+    )
+
+
+# --- sections -------------------------------------------------------------------------------
+def _idle_rate(budget: dict[str, Any] | None, layout: str, slots: int) -> float | None:
+    for row in (budget or {}).get("idle", []):
+        if row["layout"] == layout and row["slots"] == slots:
+            return float(row["requests_per_minute"])
+    return None
+
+
+def layouts_section(layouts: dict[str, Any] | None, budget: dict[str, Any] | None) -> str:
+    if not layouts:
+        return "_layouts: no result_"
+    rows = []
+    for run in layouts["runs"]:
+        n = run["slots"]
+        idle = _idle_rate(budget, run["layout"], n)
+        if idle is None and n == 1:
+            idle = _idle_rate(budget, "pool", 1)
+        shape = f"{run['processes']} × {run['slots_per_process']}"
+        name = "one process, N slots" if run["layout"] == "pool" else "N processes (seed)"
+        if n == 1:
+            name = "one process, one slot (both layouts)"
+        rows.append(
+            [
+                str(n),
+                name,
+                shape,
+                _fmt(run["idle_rss_workers_mib"], 0),
+                _fmt(run["peak_rss_workers_mib"], 0),
+                _fmt(run["peak_rss_agents_mib"], 0),
+                _fmt(run["peak_rss_total_mib"], 0),
+                _fmt(run["requests_per_task"], 2),
+                str(run.get("lost_claims", "–")),
+                _fmt(idle, 1),
+                _fmt(run["tasks_per_second"], 1),
+                _fmt(run["worker_cpu_seconds"], 1),
+            ]
+        )
+    header = [
+        "N",
+        "layout",
+        "processes × slots",
+        "idle RSS, workers (MiB)",
+        "busy peak RSS, workers",
+        "busy peak RSS, agents",
+        "busy peak RSS, total",
+        "requests / task",
+        "lost claims (409)",
+        "idle requests / min",
+        "tasks / s",
+        "worker CPU (s)",
+    ]
+    return (
+        table(header, rows)
+        + f"\n\nTasks: 10·N (at least 20), agent `{layouts['agent']}`. Throughput settings: "
+        "board rate limit off, RATE_LIMIT=100000, POLL_INTERVAL=0.2, MAX_POLL_INTERVAL=0.5 "
+        "(both layouts). Idle requests per minute: default intervals, from the budget part "
+        "below. Worker CPU: all worker processes, start-up included."
+    )
+
+
+def budget_section(budget: dict[str, Any] | None) -> str:
+    if not budget:
+        return "_budget: no result_"
+    idle_rows = []
+    for row in budget["idle"]:
+        by = row["requests_by_endpoint"]
+        idle_rows.append(
+            [
+                "one process" if row["layout"] == "pool" else "seed layout",
+                str(row["slots"]),
+                f"{row['processes']} × {row['slots_per_process']}",
+                _fmt(row["requests_per_minute"], 1),
+                ", ".join(f"{k} {v}" for k, v in by.items()),
+                str(row["rate_limited"]),
+                _fmt(row["rss_workers_mib"], 0),
+            ]
+        )
+    window = budget["idle_window"]
+    idle = table(
+        [
+            "layout",
+            "slots",
+            "processes × slots",
+            "idle requests / min",
+            f"requests in the {window[1] - window[0]:.0f} s window",
+            "429s",
+            "RSS (MiB)",
+        ],
+        idle_rows,
+    )
+    busy = budget["busy"]
+    busy_rows = [
+        ["slots (agents sleeping)", str(busy["slots"])],
+        ["board limit / worker RATE_LIMIT", f"{busy['board_limit_per_minute']} / min, 100"],
+        [
+            "ramp: until every slot runs",
+            f"{busy['ramp_seconds']:.0f} s, {busy['ramp_requests']} requests "
+            f"({busy['ramp_requests'] / busy['ramp_seconds'] * 60:.0f} / min)",
+        ],
+        [
+            f"steady: all {busy['slots']} busy, one heartbeat period "
+            f"({busy.get('heartbeat_period_seconds', float('nan')):.0f} s)",
+            f"{busy.get('recurring_requests_per_minute', float('nan')):.1f} requests / min",
+        ],
+        [
+            "steady requests in that period",
+            ", ".join(f"{k} {v}" for k, v in busy.get("recurring_by_endpoint", {}).items()),
+        ],
+        [
+            f"for comparison: the fixed {busy['steady_seconds']:.0f} s after the ramp",
+            f"{busy['steady_requests_per_minute']:.1f} requests / min "
+            f"({', '.join(f'{k} {v}' for k, v in busy['steady_by_endpoint'].items())})",
+        ],
+        ["most requests in any 60 s (whole run)", str(busy["max_requests_in_60s"])],
+        ["429 answers", str(busy["rate_limited"])],
+        [
+            "RSS worker / 64 agents (MiB)",
+            f"{busy['rss_worker_mib']:.0f} / {busy['rss_agents_mib']:.0f}",
+        ],
+    ]
+    pools = [r for r in budget["idle"] if r["layout"] == "pool"]
+    rates = [r["requests_per_minute"] for r in pools]
+    flat = bool(rates) and max(rates) - min(rates) <= 1.0
+    verdicts = [
+        f"- idle rate flat in N (pools of {', '.join(str(r['slots']) for r in pools)} slots: "
+        f"{', '.join(_fmt(x) for x in rates)} / min): **{'met' if flat else 'MISSED'}**",
+        f"- zero 429s with 64 busy slots: **{'met' if busy['rate_limited'] == 0 else 'MISSED'}** "
+        f"({busy['rate_limited']})",
+        f"- busy rate under the limit (most in any 60 s: {busy['max_requests_in_60s']}; steady "
+        f"{busy.get('recurring_requests_per_minute', float('nan')):.1f} / min): "
+        f"**{'met' if busy['max_requests_in_60s'] <= LIMIT else 'MISSED'}**",
+    ]
+    return (
+        "Idle, default intervals (poll 5 s → 60 s, heartbeat 10 s), each configuration on its "
+        f"own board, counted from {window[0]:.0f} s to {window[1]:.0f} s after start:\n\n"
+        + idle
+        + "\n\n64 busy slots against a board limited to 100 requests a minute:\n\n"
+        + table(["", "measured"], busy_rows)
+        + "\n\nTargets:\n\n"
+        + "\n".join(verdicts)
+    )
+
+
+def dispatch_section(dispatch: dict[str, Any] | None) -> str:
+    if not dispatch:
+        return "_dispatch: no result_"
+    d = dispatch
+    rows = [
+        ["tasks × slots", f"{d['tasks']} × {d['slots']} (agent `true`)"],
+        ["tasks / s", _fmt(d["tasks_per_second"], 1)],
+        ["worker CPU / task (worker process only)", f"{d['worker_cpu_ms_per_task']:.1f} ms"],
+        ["agents' CPU / task", f"{d['agents_cpu_ms_per_task']:.1f} ms"],
+        ["requests / task", _fmt(d["requests_per_task"], 2)],
+        [
+            "board time in handlers / task (wall, CPU)",
+            f"{d['board_wall_ms_per_task']:.2f} ms, {d['board_cpu_ms_per_task']:.2f} ms",
+        ],
+        [
+            "board process CPU / task (HTTP server, SQLite, handlers)",
+            f"{d['bench_process_cpu_ms_per_task']:.2f} ms",
+        ],
+        [
+            "board limit: tasks / s if only the board's time counted",
+            f"{d['board_limit_tasks_per_second']:,.0f} (handlers), "
+            f"{1000 / d['bench_process_cpu_ms_per_task']:,.0f} (whole board process)",
+        ],
+        [
+            "worker limit: tasks / s on one core",
+            f"{1000 / d['worker_cpu_ms_per_task']:,.0f}",
+        ],
+    ]
+    return (
+        table(["", "measured"], rows)
+        + "\n\nBoard rate limit off and RATE_LIMIT=100000 for this part (a real board's 100 "
+        "requests a minute allows about 100 / requests-per-task ≈ 16 tasks a minute). The "
+        "board runs in the benchmark process, the worker in its own."
+    )
+
+
+def latency_section(fast: dict[str, Any] | None, idle: dict[str, Any] | None) -> str:
+    rows = []
+
+    def add(name: str, settings: str, stats: dict[str, Any] | None) -> None:
+        if not stats or not stats.get("n"):
+            rows.append([name, settings, "0", "–", "–", "–"])
+            return
+        rows.append(
+            [
+                name,
+                settings,
+                str(stats["n"]),
+                _ms(stats["p50"]),
+                _ms(stats["p90"]),
+                _ms(stats["max"]),
+            ]
+        )
+
+    default = "default poll (5 → 60 s)"
+    small = "POLL_INTERVAL=0.5, MAX_POLL_INTERVAL=2"
+    add("idle: todo → claim, poll backed off", default, (idle or {}).get("idle_default"))
+    add("idle: todo → claim, poll backed off", small, (fast or {}).get("idle_small"))
+    add(
+        "busy: slot frees → next claim",
+        default + ", RATE_LIMIT=100000",
+        (fast or {}).get("busy_default"),
+    )
+    add(
+        "busy: slot frees → next claim",
+        small + ", RATE_LIMIT=100000",
+        (fast or {}).get("busy_small"),
+    )
+    add(
+        "busy, budget-bound: slot frees → next claim",
+        "default poll, RATE_LIMIT=100, board limit 100/min, 0.3 s tasks",
+        (fast or {}).get("busy_budget_bound"),
+    )
+    return table(["case", "settings", "n", "p50", "p90", "max"], rows)
+
+
+def scale_section(scale: dict[str, Any] | None) -> str:
+    if not scale:
+        return "_scale: no result_"
+    rows = []
+    for phase, what in (
+        ("ramp", f"start → {scale['slots']} agents running ({scale['ramp_seconds']:.1f} s)"),
+        ("steady", f"all {scale['slots']} busy, 256 output lines / s (20 s)"),
+        (
+            "finish",
+            f"{scale['slots']} agents end at once → review ({scale['finish_seconds']:.1f} s)",
+        ),
+    ):
+        lag = scale["lag_ms"][phase]
+        rows.append(
+            [
+                phase,
+                what,
+                _fmt(lag.get("p50"), 1),
+                _fmt(lag.get("p99"), 1),
+                _fmt(lag.get("max"), 0),
+            ]
+        )
+    return (
+        table(["phase", "", "loop lag p50 (ms)", "p99 (ms)", "max (ms)"], rows)
+        + f"\n\nRSS with {scale['slots']} slots busy: worker {scale['rss_worker_mib']:.0f} MiB, "
+        f"agents {scale['rss_agents_mib']:.0f} MiB in all ({scale['rss_agent_each_mib']:.1f} MiB "
+        "each: a shell loop and its `sleep`). Board rate limit off, RATE_LIMIT=100000."
+    )
+
+
+# --- chart ------------------------------------------------------------------------------------
+def chart(results: dict[str, dict[str, Any] | None], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(12, 9))
+    layouts, budget, scale = results["layouts"], results["budget"], results["scale"]
+
+    ax = axes[0][0]
+    if layouts:
+        for layout, style in (("pool", "o-"), ("seed", "s--")):
+            runs = [r for r in layouts["runs"] if r["layout"] == layout or r["slots"] == 1]
+            ax.plot(
+                [r["slots"] for r in runs],
+                [r["peak_rss_total_mib"] for r in runs],
+                style,
+                label="one process, N slots" if layout == "pool" else "N processes (seed)",
+            )
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("slots (N)")
+        ax.set_ylabel("MiB")
+        ax.set_title("Memory while busy: workers + agents (sum of RSS)")
+        ax.legend()
+
+    ax = axes[0][1]
+    if budget:
+        for layout, style in (("pool", "o-"), ("seed", "s--")):
+            rows = [r for r in budget["idle"] if r["layout"] == layout]
+            if layout == "seed":
+                rows = [r for r in budget["idle"] if r["slots"] == 1] + rows
+            rows.sort(key=lambda r: r["slots"])
+            ax.plot(
+                [r["slots"] for r in rows],
+                [r["requests_per_minute"] for r in rows],
+                style,
+                label="one process, N slots" if layout == "pool" else "N processes (seed)",
+            )
+        ax.axhline(LIMIT, color="red", linestyle=":", label="board limit per key")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("slots (N)")
+        ax.set_ylabel("requests / min")
+        ax.set_title("Idle requests per minute (default intervals)")
+        ax.legend()
+
+    ax = axes[1][0]
+    if budget and budget.get("busy"):
+        times = sorted(budget["busy"]["request_times"])
+        if times:
+            grid = [t / 2 for t in range(int(times[-1] * 2) + 1)]
+            trailing = [
+                bisect.bisect_right(times, t) - bisect.bisect_right(times, t - 60) for t in grid
+            ]
+            ax.plot(grid, trailing, label="requests in the last 60 s")
+            ax.axhline(LIMIT, color="red", linestyle=":", label="board limit")
+            ax.axvline(
+                budget["busy"]["ramp_seconds"], color="grey", linestyle="--", label="all 64 busy"
+            )
+            ax.set_xlabel("seconds since start")
+            ax.set_ylabel("requests")
+            ax.set_title("64 busy slots against 100 requests / min")
+            ax.legend(loc="lower right")
+
+    ax = axes[1][1]
+    if scale:
+        phases = ["ramp", "steady", "finish"]
+        x = range(len(phases))
+        for offset, key in ((-0.2, "p50"), (0.2, "p99")):
+            ax.bar(
+                [i + offset for i in x],
+                [scale["lag_ms"][p].get(key, 0) for p in phases],
+                width=0.4,
+                label=key,
+            )
+        ax.set_xticks(list(x), phases)
+        ax.set_yscale("log")
+        ax.set_ylabel("ms")
+        ax.set_title(f"Event-loop lag, {scale['slots']} slots in one process")
+        ax.legend()
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+# --- document ---------------------------------------------------------------------------------
+def load() -> dict[str, dict[str, Any] | None]:
+    return {
+        "layouts": read_result("layouts"),
+        "budget": read_result("budget"),
+        "dispatch": read_result("dispatch"),
+        "latency_fast": read_result("latency-fast"),
+        "latency_idle": read_result("latency-idle-default"),
+        "scale": read_result("scale"),
+    }
+
+
+def render(results: dict[str, dict[str, Any] | None], seconds: float | None = None) -> str:
+    took = f" `make bench` took {seconds / 60:.1f} minutes." if seconds else ""
+    return f"""# Benchmarks
+
+Written by `make bench` (`python -m bench`); every number below comes from the last run.{took}
+Machine: {machine()}.
+
+Everything runs against the local board (`taskinfa_worker.board`, SQLite) on 127.0.0.1,
+served from the benchmark process with one extra middleware that records every request
+(so requests are counted at the board, across all worker processes). Workers are real
+`taskinfa-worker run` processes with the `command` agent and tiny agents (`sleep`, `true`,
+a shell loop), so the numbers are the worker's own costs; with Claude Code each agent adds
+its own few hundred MiB and its tasks take minutes, not milliseconds. Raw results:
+`bench/out/*.json`. The chart: [benchmarks.png](benchmarks.png).
+
+![benchmarks](benchmarks.png)
+
+## One process with N slots vs N processes of one slot (the seed's layout)
+
+{layouts_section(results["layouts"], results["budget"])}
+
+## Request budget
+
+{budget_section(results["budget"])}
+
+## Dispatch overhead
+
+{dispatch_section(results["dispatch"])}
+
+## Pickup latency
+
+{latency_section(results["latency_fast"], results["latency_idle"])}
+
+Idle: the worker had been idle long enough for its poll to back off (85 s + 0–60 s with
+the default poll; 5 s + 0–3 s with the small one), then one task was created. Busy: every
+slot busy and tasks waiting; a freed slot claims at once (the dispatcher is woken by the
+task's end, no poll wait). Budget-bound: with 0.3 s tasks a 4-slot pool needs about
+four times the 100 requests a minute it may send; the freed slot then waits in the rate
+limiter (the poll for the next task goes in the background lane, behind a reserve left
+for finishing work) and in line behind the other free slots.
+
+## 256 slots in one process
+
+{scale_section(results["scale"])}
+
+## Reproducing
+
+```bash
+make bench                       # everything, about 5 minutes, writes this file
+python -m bench.layouts --sizes 1,8,32
+python -m bench.budget           # about 4.5 minutes
+python -m bench.dispatch --tasks 1000 --slots 32
+python -m bench.latency --part fast
+python -m bench.latency --part idle-default
+python -m bench.scale --slots 256
+python -m bench.report           # tables, this file and the chart from bench/out/*.json
+```
+"""
+
+
+def write(seconds: float | None = None) -> str:
+    results = load()
+    text = render(results, seconds)
+    DOC.write_text(text)
+    chart(results, CHART)
+    return text
+
+
+def main() -> None:
+    text = write()
+    print(text)
+    print(f"wrote {DOC.relative_to(ROOT)} and {CHART.relative_to(ROOT)} from {OUT}")
+
+
+if __name__ == "__main__":
+    main()
