@@ -34,7 +34,11 @@ def _parse_timestamp(value: Any) -> Any:
     if isinstance(value, datetime):
         parsed = value
     elif isinstance(value, int | float):
-        parsed = datetime.fromtimestamp(value, UTC)
+        try:
+            parsed = datetime.fromtimestamp(value, UTC)
+        except (OverflowError, OSError) as exc:
+            # pydantic turns only ValueError into a validation error; 1e300 must not crash.
+            raise ValueError(f"timestamp out of range: {value!r}") from exc
     elif isinstance(value, str):
         text = value.strip().replace("Z", "+00:00")
         parsed = datetime.fromisoformat(text)
