@@ -56,7 +56,8 @@ def excerpt(body: bytes | str, limit: int = MAX_EXCERPT) -> str:
 def _loads(body: bytes) -> Any:
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: a hostile body nests arrays deeper than the decoder goes.
         return _NOT_JSON
 
 
