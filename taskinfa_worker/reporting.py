@@ -32,6 +32,13 @@ def trim(text: str, limit: int) -> str:
     return f"{text[:head]}\n… [{len(text) - head - tail} characters cut] …\n{text[-tail:]}"
 
 
+def board_text(text: str, limit: int) -> str:
+    """Text a board will store: no NUL characters (agents print binary junk; PostgreSQL and
+    the local board refuse NUL with a 400, and a refused ending would leave the task in
+    progress), and trimmed to ``limit``."""
+    return trim(text.replace("\x00", "\ufffd"), limit)
+
+
 def server_has(task: Task, field: str) -> bool:
     """Whether the board sent this (later-release) field, so it will accept it back."""
     return field in task.model_fields_set
@@ -58,7 +65,7 @@ class TaskReporter:
         lane: Lane = Lane.NORMAL,
     ) -> bool:
         """Post a comment; a comment that cannot be posted is logged, never fatal."""
-        text = trim(self._redact(content), COMMENT_LIMIT)
+        text = board_text(self._redact(content), COMMENT_LIMIT)
         try:
             await self._client.add_comment(
                 task_id,
@@ -82,7 +89,7 @@ class TaskReporter:
             lane=Lane.CRITICAL,
             status=TaskStatus.REVIEW,
             assigned_to=author,
-            completion_notes=trim(self._redact(notes), NOTES_LIMIT),
+            completion_notes=board_text(self._redact(notes), NOTES_LIMIT),
             **fields,
         )
 
@@ -113,7 +120,7 @@ class TaskReporter:
         else:
             fields.update(
                 status=TaskStatus.BLOCKED if self._blocked_accepted else TaskStatus.REVIEW,
-                completion_notes=trim(self._redact(f"Failed: {reason}"), NOTES_LIMIT),
+                completion_notes=board_text(self._redact(f"Failed: {reason}"), NOTES_LIMIT),
             )
         try:
             await self._client.update_task(task.id, lane=Lane.CRITICAL, **fields)
