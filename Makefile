@@ -21,8 +21,9 @@ $(STAMP): pyproject.toml
 $(CLAUDE_STAMP):
 	@if command -v npm >/dev/null 2>&1; then \
 	  mkdir -p $(CLAUDE_DIR) && \
-	  npm install --prefix $(CLAUDE_DIR) --no-audit --no-fund --loglevel=error \
-	    @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION) && touch $@; \
+	  if npm install --prefix $(CLAUDE_DIR) --no-audit --no-fund --loglevel=error \
+	    @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION); then touch $@; \
+	  else echo "*** npm install of Claude Code failed: real-CLI tests will be skipped ***"; fi; \
 	else echo "npm not found: real Claude Code CLI tests will be skipped"; fi
 
 claude-cli: $(CLAUDE_STAMP)
