@@ -237,7 +237,16 @@ class WorkerProcess:
         return self.proc.pid
 
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        if self.proc.poll() is None:
+            return True
+        self._log_file.close()  # idempotent: the process that wrote it is gone
+        return False
+
+    def kill_worker_only(self) -> None:
+        """SIGKILL the worker process alone (its agents, in their own sessions, live on)."""
+        self.proc.kill()
+        self.proc.wait()
+        self._log_file.close()
 
     def tree(self) -> list[psutil.Process]:
         """The worker and every live descendant (agents run in their own sessions)."""
@@ -276,7 +285,7 @@ class WorkerProcess:
 
     async def wait(self, timeout: float = 60.0) -> int:
         with anyio.fail_after(timeout):
-            while self.proc.poll() is None:
+            while self.alive():
                 await anyio.sleep(0.05)
         return self.proc.returncode
 
