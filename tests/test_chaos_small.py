@@ -1,0 +1,161 @@
+"""A small chaos run (``make chaos`` is the big one): faults on the wire, agents that crash,
+hang and print garbage, worker processes SIGKILLed and restarted, then a drain.
+
+Every task must end in review or blocked (or todo saying why), no task may ever run twice
+at once, and no agent or worker process may be left running. See ``bench/chaos.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from pydantic import SecretStr
+
+from bench.chaos import ChaosConfig, passed, run_chaos, summary_lines
+from bench.chaos_proxy import Faults
+from taskinfa_worker.api import BoardClient
+from taskinfa_worker.recovery import LeaseSweeper
+from taskinfa_worker.redact import Redactor
+from taskinfa_worker.reporting import TaskReporter
+from tests.board_support import BoardHandle
+from tests.pool_support import Scene, running_pool, wait_for, worker_settings
+
+SMALL = ChaosConfig(
+    seed=7,
+    tasks=16,
+    workers=2,
+    concurrency=2,
+    duration=30.0,
+    faults=Faults(),  # the same rates as make chaos
+    kill_every=(2.0, 4.0),
+    restart_after=(0.3, 1.5),
+    late_restart_share=0.0,  # the lease path takes LEASE_TIMEOUT: make chaos covers it
+    settle=40.0,
+    exit_timeout=40.0,
+)
+
+
+async def test_small_chaos_run_loses_nothing_and_runs_nothing_twice(tmp_path: Path) -> None:
+    result = await run_chaos(SMALL, tmp_path)
+    report = "\n".join(summary_lines(result))
+    details = {
+        key: result[key]
+        for key in ("duplicates", "problems", "leftover_agents", "workers_alive", "crashes")
+    }
+    assert passed(result), f"{report}\n{json.dumps(details, indent=1)[:6000]}"
+    assert result["agent_runs"] >= SMALL.tasks  # the agents did run
+    assert sum(result["faults"].values()) > 0  # and faults were injected
+
+
+# --- a finding of the chaos run, reproduced exactly -------------------------------------------
+class HoldingProxy:
+    """Between the pool and the board: the first PATCH that sends a task back to todo is
+    applied by the board but answered 502 (the answer is lost); the client's retry of it is
+    held until the test says so."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream.removesuffix("/api")
+        self.first_applied = asyncio.Event()
+        self.release = asyncio.Event()
+        self.retry_forwarded = asyncio.Event()
+        self.patches = 0
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        is_release = request.method == "PATCH" and b'"todo"' in body
+        if is_release:
+            self.patches += 1
+            if self.patches > 1:
+                await self.release.wait()
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(
+                request.method,
+                self.upstream + request.path_qs,
+                data=body or None,
+                headers={
+                    k: v
+                    for k, v in request.headers.items()
+                    if k in ("Authorization", "Content-Type")
+                },
+            ) as upstream,
+        ):
+            payload = await upstream.read()
+            status = upstream.status
+            content_type = upstream.headers.get("Content-Type", "application/json")
+        if is_release and self.patches == 1:
+            self.first_applied.set()
+            return web.Response(
+                status=502, text="<h1>502 Bad Gateway</h1>", content_type="text/html"
+            )
+        if is_release:
+            self.retry_forwarded.set()
+        return web.Response(status=status, body=payload, headers={"Content-Type": content_type})
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="chaos finding B2: a failure ending retried after an ambiguous 5xx overwrites "
+    "a newer claim of the same task (docs/reliability.md)",
+)
+async def test_a_retried_failure_ending_leaves_a_newer_claim_alone(
+    board: BoardHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scene = Scene(tmp_path)
+    for name, value in scene.agent_env().items():
+        monkeypatch.setenv(name, value)
+    proxy = HoldingProxy(board.url)
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", proxy.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/api"
+    try:
+        task = board.create_task("broken [fail]")
+        settings = worker_settings(url, board.api_key, scene, max_attempts=3)
+        async with BoardClient(board.url, SecretStr(board.api_key)) as person:
+            async with running_pool(settings) as (pool, _):
+                await wait_for(proxy.first_applied.is_set, what="the first failure ending")
+                # Another worker claims the task, back in todo, while the retry waits.
+                assert await person.claim(task["id"], "other-1") is not None
+                proxy.release.set()
+                await wait_for(proxy.retry_forwarded.is_set, what="the retried ending")
+                pool.drain()
+            final = await person.get_task(task["id"])
+        assert final is not None
+        assert (final.status, final.assigned_to) == ("in_progress", "other-1")
+    finally:
+        proxy.release.set()
+        await runner.cleanup()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="chaos finding B4: the lease never releases a task whose slot never sent a "
+    "heartbeat, although its process did (docs/reliability.md)",
+)
+async def test_lease_releases_a_dead_process_task_whose_slot_never_sent_a_heartbeat(
+    board: BoardHandle, board_client: BoardClient
+) -> None:
+    # Process "gone" claimed a task in slot gone-1 and was SIGKILLed before its next
+    # heartbeat round: the board knows the process, never the slot. It never comes back
+    # under that name (a replaced pod), so only another worker's lease can free the task.
+    task = board.create_task("claimed just before a SIGKILL")
+    assert await board_client.heartbeat("gone", "idle") is not None
+    assert await board_client.claim(task["id"], "gone-1") is not None
+    long_ago = datetime.now(UTC) - timedelta(hours=1)
+    board.store.backdate(task["id"], "gone", long_ago)
+    sweeper = LeaseSweeper(
+        board_client, TaskReporter(board_client, Redactor(), 3), {}, 300, "survivor"
+    )
+    assert await sweeper.sweep()
+    final = await board_client.get_task(task["id"])
+    assert final is not None
+    assert (final.status, final.assigned_to) == ("todo", None)
