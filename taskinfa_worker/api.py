@@ -29,11 +29,12 @@ from taskinfa_worker.models import (
     Project,
     Task,
     TaskPage,
+    TaskStatus,
     WorkerList,
 )
 from taskinfa_worker.ratelimit import Lane, RateLimiter
 from taskinfa_worker.settings import Settings
-from taskinfa_worker.transport import DEFAULT_RETRY_MAX_TIME, BoardTransport
+from taskinfa_worker.transport import DEFAULT_RETRY_MAX_TIME, BoardTransport, RetryNotWanted
 from taskinfa_worker.transport import MAX_BACKOFF as MAX_BACKOFF
 from taskinfa_worker.transport import MAX_RATE_LIMITED as MAX_RATE_LIMITED
 
@@ -166,6 +167,37 @@ class BoardClient:
         answer = await self._transport.request(
             "PATCH", TASK, task_id, lane=lane, json=fields, retry=True
         )
+        self._transport.expect_ok(answer)
+        return self._transport.decode(answer, Task, "task")
+
+    async def end_task(
+        self, task_id: str, *, owner: str | None, lane: Lane = Lane.CRITICAL, **fields: Any
+    ) -> Task | None:
+        """PATCH an ending onto a task that is ``in_progress`` for ``owner``.
+
+        Retried like ``update_task``, with one difference: a PATCH is idempotent only while
+        nobody else writes. If the first attempt landed but its answer was lost, the task
+        may be back in ``todo`` and already claimed again by the time a blind retry arrives,
+        which would take it from its new worker. So before each retry the task is read
+        back, and when it is no longer in progress for ``owner`` nothing is sent again: the
+        task as it is now is returned (None when it was deleted).
+        """
+        now: list[Task | None] = []
+
+        async def still_ours() -> bool:
+            task = await self.get_task(task_id, lane=lane)
+            if task is None or task.status != TaskStatus.IN_PROGRESS or task.assigned_to != owner:
+                now.append(task)
+                return False
+            return True
+
+        try:
+            answer = await self._transport.request(
+                "PATCH", TASK, task_id, lane=lane, json=fields, retry=True, before_retry=still_ours
+            )
+        except RetryNotWanted:
+            logger.info("{}: an earlier attempt of this update landed; not sent again", task_id)
+            return now[-1]
         self._transport.expect_ok(answer)
         return self._transport.decode(answer, Task, "task")
 

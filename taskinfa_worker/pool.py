@@ -13,6 +13,7 @@ and release their tasks to todo without counting an attempt; the 3rd signal exit
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -193,6 +194,10 @@ class WorkerPool:
             if self._handle_signals:
                 background.start_soon(self._watch_signals)
             await self._startup()
+            # The process is known to the board before any slot claims: a slot that dies
+            # before its own first heartbeat is then still covered by the lease.
+            with contextlib.suppress(BoardError):
+                await heartbeats.beat()
             for loop in (heartbeats.run, watcher.run, sweeper.run, self._drain_deadline):
                 background.start_soon(self._guarded, loop)
             async with anyio.create_task_group() as slots:

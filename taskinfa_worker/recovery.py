@@ -65,6 +65,22 @@ def _age(moment: datetime | None, now: datetime) -> float:
     return (now - moment).total_seconds()
 
 
+def owning_worker(assigned_to: str | None, by_name: Mapping[str, Worker]) -> Worker | None:
+    """The worker a task's assignee is, or the process a slot name ``{BOT_NAME}-{i}`` is of.
+
+    A slot that claimed its task and died before its first heartbeat is unknown to the
+    board, but its process heartbeats before any slot claims (the pool sees to that), so
+    the process's heartbeat tells whether anyone still works on the task.
+    """
+    if not assigned_to:
+        return None
+    worker = by_name.get(assigned_to)
+    if worker is not None:
+        return worker
+    process, dash, index = assigned_to.rpartition("-")
+    return by_name.get(process) if dash and index.isdigit() else None
+
+
 def expired_leases(
     tasks: list[Task],
     workers: list[Worker],
@@ -76,7 +92,7 @@ def expired_leases(
     by_name = {worker.name: worker for worker in workers}
     expired = []
     for task in tasks:
-        worker = by_name.get(task.assigned_to or "")
+        worker = owning_worker(task.assigned_to, by_name)
         if worker is None or task.id in skip:
             continue  # a person's assignment, or our own running task
         silent = _age(worker.last_heartbeat, now)

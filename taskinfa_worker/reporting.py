@@ -1,11 +1,15 @@
 """The one place that writes a task's ending to the board: done, failed, released.
 
 The task runner, crash recovery and the lease sweep all end tasks through here, so the
-rules live once: every comment is redacted and trimmed; a failure counts an attempt and
-sends the task back to ``todo`` until ``max_attempts``, then to the failed status
-(``blocked`` where the board accepts it, else ``review`` with notes starting "Failed:");
-a release (shutdown) counts nothing. Status changes go in the CRITICAL lane, which the
-client retries for minutes, so a board that is down for a while still gets the ending.
+rules live once:
+- every comment is redacted and trimmed;
+- a failure counts an attempt and sends the task back to ``todo`` until ``max_attempts``,
+  then to the failed status (``blocked`` where the board accepts it, else ``review`` with
+  notes starting "Failed:"); a release (shutdown) counts nothing;
+- endings go in the CRITICAL lane through ``BoardClient.end_task``, retried for minutes so
+  that a board down for a while still gets them, but never sent again onto a task that
+  has meanwhile left its owner: a lost answer must not take the task from the next worker
+  that claimed it.
 """
 
 from __future__ import annotations
@@ -82,16 +86,33 @@ class TaskReporter:
             return False
         return True
 
-    async def complete(self, task: Task, author: str, notes: str, **fields: Any) -> Task:
+    async def complete(self, task: Task, author: str, notes: str, **fields: Any) -> None:
         """Move a finished task to review, keeping it assigned to the slot that did it."""
-        return await self._client.update_task(
-            task.id,
-            lane=Lane.CRITICAL,
-            status=TaskStatus.REVIEW,
-            assigned_to=author,
-            completion_notes=board_text(self._redact(notes), NOTES_LIMIT),
-            **fields,
-        )
+        ending: dict[str, Any] = {"status": TaskStatus.REVIEW, "assigned_to": author}
+        try:
+            await self._client.end_task(
+                task.id,
+                owner=task.assigned_to,
+                completion_notes=board_text(self._redact(notes), NOTES_LIMIT),
+                **ending,
+                **fields,
+            )
+        except BadRequestError as exc:
+            # A board that refuses some field (its own limits, a field it does not know)
+            # must still get the ending: a task left in progress is worse than thin notes.
+            logger.warning(
+                "{}: the board refused the ending's details ({}); sending less",
+                task.id,
+                exc.message,
+            )
+            await self._client.end_task(
+                task.id,
+                owner=task.assigned_to,
+                completion_notes=board_text(
+                    f"Done; the board refused the full notes ({exc.message}).", NOTES_LIMIT
+                ),
+                **ending,
+            )
 
     async def fail(
         self, task: Task, author: str, reason: str, *, session_id: str | None = None
@@ -123,14 +144,14 @@ class TaskReporter:
                 completion_notes=board_text(self._redact(f"Failed: {reason}"), NOTES_LIMIT),
             )
         try:
-            await self._client.update_task(task.id, lane=Lane.CRITICAL, **fields)
+            await self._client.end_task(task.id, owner=task.assigned_to, **fields)
         except BadRequestError:
             if fields["status"] != TaskStatus.BLOCKED:
                 raise
             logger.info("the board refuses status 'blocked'; failed tasks go to review")
             self._blocked_accepted = False
             fields["status"] = TaskStatus.REVIEW
-            await self._client.update_task(task.id, lane=Lane.CRITICAL, **fields)
+            await self._client.end_task(task.id, owner=task.assigned_to, **fields)
         return str(fields["status"])
 
     async def release(self, task: Task, author: str, why: str) -> None:
@@ -142,6 +163,6 @@ class TaskReporter:
             CommentType.PROGRESS,
             lane=Lane.CRITICAL,
         )
-        await self._client.update_task(
-            task.id, lane=Lane.CRITICAL, status=TaskStatus.TODO, assigned_to=None
+        await self._client.end_task(
+            task.id, owner=task.assigned_to, status=TaskStatus.TODO, assigned_to=None
         )
