@@ -59,8 +59,16 @@ async def foreground(tmp: Path) -> None:
 def main() -> int:
     began = time.monotonic()
     OUT.mkdir(parents=True, exist_ok=True)
-    for old in OUT.glob("*.json"):
-        old.unlink()
+    for name in (
+        "layouts",
+        "budget",
+        "dispatch",
+        "latency-fast",
+        "latency-idle-default",
+        "scale",
+        "run",
+    ):
+        (OUT / f"{name}.json").unlink(missing_ok=True)  # chaos results stay
     progress("background: bench.budget (~4.5 min) and idle pickup latency (~3.5 min)")
     budget = background("bench.budget", pipe=True)
     idle = background("bench.latency", "--part", "idle-default")
@@ -78,6 +86,7 @@ def main() -> int:
                 proc.wait(timeout=30)
         shutil.rmtree(tmp, ignore_errors=True)
     seconds = time.monotonic() - began
+    write_result("run", {"seconds": seconds})
     text = report.write(seconds)
     print(text)
     progress(f"wrote docs/benchmarks.md and docs/benchmarks.png in {seconds / 60:.1f} minutes")

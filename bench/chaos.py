@@ -56,19 +56,20 @@ MONITOR_EVERY = 0.1
 @dataclass
 class ChaosConfig:
     seed: int = 1
-    tasks: int = 80
+    tasks: int = 150
     workers: int = 3
     concurrency: int = 3
     duration: float = 240.0  # the longest the faulty phase may go on
     faults: Faults = field(default_factory=Faults)
     modes: str = "ok:55,garbage:15,crash:10,crash_signal:5,hang_chatty:7,hang_silent:8"
-    kill_every: tuple[float, float] = (3.0, 8.0)
+    # Not too often: a restarted worker sweeps leases only after LEASE_TIMEOUT/2 of uptime.
+    kill_every: tuple[float, float] = (5.0, 10.0)
     restart_after: tuple[float, float] = (0.5, 4.0)
-    late_restart_share: float = 0.2  # restarts that wait past the lease
-    late_restart_after: tuple[float, float] = (40.0, 50.0)
+    late_restart_share: float = 0.25  # restarts that wait past the lease
+    late_restart_after: tuple[float, float] = (30.0, 40.0)
     task_timeout: float = 4.0
     stall_timeout: float = 2.0
-    lease_timeout: float = 30.0  # > 2 heartbeat periods (the board asks every 10 s)
+    lease_timeout: float = 20.0  # > a heartbeat period (the board asks every 10 s)
     max_attempts: int = 3
     drain_timeout: float = 5.0
     kill_grace: float = 1.0
@@ -433,7 +434,7 @@ async def run_chaos(config: ChaosConfig, tmp: Path) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--tasks", type=int, default=80)
+    parser.add_argument("--tasks", type=int, default=150)
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=3)
     parser.add_argument("--duration", type=float, default=240.0)

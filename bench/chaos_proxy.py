@@ -68,6 +68,7 @@ class FaultProxy:
         self.faults = faults
         self._rng = random.Random(seed)  # faults, not secrets
         self.counts: Counter[str] = Counter()
+        self.clients_gone = 0  # requests whose worker died before the board answered
         self.enabled = True
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
@@ -140,7 +141,12 @@ class FaultProxy:
                 return self._error()
             if kind == "drop_before":
                 return self._drop(request)
-            answer = await self._forward(request)
+            try:
+                answer = await self._forward(request)
+            except (ConnectionResetError, aiohttp.ClientError):
+                # The worker went away mid-request (SIGKILL): nobody reads this answer.
+                self.clients_gone += 1
+                return web.Response(status=502)
             if kind == "error_after":
                 return self._error()
             if kind == "drop_after":
