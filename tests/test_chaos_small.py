@@ -152,3 +152,29 @@ async def test_lease_releases_a_dead_process_task_whose_slot_never_sent_a_heartb
     final = await board_client.get_task(task["id"])
     assert final is not None
     assert (final.status, final.assigned_to) == ("todo", None)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding B3: a task moved back to todo while it runs is claimed again by another "
+    "slot of the same process at once; two agents run it and the pool dies of a KeyError "
+    "(docs/reliability.md)",
+)
+async def test_a_running_task_moved_back_to_todo_never_runs_twice_in_one_process(
+    board: BoardHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scene = Scene(tmp_path)
+    for name, value in scene.agent_env().items():
+        monkeypatch.setenv(name, value)
+    settings = worker_settings(board.url, board.api_key, scene, concurrency=2)
+    task = board.create_task("long [gate]")
+    async with BoardClient(board.url, SecretStr(board.api_key)) as person:
+        async with running_pool(settings) as (pool, _):
+            await wait_for(lambda: len(scene.starts(task["id"])) == 1, what="the agent")
+            # A person puts the running task back in the queue.
+            await person.update_task(task["id"], status="todo", assigned_to=None)
+            await wait_for(lambda: len(scene.starts(task["id"])) == 2, what="its next run")
+            scene.open_gate()
+            await wait_for(lambda: pool.state.completed == 1, what="the task to be done")
+            pool.drain()
+        scene.assert_no_duplicates()
