@@ -178,3 +178,73 @@ async def test_a_running_task_moved_back_to_todo_never_runs_twice_in_one_process
             await wait_for(lambda: pool.state.completed == 1, what="the task to be done")
             pool.drain()
         scene.assert_no_duplicates()
+
+
+class ReclaimProxy:
+    """The first ending that sends a task back to todo lands but is answered 502; the
+    client's read-back before its retry is held until the task has been claimed again."""
+
+    def __init__(self, upstream: str, task_id: str) -> None:
+        self.upstream = upstream.removesuffix("/api")
+        self.task_path = f"/api/tasks/{task_id}"
+        self.ended = asyncio.Event()
+        self.claimed_again = asyncio.Event()
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        first_ending = request.method == "PATCH" and b'"todo"' in body and not self.ended.is_set()
+        if request.method == "GET" and request.path == self.task_path and self.ended.is_set():
+            await self.claimed_again.wait()
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(
+                request.method,
+                self.upstream + request.path_qs,
+                data=body or None,
+                headers={
+                    k: v
+                    for k, v in request.headers.items()
+                    if k in ("Authorization", "Content-Type")
+                },
+            ) as upstream,
+        ):
+            payload = await upstream.read()
+            status = upstream.status
+        if first_ending:
+            self.ended.set()
+            return web.Response(status=502, text="<h1>502</h1>", content_type="text/html")
+        if request.path == f"{self.task_path}/claim" and status == 200 and self.ended.is_set():
+            self.claimed_again.set()
+        return web.Response(status=status, body=payload, content_type="application/json")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding B3: while an ending whose answer was lost waits to be read back, another "
+    "slot of the same process claims the task; the first slot's cleanup removes the second's "
+    "entry and the pool dies of a KeyError (docs/reliability.md)",
+)
+async def test_a_task_claimed_again_while_its_ending_is_confirmed_keeps_the_pool_alive(
+    board: BoardHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scene = Scene(tmp_path)
+    for name, value in scene.agent_env().items():
+        monkeypatch.setenv(name, value)
+    task = board.create_task("broken [fail]")
+    proxy = ReclaimProxy(board.url, task["id"])
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", proxy.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/api"
+    try:
+        settings = worker_settings(url, board.api_key, scene, concurrency=2, max_attempts=3)
+        async with running_pool(settings) as (pool, _):
+            await wait_for(lambda: pool.state.failed == 2, what="two failed attempts")
+            pool.drain()
+        assert len(scene.starts(task["id"])) == 2
+        scene.assert_no_duplicates()
+    finally:
+        proxy.claimed_again.set()
+        await runner.cleanup()
