@@ -72,7 +72,7 @@ class CancellationWatcher:
                 if not readable:
                     continue
             reason = why_not_ours(seen, run.slot)
-            if reason and task_id in self._running:
+            if reason and self._running.get(task_id) is run:  # not a newer run of it
                 logger.info("stopping {} in {}: {}", task_id, run.slot, reason)
                 run.stop(StopKind.BOARD, reason)
 

@@ -35,11 +35,13 @@ class Dispatcher:
         client: BoardClient,
         *,
         busy: Callable[[], int],
+        running: Callable[[str], bool],
         on_done: Callable[[], None],
     ) -> None:
         self._settings = settings
         self._client = client
         self._busy = busy
+        self._running = running
         self._on_done = on_done
         self._paused_until = 0.0
         self._lock = anyio.Lock()
@@ -104,6 +106,11 @@ class Dispatcher:
                 return "empty"
             if self._closed:
                 return "closed"  # a signal came while we asked: drain means no new claims
+            if self._running(offer.task.id):
+                # Back in todo while one of our slots still ends it (a person moved it, or
+                # our own ending's answer was lost): claim it once that slot has let go,
+                # never twice at once. The slot's end wakes us.
+                return "ours"
             task = await self._client.claim(offer.task.id, slot_name)
         except AuthError:
             raise

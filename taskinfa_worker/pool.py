@@ -79,7 +79,11 @@ class WorkerPool:
             settings, client, agent, workspaces, self._reporter, metrics, self.running, on_change
         )
         self._dispatcher = Dispatcher(
-            settings, client, busy=lambda: len(self.running), on_done=self.drain
+            settings,
+            client,
+            busy=lambda: len(self.running),
+            running=lambda task_id: task_id in self.running,
+            on_done=self.drain,
         )
         self._signals = 0
         self._stopping = False

@@ -110,7 +110,10 @@ class TaskRunner:
                 ending = await self._run(slot, claimed, handle)
                 logger.info("task {} ended: {}", task.id, ending.value)
         finally:
-            del self._running[task.id]
+            # Only our own entry: the dispatcher never claims a task we still run, but an
+            # entry is never taken from another slot on a guess.
+            if self._running.get(task.id) is handle:
+                del self._running[task.id]
             slot.set("idle")
             self._metrics.slots_busy.dec()
             self._metrics.task_duration_seconds.labels(ending.value).observe(
