@@ -74,6 +74,9 @@ class HoldingProxy:
             self.patches += 1
             if self.patches > 1:
                 await self.release.wait()
+        elif request.method == "GET" and self.first_applied.is_set():
+            # The pool's read-back waits too, so that the other worker's claim comes first.
+            await self.release.wait()
         async with (
             aiohttp.ClientSession() as session,
             session.request(

@@ -18,8 +18,10 @@ outside the group (see ``reaper``).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -49,6 +51,18 @@ READ_CHUNK = 256 * 1024
 DRAIN_TIMEOUT = 2.0
 # stderr kept for the failure comment: the end is what explains a failure.
 STDERR_TAIL_BYTES = 16 * 1024
+
+
+# Every agent starts through the exec shim that makes it die with the worker (Linux only).
+DEATHSIG_SHIM = Path(__file__).with_name("deathsig.py")
+
+
+def launch_argv(executable: str, args: Sequence[str]) -> list[str]:
+    """The argv that starts ``executable`` (found on PATH beforehand, so that a missing one
+    is a clear AgentError) under the parent-death shim where the kernel has it."""
+    if sys.platform != "linux":
+        return [executable, *args]
+    return [sys.executable, "-I", str(DEATHSIG_SHIM), str(os.getpid()), executable, *args]
 
 
 class Ending(Enum):
@@ -170,9 +184,12 @@ class Supervisor:
     async def _start(self) -> anyio.abc.Process:
         spec = self._spec
         self._started = self._last_output = time.monotonic()
+        executable = shutil.which(spec.argv[0], path=spec.env.get("PATH", os.defpath))
+        if executable is None:
+            raise AgentError(f"cannot start {spec.argv[0]!r}: not found or not executable")
         try:
             return await anyio.open_process(
-                list(spec.argv),
+                launch_argv(executable, spec.argv[1:]),
                 stdin=subprocess.PIPE if spec.stdin is not None else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
