@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from loguru import logger
 
 from taskinfa_worker.agent import become_subreaper, make_agent
@@ -20,6 +22,28 @@ def make_redactor(settings: Settings) -> Redactor:
     return Redactor([settings.taskinfa_api_key, settings.anthropic_api_key, settings.github_token])
 
 
+def build_pool(
+    settings: Settings,
+    client: BoardClient,
+    metrics: Metrics,
+    redactor: Redactor,
+    *,
+    handle_signals: bool = True,
+    on_change: Callable[[], None] = lambda: None,
+) -> WorkerPool:
+    """The pool with the agent and workspaces the settings ask for (tests build it too)."""
+    return WorkerPool(
+        settings,
+        client,
+        make_agent(settings, redactor),
+        make_workspaces(settings, redactor),
+        metrics=metrics,
+        redactor=redactor,
+        handle_signals=handle_signals,
+        on_change=on_change,
+    )
+
+
 async def run_worker(settings: Settings) -> int:
     """Run the pool until it drains; returns the process exit status."""
     redactor = make_redactor(settings)
@@ -30,14 +54,8 @@ async def run_worker(settings: Settings) -> int:
     metrics = Metrics()
     status_file = StatusFile(settings.status_file)
     async with BoardClient.from_settings(settings, metrics) as client:
-        pool = WorkerPool(
-            settings,
-            client,
-            make_agent(settings, redactor),
-            make_workspaces(settings, redactor),
-            metrics=metrics,
-            redactor=redactor,
-            on_change=lambda: status_file.write(pool.state),
+        pool = build_pool(
+            settings, client, metrics, redactor, on_change=lambda: status_file.write(pool.state)
         )
         async with serve_health(settings, pool.state, metrics):
             code = await pool.run()

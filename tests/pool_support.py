@@ -18,13 +18,12 @@ from typing import Any
 
 import anyio
 
-from taskinfa_worker.agent import make_agent
 from taskinfa_worker.api import BoardClient
+from taskinfa_worker.app import build_pool
 from taskinfa_worker.metrics import Metrics
 from taskinfa_worker.pool import WorkerPool
 from taskinfa_worker.redact import Redactor
 from taskinfa_worker.settings import Settings
-from taskinfa_worker.workspace import make_workspaces
 
 LEDGER_AGENT = Path(__file__).parent / "fakes" / "ledger_agent.py"
 AGENT_COMMAND = (
@@ -101,15 +100,7 @@ async def running_pool(settings: Settings) -> AsyncIterator[tuple[WorkerPool, Bo
     redactor = Redactor([settings.taskinfa_api_key])
     metrics = Metrics()
     async with BoardClient.from_settings(settings, metrics) as client:
-        pool = WorkerPool(
-            settings,
-            client,
-            make_agent(settings, redactor),
-            make_workspaces(settings, redactor),
-            metrics=metrics,
-            redactor=redactor,
-            handle_signals=False,
-        )
+        pool = build_pool(settings, client, metrics, redactor, handle_signals=False)
         async with anyio.create_task_group() as group:
             group.start_soon(pool.run)
             try:

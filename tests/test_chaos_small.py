@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -55,6 +57,35 @@ async def test_small_chaos_run_loses_nothing_and_runs_nothing_twice(tmp_path: Pa
 
 
 # --- a finding of the chaos run, reproduced exactly -------------------------------------------
+async def forward(upstream: str, request: web.Request, body: bytes) -> tuple[int, bytes, str]:
+    """Send a request on to the board: its status, body and content type."""
+    headers = {k: v for k, v in request.headers.items() if k in ("Authorization", "Content-Type")}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(
+            request.method, upstream + request.path_qs, data=body or None, headers=headers
+        ) as answer,
+    ):
+        content_type = answer.headers.get("Content-Type", "application/json")
+        return answer.status, await answer.read(), content_type
+
+
+@asynccontextmanager
+async def serving(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> AsyncIterator[str]:
+    """Serve a proxy on 127.0.0.1; yields its API base URL."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/api"
+    finally:
+        await runner.cleanup()
+
+
 class HoldingProxy:
     """Between the pool and the board: the first PATCH that sends a task back to todo is
     applied by the board but answered 502 (the answer is lost); the client's retry of it is
@@ -77,22 +108,7 @@ class HoldingProxy:
         elif request.method == "GET" and self.first_applied.is_set():
             # The pool's read-back waits too, so that the other worker's claim comes first.
             await self.release.wait()
-        async with (
-            aiohttp.ClientSession() as session,
-            session.request(
-                request.method,
-                self.upstream + request.path_qs,
-                data=body or None,
-                headers={
-                    k: v
-                    for k, v in request.headers.items()
-                    if k in ("Authorization", "Content-Type")
-                },
-            ) as upstream,
-        ):
-            payload = await upstream.read()
-            status = upstream.status
-            content_type = upstream.headers.get("Content-Type", "application/json")
+        status, payload, content_type = await forward(self.upstream, request, body)
         if is_release and self.patches == 1:
             self.first_applied.set()
             return web.Response(
@@ -110,32 +126,26 @@ async def test_a_retried_failure_ending_leaves_a_newer_claim_alone(
     for name, value in scene.agent_env().items():
         monkeypatch.setenv(name, value)
     proxy = HoldingProxy(board.url)
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", proxy.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}/api"
-    try:
-        task = board.create_task("broken [fail]")
-        settings = worker_settings(url, board.api_key, scene, max_attempts=3)
-        async with BoardClient(board.url, SecretStr(board.api_key)) as person:
-            async with running_pool(settings) as (pool, _):
-                await wait_for(proxy.first_applied.is_set, what="the first failure ending")
-                # Another worker claims the task, back in todo, while the retry waits.
-                assert await person.claim(task["id"], "other-1") is not None
-                proxy.release.set()
-                # The ending's answer was lost; the pool must notice its write landed and
-                # not send it again onto the newer claim.
-                await wait_for(lambda: pool.state.failed == 1, what="the ending to settle")
-                pool.drain()
-            assert not proxy.retry_forwarded.is_set()
-            final = await person.get_task(task["id"])
-        assert final is not None
-        assert (final.status, final.assigned_to) == ("in_progress", "other-1")
-    finally:
-        proxy.release.set()
-        await runner.cleanup()
+    async with serving(proxy.handle) as url:
+        try:
+            task = board.create_task("broken [fail]")
+            settings = worker_settings(url, board.api_key, scene, max_attempts=3)
+            async with BoardClient(board.url, SecretStr(board.api_key)) as person:
+                async with running_pool(settings) as (pool, _):
+                    await wait_for(proxy.first_applied.is_set, what="the first failure ending")
+                    # Another worker claims the task, back in todo, while the retry waits.
+                    assert await person.claim(task["id"], "other-1") is not None
+                    proxy.release.set()
+                    # The ending's answer was lost; the pool must notice its write landed and
+                    # not send it again onto the newer claim.
+                    await wait_for(lambda: pool.state.failed == 1, what="the ending to settle")
+                    pool.drain()
+                assert not proxy.retry_forwarded.is_set()
+                final = await person.get_task(task["id"])
+            assert final is not None
+            assert (final.status, final.assigned_to) == ("in_progress", "other-1")
+        finally:
+            proxy.release.set()  # never leave a held request waiting
 
 
 async def test_lease_releases_a_dead_process_task_whose_slot_never_sent_a_heartbeat(
@@ -195,27 +205,13 @@ class ReclaimProxy:
             # Give another slot the chance to claim the task meanwhile (it must not).
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.claimed_again.wait(), timeout=1.0)
-        async with (
-            aiohttp.ClientSession() as session,
-            session.request(
-                request.method,
-                self.upstream + request.path_qs,
-                data=body or None,
-                headers={
-                    k: v
-                    for k, v in request.headers.items()
-                    if k in ("Authorization", "Content-Type")
-                },
-            ) as upstream,
-        ):
-            payload = await upstream.read()
-            status = upstream.status
+        status, payload, content_type = await forward(self.upstream, request, body)
         if first_ending:
             self.ended.set()
             return web.Response(status=502, text="<h1>502</h1>", content_type="text/html")
         if request.path == f"{self.task_path}/claim" and status == 200 and self.ended.is_set():
             self.claimed_again.set()
-        return web.Response(status=status, body=payload, content_type="application/json")
+        return web.Response(status=status, body=payload, headers={"Content-Type": content_type})
 
 
 async def test_a_task_claimed_again_while_its_ending_is_confirmed_keeps_the_pool_alive(
@@ -226,19 +222,13 @@ async def test_a_task_claimed_again_while_its_ending_is_confirmed_keeps_the_pool
         monkeypatch.setenv(name, value)
     task = board.create_task("broken [fail]")
     proxy = ReclaimProxy(board.url, task["id"])
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", proxy.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}/api"
-    try:
-        settings = worker_settings(url, board.api_key, scene, concurrency=2, max_attempts=2)
-        async with running_pool(settings) as (pool, _):
-            await wait_for(lambda: pool.state.failed == 2, what="two failed attempts")
-            pool.drain()
-        assert len(scene.starts(task["id"])) == 2
-        scene.assert_no_duplicates()
-    finally:
-        proxy.claimed_again.set()
-        await runner.cleanup()
+    async with serving(proxy.handle) as url:
+        try:
+            settings = worker_settings(url, board.api_key, scene, concurrency=2, max_attempts=2)
+            async with running_pool(settings) as (pool, _):
+                await wait_for(lambda: pool.state.failed == 2, what="two failed attempts")
+                pool.drain()
+            assert len(scene.starts(task["id"])) == 2
+            scene.assert_no_duplicates()
+        finally:
+            proxy.claimed_again.set()  # never leave a held request waiting
