@@ -23,10 +23,10 @@ import pytest
 from pydantic import SecretStr
 
 from taskinfa_worker.agent import Activity, AgentJob, AgentOutcome, make_agent
-from taskinfa_worker.models import Task
 from taskinfa_worker.redact import Redactor
 from taskinfa_worker.settings import Settings
 from tests.board_support import BoardHandle, MakeBoard
+from tests.real_cli_support import CLAUDE_BIN, REAL_CLI, real_cli_job, real_cli_settings
 from tests.scripted_messages_api import (
     ScriptedMessagesAPI,
     serve,
@@ -34,17 +34,7 @@ from tests.scripted_messages_api import (
     write_file_script,
 )
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CLAUDE_BIN = REPO_ROOT / ".cache" / "claude-code" / "node_modules" / ".bin" / "claude"
-
-pytestmark = [
-    pytest.mark.real_claude,
-    pytest.mark.skipif(
-        not os.access(CLAUDE_BIN, os.X_OK),
-        reason=f"real Claude Code CLI not installed at {CLAUDE_BIN.relative_to(REPO_ROOT)} "
-        "(`make claude-cli` installs it; it needs npm)",
-    ),
-]
+pytestmark = REAL_CLI
 
 # The CLI retries a refused key like a transient error: 11 requests over ~3 minutes with its
 # defaults. The worker caps its retries (CLAUDE_CODE_MAX_RETRIES=3), so at most 4 requests
@@ -68,47 +58,6 @@ async def scripted_api() -> AsyncIterator[ScriptedMessagesAPI]:
 # --- agent level ----------------------------------------------------------------------------
 
 
-def agent_settings(tmp_path: Path, api: ScriptedMessagesAPI, key: str, **extra: Any) -> Settings:
-    values: dict[str, Any] = {
-        "taskinfa_api_url": "http://127.0.0.1:9/api",
-        "taskinfa_api_key": "tk_test",
-        "claude_bin": str(CLAUDE_BIN),
-        "anthropic_api_key": key,
-        "anthropic_base_url": api.url,
-        # Not the machine's ~/.claude: the test must not depend on (or touch) a login there.
-        "claude_config_source": tmp_path / "no-claude-config",
-        "max_turns": 5,
-        "workspace_dir": tmp_path / "workspaces",
-        "log_dir": tmp_path / "logs",
-        "stall_timeout": 60.0,
-        "task_timeout": 90.0,
-        "kill_grace": 2.0,
-        **extra,
-    }
-    return Settings(_env_file=None, **values)
-
-
-def agent_job(tmp_path: Path, activities: list[Activity]) -> AgentJob:
-    workspace = tmp_path / "workspaces" / "task_real"
-    workspace.mkdir(parents=True)
-    task = Task(
-        id="task_real",
-        title="Write hello.txt",
-        description=TASK_DESCRIPTION,
-        status="in_progress",
-    )
-    return AgentJob(
-        task=task,
-        project=None,
-        workspace=workspace,
-        branch=None,
-        slot="tester-1",
-        attempt=1,
-        transcript_path=tmp_path / "logs" / "task_real.jsonl",
-        on_activity=activities.append,
-    )
-
-
 async def run_agent(settings: Settings, job: AgentJob, key: str) -> AgentOutcome:
     agent = make_agent(settings, Redactor([settings.taskinfa_api_key, SecretStr(key)]))
     with anyio.fail_after(90):
@@ -122,9 +71,9 @@ async def test_real_cli_writes_the_file_and_reports_turns_and_cost(
     scripted_api.api_key = key  # a request without the configured key gets a 401
     scripted_api.add(*write_file_script())
     activities: list[Activity] = []
-    job = agent_job(tmp_path, activities)
+    job = real_cli_job(tmp_path, "Write hello.txt", TASK_DESCRIPTION, activities.append)
 
-    outcome = await run_agent(agent_settings(tmp_path, scripted_api, key), job, key)
+    outcome = await run_agent(real_cli_settings(tmp_path, scripted_api, key), job, key)
 
     assert outcome.success, outcome
     assert (job.workspace / "hello.txt").read_text() == "hello"
@@ -151,9 +100,9 @@ async def test_real_cli_with_a_refused_key_fails_fast_as_an_auth_failure(
     key = anthropic_key()
     scripted_api.api_key = anthropic_key()  # not the key the worker was given
     scripted_api.add(*write_file_script())
-    job = agent_job(tmp_path, [])
+    job = real_cli_job(tmp_path, "Write hello.txt", TASK_DESCRIPTION)
 
-    outcome = await run_agent(agent_settings(tmp_path, scripted_api, key), job, key)
+    outcome = await run_agent(real_cli_settings(tmp_path, scripted_api, key), job, key)
 
     assert not outcome.success
     assert outcome.auth_failed, outcome
