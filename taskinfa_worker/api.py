@@ -29,8 +29,8 @@ from taskinfa_worker.models import (
     Project,
     Task,
     TaskPage,
-    TaskStatus,
     WorkerList,
+    held_by,
 )
 from taskinfa_worker.ratelimit import Lane, RateLimiter
 from taskinfa_worker.settings import Settings
@@ -186,10 +186,10 @@ class BoardClient:
 
         async def still_ours() -> bool:
             task = await self.get_task(task_id, lane=lane)
-            if task is None or task.status != TaskStatus.IN_PROGRESS or task.assigned_to != owner:
-                now.append(task)
-                return False
-            return True
+            if held_by(task, owner):
+                return True
+            now.append(task)
+            return False
 
         try:
             answer = await self._transport.request(

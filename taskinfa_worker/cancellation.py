@@ -17,21 +17,10 @@ from loguru import logger
 from taskinfa_worker import budget
 from taskinfa_worker.api import BoardClient, Lane
 from taskinfa_worker.errors import AuthError, BoardError
-from taskinfa_worker.models import Task, TaskStatus
+from taskinfa_worker.models import Task, TaskStatus, why_not_held
 from taskinfa_worker.runner import RunningTask, StopKind
 
 PAGE_LIMIT = 100
-
-
-def why_not_ours(task: Task | None, slot: str) -> str | None:
-    """Why a running task no longer belongs to its slot, or None if it still does."""
-    if task is None:
-        return "the task was deleted on the board."
-    if task.status != TaskStatus.IN_PROGRESS:
-        return f"the task was moved to '{task.status}' on the board."
-    if task.assigned_to != slot:
-        return f"the task was reassigned to {task.assigned_to or 'nobody'} on the board."
-    return None
 
 
 class CancellationWatcher:
@@ -64,14 +53,14 @@ class CancellationWatcher:
         listed = {task.id: task for task in page.tasks}
         for task_id, run in ours.items():
             seen = listed.get(task_id)
-            if seen is not None and why_not_ours(seen, run.slot) is None:
+            if seen is not None and why_not_held(seen, run.slot) is None:
                 continue
             if seen is None:
                 # Off the page: moved, deleted, or only beyond the page. Read it to be sure.
                 readable, seen = await self._read(task_id)
                 if not readable:
                     continue
-            reason = why_not_ours(seen, run.slot)
+            reason = why_not_held(seen, run.slot)
             if reason and self._running.get(task_id) is run:  # not a newer run of it
                 logger.info("stopping {} in {}: {}", task_id, run.slot, reason)
                 run.stop(StopKind.BOARD, reason)

@@ -20,7 +20,7 @@ from taskinfa_worker.errors import (
     TransportError,
 )
 from taskinfa_worker.http_errors import Answer
-from taskinfa_worker.models import Task, TaskStatus
+from taskinfa_worker.models import Task, TaskStatus, held_by
 from taskinfa_worker.ratelimit import Lane
 from taskinfa_worker.transport import BoardTransport
 
@@ -122,8 +122,7 @@ class Claimer:
         # A claim whose outcome is unknown leaves a task nobody works on; this read matters
         # as much as finishing one.
         task = await self._board.get_task(task_id, lane=Lane.CRITICAL)
-        mine = task is not None and task.status == TaskStatus.IN_PROGRESS
-        return task if mine and task is not None and task.assigned_to == bot_name else None
+        return task if held_by(task, bot_name) else None
 
     def _note_no_claim_route(self) -> None:
         if self._board.claims_atomic is not False:

@@ -59,10 +59,6 @@ class Dispatcher:
         """No claims for a while (the agent's key was refused: every task would fail)."""
         self._paused_until = time.monotonic() + seconds
 
-    @property
-    def paused(self) -> bool:
-        return self._paused_until > time.monotonic()
-
     def task_ended(self) -> None:
         self._interval = self._settings.poll_interval
         self._wake.set()

@@ -92,6 +92,26 @@ class Task(WireModel):
     claude_session_id: str | None = None
 
 
+def why_not_held(task: Task | None, owner: str | None) -> str | None:
+    """Why a task is not (any more) in progress for ``owner``, or None when it is.
+
+    The one test of "is this task still ours": used before an ending is written, by the
+    cancellation watcher, and to confirm a claim or a lost write by reading the task back.
+    """
+    if task is None:
+        return "the task was deleted on the board."
+    if task.status != TaskStatus.IN_PROGRESS:
+        return f"the task was moved to '{task.status}' on the board."
+    if task.assigned_to != owner:
+        return f"the task was reassigned to {task.assigned_to or 'nobody'} on the board."
+    return None
+
+
+def held_by(task: Task | None, owner: str | None) -> bool:
+    """Whether ``task`` is in progress and assigned to ``owner``."""
+    return why_not_held(task, owner) is None
+
+
 class Project(WireModel):
     """A task list. ``/tasks/next`` sends only id, name and repository_url."""
 

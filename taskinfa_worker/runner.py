@@ -24,7 +24,7 @@ from taskinfa_worker.agent import Agent, AgentJob, AgentOutcome
 from taskinfa_worker.api import BoardClient, Lane
 from taskinfa_worker.errors import AgentError, AuthError, BoardError, WorkspaceError
 from taskinfa_worker.metrics import Metrics
-from taskinfa_worker.models import CommentType, Project, Task, TaskStatus
+from taskinfa_worker.models import CommentType, Project, Task, why_not_held
 from taskinfa_worker.progress import ProgressReporter, failure_text, summary_text
 from taskinfa_worker.reporting import TaskReporter, server_has
 from taskinfa_worker.settings import Settings
@@ -269,17 +269,9 @@ class TaskRunner:
             # Cannot tell: write the ending, the usual case is that nobody touched it.
             logger.warning("could not re-read {} before reporting: {}", task.id, exc)
             return True
-        if current is None:
-            logger.info("{} was deleted while it ran; nothing reported", task.id)
-            return False
-        if current.status != TaskStatus.IN_PROGRESS or current.assigned_to != slot:
-            logger.info(
-                "{} was changed on the board while it ran (status {}, assigned to {}); "
-                "left as it is",
-                task.id,
-                current.status,
-                current.assigned_to,
-            )
+        why = why_not_held(current, slot)
+        if why is not None:
+            logger.info("{} changed while it ran ({}); nothing reported", task.id, why)
             return False
         return True
 
