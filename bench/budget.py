@@ -42,8 +42,8 @@ from bench.harness import (
     worker_env,
     write_result,
 )
-from taskinfa_worker import budget as worker_budget
-from taskinfa_worker.ratelimit import RateLimiter
+from taskinfa_worker.client.ratelimit import RateLimiter
+from taskinfa_worker.pool import budget as worker_budget
 from taskinfa_worker.settings import Settings
 
 IDLE_WINDOW = (75.0, 185.0)  # seconds after the last process of a configuration started

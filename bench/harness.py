@@ -34,7 +34,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from taskinfa_worker.board import BoardOptions, BoardStore
-from taskinfa_worker.board.app import create_app
+from taskinfa_worker.board.routes import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"

@@ -87,7 +87,7 @@ def run_scenario(name: str, path: Path, work: Path) -> dict[str, float]:
     """Runs in the child process."""
     import anyio
 
-    from taskinfa_worker.agent.base import Activity
+    from taskinfa_worker.agent.job import Activity
     from taskinfa_worker.agent.process import Limits, ProcessSpec, Supervisor
     from taskinfa_worker.agent.stream import ClaudeStream, LineSplitter
     from taskinfa_worker.agent.transcript import Transcript

@@ -26,7 +26,7 @@ import anyio
 from loguru import logger
 from pydantic import SecretStr
 
-from taskinfa_worker.api import BoardClient
+from taskinfa_worker.client.api import BoardClient
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / ".demo"

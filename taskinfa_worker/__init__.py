@@ -7,10 +7,10 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from taskinfa_worker.api import BoardClient, Lane
+from taskinfa_worker.client.api import BoardClient, Lane
+from taskinfa_worker.client.models import Comment, Project, Task, Worker
 from taskinfa_worker.errors import AuthError, ConfigError, TaskinfaWorkerError
-from taskinfa_worker.models import Comment, Project, Task, Worker
-from taskinfa_worker.pool import WorkerPool
+from taskinfa_worker.pool.worker_pool import WorkerPool
 from taskinfa_worker.settings import Settings, load_settings
 
 __all__ = [

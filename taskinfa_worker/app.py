@@ -7,11 +7,11 @@ from collections.abc import Callable
 from loguru import logger
 
 from taskinfa_worker.agent import become_subreaper, make_agent
-from taskinfa_worker.api import BoardClient
+from taskinfa_worker.client.api import BoardClient
 from taskinfa_worker.health import serve_health
 from taskinfa_worker.logs import setup_logging
 from taskinfa_worker.metrics import Metrics
-from taskinfa_worker.pool import WorkerPool
+from taskinfa_worker.pool.worker_pool import WorkerPool
 from taskinfa_worker.redact import Redactor
 from taskinfa_worker.settings import Settings
 from taskinfa_worker.status_file import StatusFile

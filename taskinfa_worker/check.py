@@ -33,9 +33,9 @@ from urllib.parse import quote
 
 import aiohttp
 
-from taskinfa_worker.api import BoardClient, Lane
+from taskinfa_worker.client.answer import excerpt
+from taskinfa_worker.client.api import BoardClient, Lane
 from taskinfa_worker.errors import AuthError, BoardError, ServerError, TransportError
-from taskinfa_worker.http_errors import excerpt
 from taskinfa_worker.redact import Redactor
 from taskinfa_worker.settings import Settings, env_var, is_secret
 from taskinfa_worker.status_file import StatusFile, render

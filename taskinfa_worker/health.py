@@ -21,8 +21,8 @@ from contextlib import asynccontextmanager
 from aiohttp import web
 
 from taskinfa_worker.metrics import Metrics
+from taskinfa_worker.pool.state import PoolState
 from taskinfa_worker.settings import Settings
-from taskinfa_worker.state import PoolState
 from taskinfa_worker.status_file import snapshot
 
 __all__ = ["HealthServer", "readiness", "serve_health"]

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from taskinfa_worker.state import PoolState
+from taskinfa_worker.pool.state import PoolState
 
 __all__ = ["StatusFile", "render", "snapshot"]
 

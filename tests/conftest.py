@@ -1,4 +1,4 @@
-"""Shared fixtures: the local board, served over real HTTP on 127.0.0.1.
+"""Shared fixtures: the local board, served over real HTTP on 127.0.0.1, and an HTTP session.
 
 ``make_board(**options)`` starts a board (its own SQLite file in ``tmp_path``, a random
 port, a known ``tk_test_`` key) and closes every board it made at teardown; ``board`` is
@@ -15,13 +15,20 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 from pydantic import SecretStr
 
-from taskinfa_worker.api import BoardClient
 from taskinfa_worker.board import BoardOptions, BoardStore, start_board
 from taskinfa_worker.board.store import Clock
+from taskinfa_worker.client.api import BoardClient
 from tests.board_support import BoardHandle, MakeBoard
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        yield session
 
 
 @pytest.fixture

@@ -33,8 +33,9 @@ import pytest
 from aiohttp import web
 from pydantic import SecretStr
 
-from taskinfa_worker.api import BoardClient, Lane
 from taskinfa_worker.board import BoardOptions, BoardStore, start_board
+from taskinfa_worker.client.api import BoardClient, Lane
+from taskinfa_worker.client.models import Task
 from taskinfa_worker.errors import (
     AuthError,
     BoardError,
@@ -42,7 +43,6 @@ from taskinfa_worker.errors import (
     ServerError,
     TransportError,
 )
-from taskinfa_worker.models import Task
 
 KEY = "tk_hostile_" + "k" * 24
 HOSTILE_AGENT = Path(__file__).parent / "fakes" / "hostile_agent.py"

@@ -16,8 +16,8 @@ from taskinfa_worker import check
 from taskinfa_worker.check import run_checks, show_status
 from taskinfa_worker.health import serve_health
 from taskinfa_worker.metrics import Metrics
+from taskinfa_worker.pool.state import PoolState, SlotState
 from taskinfa_worker.settings import Settings
-from taskinfa_worker.state import PoolState, SlotState
 from taskinfa_worker.status_file import StatusFile
 from tests.board_support import BoardHandle, MakeBoard
 

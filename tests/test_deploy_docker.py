@@ -10,8 +10,8 @@ from pathlib import Path
 
 from taskinfa_worker.health import serve_health
 from taskinfa_worker.metrics import Metrics
+from taskinfa_worker.pool.state import PoolState, SlotState
 from taskinfa_worker.settings import Settings, env_var
-from taskinfa_worker.state import PoolState, SlotState
 from tests.deployfiles import (
     DOCKERFILE,
     ROOT,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +10,8 @@ import pytest
 
 from taskinfa_worker.health import HealthServer, serve_health
 from taskinfa_worker.metrics import Metrics
+from taskinfa_worker.pool.state import PoolState, SlotState
 from taskinfa_worker.settings import Settings
-from taskinfa_worker.state import PoolState, SlotState
 from taskinfa_worker.status_file import render, snapshot
 
 
@@ -33,12 +32,6 @@ def make_state() -> PoolState:
     state = PoolState("bot", [SlotState("bot-1"), SlotState("bot-2")])
     state.slots[0].set("working", "task_1", "Fix the login bug")
     return state
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        yield session
 
 
 async def test_off_when_no_port_is_set(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from taskinfa_worker.state import PoolState, SlotState
+from taskinfa_worker.pool.state import PoolState, SlotState
 from taskinfa_worker.status_file import TITLE_WIDTH, StatusFile, render, snapshot
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 
-from taskinfa_worker.agent.base import AgentJob, AgentOutcome
+from taskinfa_worker.agent.job import AgentJob, AgentOutcome
 from taskinfa_worker.agent.launch import SupervisedAgent
 from taskinfa_worker.agent.process import MAX_ARG_BYTES, Ending, ProcessRun
 from taskinfa_worker.agent.prompt import build_prompt

@@ -17,8 +17,8 @@ from collections.abc import Mapping
 
 from loguru import logger
 
-from taskinfa_worker.agent.base import Activity, AgentJob, AgentOutcome
 from taskinfa_worker.agent.environment import AgentRuntime
+from taskinfa_worker.agent.job import Activity, AgentJob, AgentOutcome
 from taskinfa_worker.agent.launch import SupervisedAgent
 from taskinfa_worker.agent.process import MAX_ARG_BYTES, Ending, ProcessRun
 from taskinfa_worker.agent.prompt import build_prompt

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from taskinfa_worker.agent.base import Agent
 from taskinfa_worker.agent.claude import ClaudeAgent
 from taskinfa_worker.agent.command import CommandAgent
+from taskinfa_worker.agent.job import Agent
 from taskinfa_worker.redact import Redactor
 from taskinfa_worker.settings import Settings
 

@@ -15,13 +15,13 @@ from typing import Any
 
 import anyio
 
-from taskinfa_worker.agent.base import AgentJob, AgentOutcome
 from taskinfa_worker.agent.environment import (
     MARKER_VAR,
     AgentRuntime,
     agent_environment,
     prepare_runtime,
 )
+from taskinfa_worker.agent.job import AgentJob, AgentOutcome
 from taskinfa_worker.agent.process import (
     Ending,
     Limits,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 
-from taskinfa_worker.agent.base import AgentJob
+from taskinfa_worker.agent.job import AgentJob
 
 INTRO = "You are an autonomous software engineer working on one task from a Kanban board."
 # The previous attempt's error report is cut to its end, where the cause usually is.

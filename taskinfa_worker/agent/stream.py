@@ -21,7 +21,7 @@ from typing import Any
 
 from loguru import logger
 
-from taskinfa_worker.agent.base import Activity
+from taskinfa_worker.agent.job import Activity
 from taskinfa_worker.agent.transcript import Transcript
 
 # Tool input keys that name a file or folder the tool works on (Read, Write, Edit,

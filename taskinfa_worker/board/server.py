@@ -17,7 +17,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from taskinfa_worker.board.app import API_PREFIX, BoardOptions, create_app
+from taskinfa_worker.board.routes import API_PREFIX, BoardOptions, create_app
 from taskinfa_worker.board.store import BoardStore
 from taskinfa_worker.errors import ConfigError
 

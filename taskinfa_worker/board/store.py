@@ -38,7 +38,7 @@ from taskinfa_worker.board.schema import (
     SELECT_TASK,
     SELECT_TASK_BY_ID,
 )
-from taskinfa_worker.models import PRIORITY_RANK
+from taskinfa_worker.client.models import PRIORITY_RANK
 
 Clock = Callable[[], float]
 """Seconds since the epoch, like ``time.time``."""

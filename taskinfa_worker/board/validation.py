@@ -15,7 +15,7 @@ from collections.abc import Collection, Mapping
 from typing import Any, Final
 
 from taskinfa_worker.board.problems import Invalid
-from taskinfa_worker.models import PRIORITY_RANK
+from taskinfa_worker.client.models import PRIORITY_RANK
 
 STATUSES: Final = ("backlog", "todo", "in_progress", "review", "done", "blocked")
 PRIORITIES: Final = tuple(PRIORITY_RANK)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from taskinfa_worker.redact import Redactor
 from taskinfa_worker.settings import Settings
-from taskinfa_worker.workspace.base import Workspace, WorkspaceResult, Workspaces
 from taskinfa_worker.workspace.manager import GitWorkspaces
+from taskinfa_worker.workspace.protocol import Workspace, WorkspaceResult, Workspaces
 
 
 def make_workspaces(settings: Settings, redactor: Redactor) -> Workspaces:

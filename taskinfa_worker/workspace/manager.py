@@ -35,16 +35,16 @@ from typing import Any
 
 from loguru import logger
 
+from taskinfa_worker.client.models import Project, Task
 from taskinfa_worker.errors import WorkspaceError
-from taskinfa_worker.models import Project, Task
 from taskinfa_worker.redact import Redactor
 from taskinfa_worker.settings import Settings, environment_snapshot
 from taskinfa_worker.workspace import changes, publish, repo
-from taskinfa_worker.workspace.base import Workspace, WorkspaceResult
 from taskinfa_worker.workspace.cleanup import remove_tree
 from taskinfa_worker.workspace.git import Git
 from taskinfa_worker.workspace.gitenv import GitEnv
 from taskinfa_worker.workspace.locks import FileLock, KeyedLocks
+from taskinfa_worker.workspace.protocol import Workspace, WorkspaceResult
 from taskinfa_worker.workspace.safety import (
     RepoUrl,
     check_id,

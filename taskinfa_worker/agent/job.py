@@ -1,0 +1,64 @@
+"""What the pool hands an agent, and what it gets back.
+
+An agent is one async call: ``await agent.run(job) -> AgentOutcome``. The pool stops an agent
+by cancelling that call (anyio cancel scope); an implementation must then stop its process
+tree (terminate, grace, kill, reap) before the cancellation propagates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from taskinfa_worker.client.models import Project, Task
+
+
+@dataclass(frozen=True)
+class Activity:
+    """Something the agent did, for the throttled progress comments."""
+
+    tool: str | None = None
+    files: tuple[str, ...] = ()
+    text: str | None = None
+
+
+@dataclass(frozen=True)
+class AgentJob:
+    task: Task
+    project: Project | None
+    workspace: Path
+    branch: str | None
+    slot: str
+    attempt: int  # 1-based: error_count + 1
+    transcript_path: Path
+    previous_error: str | None = None
+    resume_session_id: str | None = None
+    on_activity: Callable[[Activity], None] = field(default=lambda _activity: None)
+
+
+@dataclass(frozen=True)
+class AgentOutcome:
+    success: bool
+    reason: str = ""  # why it failed, one or a few lines for the error comment
+    result_text: str = ""
+    exit_code: int | None = None
+    num_turns: int | None = None
+    cost_usd: float | None = None
+    duration_ms: int | None = None
+    session_id: str | None = None
+    stderr_tail: str = ""
+    # The agent's own credentials were refused: every task would fail the same way, so the
+    # pool pauses claiming instead of burning attempts.
+    auth_failed: bool = False
+    # Resuming the given session failed because it no longer exists; retry fresh.
+    resume_not_found: bool = False
+
+
+class Agent(Protocol):
+    name: str
+
+    async def run(self, job: AgentJob) -> AgentOutcome:
+        """Run the agent on one task to its end. Cancellation stops the process tree."""
+        ...

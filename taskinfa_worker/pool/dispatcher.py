@@ -1,0 +1,132 @@
+"""Finding and claiming work: one poller per process, only for a free slot.
+
+Free slots line up on one lock; the slot holding it is the process's only poller. It asks
+``/tasks/next``, claims what it gets and hands the lock on, so a busy queue is drained one
+claim at a time with no prefetch, and an empty queue costs one jittered poll per interval
+whatever the number of slots. The interval backs off from ``poll_interval`` to
+``max_poll_interval`` while the queue stays empty and snaps back (and the poller wakes at
+once) when any task ends, because an ending often puts work back (a retry) or frees the
+slot that should take the next task.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import anyio
+from loguru import logger
+
+from taskinfa_worker.client.api import BoardClient
+from taskinfa_worker.errors import AuthError, BoardError
+from taskinfa_worker.pool.budget import jittered
+from taskinfa_worker.pool.runner import Claimed
+from taskinfa_worker.settings import Settings
+
+# A lost claim moves on at once; this many in a row means the board keeps offering tasks we
+# cannot have (e.g. a non-atomic server under contention), so wait one interval.
+MAX_LOST_IN_A_ROW = 5
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        settings: Settings,
+        client: BoardClient,
+        *,
+        busy: Callable[[], int],
+        running: Callable[[str], bool],
+        on_done: Callable[[], None],
+    ) -> None:
+        self._settings = settings
+        self._client = client
+        self._busy = busy
+        self._running = running
+        self._on_done = on_done
+        self._paused_until = 0.0
+        self._lock = anyio.Lock()
+        self._interval = settings.poll_interval
+        self._wake = anyio.Event()
+        self._closed = False
+        self.claimed = 0
+
+    def close(self) -> None:
+        """Stop claiming: waiting slots get None at once."""
+        self._closed = True
+        self._wake.set()
+
+    def pause(self, seconds: float) -> None:
+        """No claims for a while (the agent's key was refused: every task would fail)."""
+        self._paused_until = time.monotonic() + seconds
+
+    def task_ended(self) -> None:
+        self._interval = self._settings.poll_interval
+        self._wake.set()
+
+    def _limit_reached(self) -> bool:
+        limit = self._settings.max_tasks
+        return limit is not None and self.claimed >= limit
+
+    async def claim(self, slot_name: str) -> Claimed | None:
+        """The next task for this slot, or None when the pool stops claiming."""
+        async with self._lock:
+            lost_in_a_row = 0
+            while not self._closed:
+                if self._limit_reached():
+                    logger.info("claimed {} tasks (--max-tasks): no more claims", self.claimed)
+                    self._on_done()
+                    break
+                if self._paused_until > time.monotonic():
+                    await self._sleep(self._paused_until - time.monotonic())
+                    continue
+                claimed = await self._try_once(slot_name)
+                if isinstance(claimed, Claimed):
+                    self.claimed += 1
+                    self._interval = self._settings.poll_interval
+                    return claimed
+                if claimed == "lost" and lost_in_a_row < MAX_LOST_IN_A_ROW:
+                    lost_in_a_row += 1
+                    continue
+                lost_in_a_row = 0
+                if claimed == "empty" and self._settings.exit_when_idle and self._busy() == 0:
+                    logger.info("the queue is empty and no slot is busy (--exit-when-idle)")
+                    self._on_done()
+                    break
+                await self._idle_wait()
+            return None
+
+    async def _try_once(self, slot_name: str) -> Claimed | str:
+        try:
+            offer = await self._client.next_task(self._settings.task_list_id)
+            if offer.task is None:
+                return "empty"
+            if self._closed:
+                return "closed"  # a signal came while we asked: drain means no new claims
+            if self._running(offer.task.id):
+                # Back in todo while one of our slots still ends it (a person moved it, or
+                # our own ending's answer was lost): claim it once that slot has let go,
+                # never twice at once. The slot's end wakes us.
+                return "ours"
+            task = await self._client.claim(offer.task.id, slot_name)
+        except AuthError:
+            raise
+        except BoardError as exc:
+            logger.warning("looking for work failed: {}", exc)
+            return "error"
+        if task is None:
+            logger.debug("lost the claim on {} to another worker", offer.task.id)
+            return "lost"
+        return Claimed(task, offer.project)
+
+    async def _idle_wait(self) -> None:
+        wait = self._interval
+        self._interval = min(wait * 2, self._settings.max_poll_interval)
+        await self._sleep(jittered(wait))
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, but wake at once when a task ends or claiming stops."""
+        self._wake = anyio.Event()
+        if self._closed:
+            return
+        with anyio.move_on_after(seconds):
+            await self._wake.wait()

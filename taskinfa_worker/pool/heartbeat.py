@@ -1,0 +1,82 @@
+"""Heartbeats: the board's view of which workers are alive and what they do.
+
+One loop per process, running beside the slots (also while agents run and during drain).
+Each round sends one heartbeat for the process (``BOT_NAME``) and one per working slot
+(``working`` with its task); a slot that went idle since the last round says so once. The
+round's interval is the board's ``next_heartbeat_in`` stretched by the shared budget
+(``budget.heartbeat_interval``), so 64 busy slots still fit in 100 requests a minute while
+staying under the board's 120 s offline threshold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import anyio
+from loguru import logger
+
+from taskinfa_worker.client.api import BoardClient
+from taskinfa_worker.errors import AuthError, BoardError
+from taskinfa_worker.pool import budget
+from taskinfa_worker.pool.runner import RunningTask
+
+DEFAULT_SERVER_INTERVAL = 10.0
+
+
+class HeartbeatLoop:
+    def __init__(
+        self,
+        client: BoardClient,
+        bot_name: str,
+        running: Mapping[str, RunningTask],
+        on_board_answer: Callable[[bool], None] = lambda _ok: None,
+    ) -> None:
+        self._client = client
+        self._bot_name = bot_name
+        self._running = running
+        self._on_board_answer = on_board_answer
+        self._server_interval = DEFAULT_SERVER_INTERVAL
+        self._working_last_round: set[str] = set()
+        self.rounds = 0
+
+    async def run(self) -> None:
+        while True:
+            started = anyio.current_time()
+            if not await self.beat():
+                logger.info("the board has no heartbeat route: heartbeats stop")
+                return
+            busy = len(self._running)
+            interval = budget.heartbeat_interval(
+                self._server_interval, 1 + busy, self._client.limiter
+            )
+            # The period counts from the round's start: with many busy slots a round spends
+            # a good part of the interval in the rate limiter, and sleeping the whole
+            # interval after it would space a slot's heartbeats past the offline threshold.
+            elapsed = anyio.current_time() - started
+            await anyio.sleep(max(0.0, budget.jittered(interval) - elapsed))
+
+    async def beat(self) -> bool:
+        """One round. False when the board has no heartbeat route."""
+        working = {run.slot: run.task.id for run in list(self._running.values())}
+        gone_idle = self._working_last_round - working.keys()
+        beats: list[tuple[str, str, str | None]] = [
+            (self._bot_name, "working" if working else "idle", None),
+            *((slot, "working", task_id) for slot, task_id in sorted(working.items())),
+            *((slot, "idle", None) for slot in sorted(gone_idle)),
+        ]
+        for name, status, task_id in beats:
+            try:
+                answer = await self._client.heartbeat(name, status, task_id)
+            except AuthError:
+                self._on_board_answer(False)
+                raise
+            except BoardError as exc:
+                logger.warning("heartbeat for {} failed: {}", name, exc)
+                continue
+            if answer is None:
+                return False
+            self._on_board_answer(True)
+            self._server_interval = max(1.0, answer.next_heartbeat_in)
+        self._working_last_round = set(working)
+        self.rounds += 1
+        return True

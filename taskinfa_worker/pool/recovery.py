@@ -1,0 +1,158 @@
+"""Nothing stays ``in_progress`` forever after a crash or SIGKILL.
+
+Two nets:
+- At start, tasks ``in_progress`` assigned to this process's own slot names are from a
+  previous life of this process (same ``BOT_NAME``): they are failed with an attempt
+  counted, since the run may have been what killed the process.
+- The lease: any running worker releases a task ``in_progress`` whose worker is known to the
+  board (it sent heartbeats) but has been silent for ``lease_timeout``, and whose claim is
+  older than that too (so a fresh claim is never taken before its first heartbeat). A task
+  assigned to a name the board does not know as a worker belongs to a person: never touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from datetime import UTC, datetime
+
+import anyio
+from loguru import logger
+
+from taskinfa_worker.client.api import BoardClient, Lane
+from taskinfa_worker.client.models import Task, TaskStatus, Worker
+from taskinfa_worker.errors import AuthError, BoardError
+from taskinfa_worker.pool import budget
+from taskinfa_worker.pool.reporting import TaskReporter
+from taskinfa_worker.pool.runner import RunningTask
+
+PAGE_LIMIT = 100
+
+
+async def in_progress_tasks(client: BoardClient, assigned_to: str | None = None) -> list[Task]:
+    page = await client.list_tasks(
+        status=TaskStatus.IN_PROGRESS, assigned_to=assigned_to, limit=PAGE_LIMIT, lane=Lane.NORMAL
+    )
+    return page.tasks
+
+
+async def recover_own_tasks(
+    client: BoardClient, reporter: TaskReporter, slot_names: Collection[str], bot_name: str
+) -> int:
+    """Fail (attempt counted) the tasks a previous run of this process left in progress."""
+    names = set(slot_names)
+    page = await client.list_tasks(
+        status=TaskStatus.IN_PROGRESS, limit=PAGE_LIMIT, lane=Lane.NORMAL
+    )
+    tasks = [task for task in page.tasks if task.assigned_to in names]
+    if page.total > len(page.tasks):
+        # More in progress than one page holds: ask per slot name instead.
+        tasks = [task for name in sorted(names) for task in await in_progress_tasks(client, name)]
+    for task in tasks:
+        assert task.assigned_to is not None
+        logger.warning("recovering {} left in progress by {}", task.id, task.assigned_to)
+        await reporter.fail(
+            task,
+            task.assigned_to,
+            f"{bot_name} stopped unexpectedly (crash, SIGKILL or a lost node) while "
+            "this task ran; it was recovered when the worker started again.",
+        )
+    return len(tasks)
+
+
+def _age(moment: datetime | None, now: datetime) -> float:
+    if moment is None:
+        return float("inf")
+    return (now - moment).total_seconds()
+
+
+def owning_worker(assigned_to: str | None, by_name: Mapping[str, Worker]) -> Worker | None:
+    """The worker a task's assignee is, or the process a slot name ``{BOT_NAME}-{i}`` is of.
+
+    A slot that claimed its task and died before its first heartbeat is unknown to the
+    board, but its process heartbeats before any slot claims (the pool sees to that), so
+    the process's heartbeat tells whether anyone still works on the task.
+    """
+    if not assigned_to:
+        return None
+    worker = by_name.get(assigned_to)
+    if worker is not None:
+        return worker
+    process, dash, index = assigned_to.rpartition("-")
+    return by_name.get(process) if dash and index.isdigit() else None
+
+
+def expired_leases(
+    tasks: list[Task],
+    workers: list[Worker],
+    lease_timeout: float,
+    now: datetime,
+    skip: Collection[str] = (),
+) -> list[tuple[Task, float]]:
+    """Tasks whose known worker is silent past the lease, with the silence in seconds."""
+    by_name = {worker.name: worker for worker in workers}
+    expired = []
+    for task in tasks:
+        worker = owning_worker(task.assigned_to, by_name)
+        if worker is None or task.id in skip:
+            continue  # a person's assignment, or our own running task
+        silent = _age(worker.last_heartbeat, now)
+        claimed_ago = _age(task.started_at or task.updated_at, now)
+        if silent > lease_timeout and claimed_ago > lease_timeout:
+            expired.append((task, silent))
+    return expired
+
+
+class LeaseSweeper:
+    def __init__(
+        self,
+        client: BoardClient,
+        reporter: TaskReporter,
+        running: Mapping[str, RunningTask],
+        lease_timeout: float,
+        author: str,
+    ) -> None:
+        self._client = client
+        self._reporter = reporter
+        self._running = running
+        self._lease_timeout = lease_timeout
+        self._author = author
+
+    async def run(self) -> None:
+        while True:
+            interval = budget.watch_interval(self._lease_timeout / 2, 2, self._client.limiter)
+            await anyio.sleep(budget.jittered(interval))
+            if not await self.sweep():
+                logger.info("the board lists no workers: lease checks stop")
+                return
+
+    async def sweep(self) -> bool:
+        """One round. False when the board cannot list workers (no heartbeat routes)."""
+        try:
+            workers = await self._client.list_workers()
+            if workers is None:
+                return False
+            tasks = await in_progress_tasks(self._client)
+        except AuthError:
+            raise
+        except BoardError as exc:
+            logger.warning("lease check failed: {}", exc)
+            return True
+        now = datetime.now(UTC)
+        for task, silent in expired_leases(
+            tasks, workers.workers, self._lease_timeout, now, skip=set(self._running)
+        ):
+            logger.warning(
+                "lease of {} expired ({} silent for {:.0f} s)", task.id, task.assigned_to, silent
+            )
+            try:
+                await self._reporter.fail(
+                    task,
+                    self._author,
+                    f"Its worker {task.assigned_to} sent no heartbeat for {silent:.0f} s "
+                    f"(lease {self._lease_timeout:.0f} s); {self._author} released it.",
+                )
+            except AuthError:
+                raise
+            except BoardError as exc:
+                logger.warning("could not release {}: {}", task.id, exc)
+        return True

@@ -1,0 +1,113 @@
+"""The subreaper, the sweep of a run's leftovers, and the zombie janitor."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+
+import anyio
+import pytest
+
+from taskinfa_worker.agent.reaper import (
+    ZombieJanitor,
+    become_subreaper,
+    find_run_processes,
+    is_subreaper,
+    read_proc,
+    sweep_run,
+)
+from tests.agent.support import gone, state, wait_until_gone
+
+# Starts a grandchild in its own session (with the inherited environment), prints its pid
+# and exits, so that the grandchild re-parents to us. The grandchild ignores SIGTERM.
+ORPHAN = """
+    import os, signal, sys, time
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            linger = float(sys.argv[1])
+            print(os.getpid(), flush=True)
+            os.close(1)
+            os.close(2)
+            time.sleep(linger)
+            os._exit(0)
+        os._exit(0)
+    os.wait()
+"""
+
+
+def orphan(env: dict[str, str], linger: float) -> int:
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(ORPHAN), str(linger)],
+        env={"PATH": os.environ["PATH"], **env},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=10,
+    )
+    return int(done.stdout.strip())
+
+
+@pytest.mark.usefixtures("subreaper")
+def test_subreaper_is_idempotent() -> None:
+    assert become_subreaper()  # the fixture made it one already
+    assert is_subreaper()
+
+
+def test_read_proc_describes_a_process() -> None:
+    me = read_proc(os.getpid())
+    assert me is not None
+    assert (me.ppid, me.pgid, me.sid) == (os.getppid(), os.getpgrp(), os.getsid(0))
+    assert not me.zombie
+    assert read_proc(2**22 + 12345) is None
+
+
+@pytest.mark.usefixtures("subreaper")
+async def test_sweep_kills_and_reaps_marked_orphans() -> None:
+    marker = f"TASKINFA_AGENT_RUN={uuid.uuid4().hex}"
+    unmarked = orphan({}, linger=30)
+    victim = orphan({"TASKINFA_AGENT_RUN": marker.split("=")[1]}, linger=30)
+    try:
+        info = read_proc(victim)
+        assert info is not None
+        assert info.ppid == os.getpid()  # adopted by us, the subreaper
+        found = await anyio.to_thread.run_sync(find_run_processes, marker.encode(), -1)
+        assert [p.pid for p in found] == [victim]
+
+        # It ignores SIGTERM: the sweep must escalate to SIGKILL, then reap it.
+        assert await sweep_run(marker.encode(), -1, grace=0.2) == 1
+        assert gone(victim), state(victim)
+        assert not gone(unmarked)
+    finally:
+        for pid in (unmarked, victim):
+            if not gone(pid):
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+
+
+@pytest.mark.usefixtures("subreaper")
+def test_janitor_reaps_old_orphan_zombies_and_leaves_young_ones() -> None:
+    pid = orphan({}, linger=0)
+    deadline = time.monotonic() + 10
+    while state(pid) not in ("zombie", "gone") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    janitor = ZombieJanitor(age=0.0, interval=0.0)
+    janitor.tend()
+    # Either this janitor or the process-wide one reaped it.
+    assert wait_until_gone(pid, 10.0), state(pid)
+
+    # A child whose owner will wait for it is not touched while it is young.
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(7)"])
+    while state(child.pid) != "zombie":
+        time.sleep(0.01)
+    assert child.pid not in ZombieJanitor(age=60.0).tend()
+    assert child.wait(timeout=5) == 7
+
+
+async def test_sweep_without_marked_processes_finds_nothing() -> None:
+    assert await sweep_run(f"TASKINFA_AGENT_RUN={uuid.uuid4().hex}".encode(), -1, grace=5) == 0
