@@ -19,7 +19,7 @@ from typing import Any, get_args
 import anyio
 
 from taskinfa_worker import __version__
-from taskinfa_worker.errors import AuthError, ConfigError
+from taskinfa_worker.errors import FatalError
 from taskinfa_worker.settings import (
     Settings,
     env_var,
@@ -31,8 +31,6 @@ from taskinfa_worker.settings import (
 
 EXIT_OK = 0
 EXIT_ERROR = 1
-EXIT_CONFIG = 2
-EXIT_AUTH = 3
 
 
 def _bool_field(name: str) -> bool:
@@ -207,9 +205,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except ConfigError as exc:
+    except FatalError as exc:
         print(f"taskinfa-worker: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except AuthError as exc:
-        print(f"taskinfa-worker: {exc}", file=sys.stderr)
-        return EXIT_AUTH
+        return exc.exit_status

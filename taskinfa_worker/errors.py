@@ -1,16 +1,22 @@
-"""The worker's errors. Callers decide by class whether to retry, skip a task, or stop.
+"""The worker's errors, shaped by how callers catch them.
+
+A fatal error ends the process (the key is refused: nothing will work until a person acts);
+a board error is about one request (the caller retries, skips or gives up on that request);
+workspace and agent errors end one attempt of one task. Fatal and recoverable errors are
+siblings, so ``except BoardError`` never swallows a refused key.
 
 TaskinfaWorkerError
-├── ConfigError                a setting is missing or invalid: exit status 2
-├── BoardError                 anything the board said or failed to say
-│   ├── TransportError         no answer: connection refused, reset, timeout (retryable)
+├── FatalError                 stop the process; ``exit_status`` is the documented status
+│   ├── ConfigError            a setting is missing or invalid: exit status 2
+│   └── AuthError              401/403: the board refused the key: exit status 3
+├── BoardError                 one request failed; the process goes on
+│   ├── TransportError         no answer: connection refused, reset, timeout
 │   └── ApiError               an HTTP answer that is not a success
-│       ├── AuthError          401/403: the key was refused (fatal, stop the process)
 │       ├── BadRequestError    400: the board rejected what we sent
-│       ├── NotFoundError      404
+│       ├── NotFoundError      404 (or 410)
 │       ├── ConflictError      409: someone else holds the task
 │       ├── RateLimitedError   429 that outlived the client's own waiting
-│       ├── ServerError        5xx (retryable)
+│       ├── ServerError        5xx
 │       └── MalformedResponseError  2xx whose body is not what the contract says
 ├── WorkspaceError             preparing or finishing a task's git tree failed
 │   └── UnsafeInputError       a repository URL or id was refused before git ran
@@ -19,25 +25,48 @@ TaskinfaWorkerError
 
 from __future__ import annotations
 
+EXIT_CONFIG = 2
+EXIT_AUTH = 3
+
 
 class TaskinfaWorkerError(Exception):
     """Base of every error the worker raises on purpose."""
 
 
-class ConfigError(TaskinfaWorkerError):
-    """A setting is missing or invalid. The message is one sentence for the operator."""
+class FatalError(TaskinfaWorkerError):
+    """The process cannot go on. The message is one sentence for the operator."""
+
+    exit_status: int = 1
+
+
+class ConfigError(FatalError):
+    """A setting is missing or invalid."""
+
+    exit_status = EXIT_CONFIG
+
+
+class AuthError(FatalError):
+    """The board refused the API key (401/403). Retrying cannot help."""
+
+    exit_status = EXIT_AUTH
+
+    def __init__(self, status: int, method: str, url: str, message: str) -> None:
+        self.status = status
+        self.method = method
+        self.url = url
+        self.message = message
+        super().__init__(
+            f"The board at {url} refused the API key ({status}: {message}); "
+            "check TASKINFA_API_KEY and TASKINFA_API_URL."
+        )
 
 
 class BoardError(TaskinfaWorkerError):
     """The board could not be used for one request."""
 
-    retryable: bool = False
-
 
 class TransportError(BoardError):
     """No HTTP answer arrived (connection error or timeout)."""
-
-    retryable = True
 
 
 class ApiError(BoardError):
@@ -49,17 +78,6 @@ class ApiError(BoardError):
         self.url = url
         self.message = message
         super().__init__(f"{method} {url} answered {status}: {message}")
-
-
-class AuthError(ApiError):
-    """The board refused the API key. Fatal: retrying cannot help."""
-
-    def __init__(self, status: int, method: str, url: str, message: str) -> None:
-        super().__init__(status, method, url, message)
-        self.args = (
-            f"The board at {url} refused the API key ({status}: {message}); "
-            "check TASKINFA_API_KEY and TASKINFA_API_URL.",
-        )
 
 
 class BadRequestError(ApiError):
@@ -77,13 +95,9 @@ class ConflictError(ApiError):
 class RateLimitedError(ApiError):
     """429 after the client already waited as the board asked."""
 
-    retryable = True
-
 
 class ServerError(ApiError):
     """5xx: the board is in trouble; safe requests are retried."""
-
-    retryable = True
 
 
 class MalformedResponseError(ApiError):

@@ -19,7 +19,7 @@ def make_state(slots: int = 3) -> PoolState:
 def test_one_line_per_slot_with_name_status_task_title_and_since(tmp_path: Path) -> None:
     state = make_state()
     state.slots[0].set("working", "task_abc", "Fix the\nlogin\tbug")
-    state.slots[2].set("stopping", "task_xyz", "x" * 200)
+    state.slots[2].set("working", "task_xyz", "x" * 200)
     state.completed, state.failed, state.released = 4, 1, 2
     status = StatusFile(tmp_path / "bot" / "status.log")
     status.write(state)
@@ -31,7 +31,7 @@ def test_one_line_per_slot_with_name_status_task_title_and_since(tmp_path: Path)
     assert lines[0].split()[:4] == ["bot-1", "working", "task_abc", "since"]
     assert lines[0].endswith("Fix the login bug")  # user text kept on one line
     assert lines[1].split()[:3] == ["bot-2", "idle", "-"]
-    assert lines[2].split()[:3] == ["bot-3", "stopping", "task_xyz"]
+    assert lines[2].split()[:3] == ["bot-3", "working", "task_xyz"]
     title = lines[2].split("  ")[-1]
     assert len(title) == TITLE_WIDTH
     assert title.endswith("…")

@@ -12,7 +12,7 @@ import re
 
 from taskinfa_worker.agent.job import AgentJob, AgentOutcome
 from taskinfa_worker.agent.launch import SupervisedAgent
-from taskinfa_worker.agent.process import MAX_ARG_BYTES, Ending, ProcessRun
+from taskinfa_worker.agent.process import MAX_ARG_BYTES, ProcessEnd, ProcessRun
 from taskinfa_worker.agent.prompt import build_prompt
 from taskinfa_worker.agent.stream import ClaudeStream, ResultEvent
 
@@ -110,7 +110,7 @@ class ClaudeAgent(SupervisedAgent):
         else:
             # Stopped by us after the result (it hung, or a limit struck just then): the
             # result says how the task went.
-            exited_ok = run.exit_code == 0 or run.ending is not Ending.EXITED
+            exited_ok = run.exit_code == 0 or run.ending is not ProcessEnd.EXITED
             success = not result.is_error and exited_ok
             if success:
                 reason = ""

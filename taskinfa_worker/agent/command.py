@@ -20,7 +20,7 @@ from loguru import logger
 from taskinfa_worker.agent.environment import AgentRuntime
 from taskinfa_worker.agent.job import Activity, AgentJob, AgentOutcome
 from taskinfa_worker.agent.launch import SupervisedAgent
-from taskinfa_worker.agent.process import MAX_ARG_BYTES, Ending, ProcessRun
+from taskinfa_worker.agent.process import MAX_ARG_BYTES, ProcessEnd, ProcessRun
 from taskinfa_worker.agent.prompt import build_prompt
 from taskinfa_worker.agent.transcript import Transcript
 from taskinfa_worker.errors import AgentError, ConfigError
@@ -125,7 +125,7 @@ class CommandAgent(SupervisedAgent):
         return outcome
 
     def _judge(self, run: ProcessRun, tail: str) -> AgentOutcome:
-        success = run.ending is Ending.EXITED and run.exit_code == 0
+        success = run.ending is ProcessEnd.EXITED and run.exit_code == 0
         stopped = self._stop_reason(run, "the agent")
         if success:
             reason = ""

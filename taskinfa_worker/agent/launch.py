@@ -23,9 +23,9 @@ from taskinfa_worker.agent.environment import (
 )
 from taskinfa_worker.agent.job import AgentJob, AgentOutcome
 from taskinfa_worker.agent.process import (
-    Ending,
     Limits,
     LineHandler,
+    ProcessEnd,
     ProcessRun,
     ProcessSpec,
     Supervisor,
@@ -130,8 +130,8 @@ class SupervisedAgent:
     def _stop_reason(self, run: ProcessRun, who: str) -> str | None:
         """Why a time limit stopped the run (``who`` printed nothing), or None if none did."""
         s = self._settings
-        if run.ending is Ending.TIMEOUT:
+        if run.ending is ProcessEnd.TIMEOUT:
             return f"Stopped: the task took longer than TASK_TIMEOUT={s.task_timeout:g}s."
-        if run.ending is Ending.STALL:
+        if run.ending is ProcessEnd.STALL:
             return f"Stopped: {who} printed nothing for STALL_TIMEOUT={s.stall_timeout:g}s."
         return None

@@ -65,7 +65,7 @@ def launch_argv(executable: str, args: Sequence[str]) -> list[str]:
     return [sys.executable, "-I", str(DEATHSIG_SHIM), str(os.getpid()), executable, *args]
 
 
-class Ending(Enum):
+class ProcessEnd(Enum):
     """Why the process is no longer running."""
 
     EXITED = "exited"  # on its own
@@ -99,7 +99,7 @@ class ProcessRun:
     """How the run ended."""
 
     exit_code: int | None  # negative: killed by that signal
-    ending: Ending
+    ending: ProcessEnd
     duration: float
     stderr_tail: str
     leftovers: int  # processes the sweep had to stop
@@ -145,7 +145,7 @@ class Supervisor:
         start). Cancelling this stops and reaps the whole tree before re-raising."""
         process = await self._start()
         self.pid = process.pid
-        ending = Ending.CANCELLED
+        ending = ProcessEnd.CANCELLED
         swept = False
         leftovers = 0
         try:
@@ -159,7 +159,7 @@ class Supervisor:
                     group.start_soon(self._feed, process.stdin, self._spec.stdin)
                 ending = await self._watch()
                 with anyio.CancelScope(shield=True):
-                    if ending is not Ending.EXITED:
+                    if ending is not ProcessEnd.EXITED:
                         await self._terminate(process, ending)
                     leftovers = await self._sweep(process.pid)
                     swept = True
@@ -169,7 +169,7 @@ class Supervisor:
         finally:
             with anyio.CancelScope(shield=True):
                 if self._returncode is None:
-                    await self._terminate(process, Ending.CANCELLED)
+                    await self._terminate(process, ProcessEnd.CANCELLED)
                 if not swept:
                     leftovers = await self._sweep(process.pid)
                 await process.aclose()
@@ -203,19 +203,19 @@ class Supervisor:
                 reason += f": {exc.filename}"
             raise AgentError(f"cannot start {spec.argv[0]!r}: {reason}") from exc
 
-    async def _watch(self) -> Ending:
+    async def _watch(self) -> ProcessEnd:
         """Wait for the process to exit, or for a limit to be reached."""
         limits = self._limits
         deadline = self._started + limits.timeout
         while self._returncode is None:
             now = time.monotonic()
             if now >= deadline:
-                return Ending.TIMEOUT
+                return ProcessEnd.TIMEOUT
             if self._result_at is not None and now >= self._result_at + limits.result_grace:
-                return Ending.AFTER_RESULT
+                return ProcessEnd.AFTER_RESULT
             stall_at = self._last_output + limits.stall_timeout
             if now >= stall_at:
-                return Ending.STALL
+                return ProcessEnd.STALL
             wake = min(deadline, stall_at)
             if self._result_at is not None:
                 wake = min(wake, self._result_at + limits.result_grace)
@@ -223,7 +223,7 @@ class Supervisor:
                 await self._wakeup.wait()
             if self._wakeup.is_set() and self._returncode is None:
                 self._wakeup = anyio.Event()
-        return Ending.EXITED
+        return ProcessEnd.EXITED
 
     async def _wait_exit(self, process: anyio.abc.Process) -> None:
         self._returncode = await process.wait()
@@ -264,7 +264,7 @@ class Supervisor:
         while self._stderr_tail_size > STDERR_TAIL_BYTES and len(self._stderr_tail) > 1:
             self._stderr_tail_size -= len(self._stderr_tail.popleft())
 
-    async def _terminate(self, process: anyio.abc.Process, ending: Ending) -> None:
+    async def _terminate(self, process: anyio.abc.Process, ending: ProcessEnd) -> None:
         """SIGTERM the group, wait ``kill_grace``, SIGKILL; returns once reaped."""
         logger.info(
             "stopping agent pid {} ({}): SIGTERM, SIGKILL after {}s",

@@ -160,6 +160,13 @@ class BoardStore:
             )
             self._key_cache[key_hash] = workspace_id
 
+    def revoke_api_key(self, api_key: str) -> None:
+        """Forget ``api_key``: from now on every request with it is refused (401)."""
+        key_hash = hash_key(api_key)
+        with self._lock:
+            self._db.execute("DELETE FROM api_keys WHERE key_hash = ?", (key_hash,))
+            self._key_cache.pop(key_hash, None)
+
     def workspace_for_key(self, api_key: str) -> str | None:
         """The workspace a key belongs to, or None when the board does not know the key."""
         key_hash = hash_key(api_key)

@@ -30,7 +30,7 @@ from taskinfa_worker.errors import (
 MAX_EXCERPT: Final = 200
 _UNPRINTABLE: Final = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
-_ERRORS: Final[Mapping[int, type[ApiError]]] = {
+_ERRORS: Final[Mapping[int, type[ApiError] | type[AuthError]]] = {
     400: BadRequestError,
     401: AuthError,
     403: AuthError,
@@ -96,15 +96,13 @@ class Answer:
             return None
         return excerpt(": ".join(dict.fromkeys(parts)))
 
-    def error(self, redact: Redact) -> ApiError:
+    def error(self, redact: Redact) -> ApiError | AuthError:
         """The worker's error for this (non-success) answer."""
         message = self.error_message()
         if message is None:
             shown = excerpt(self.body)
             message = f"body: {shown}" if shown else "empty body"
-        cls = _ERRORS.get(self.status)
-        if cls is None:
-            cls = ServerError if self.status >= 500 else ApiError
+        cls = _ERRORS.get(self.status) or (ServerError if self.status >= 500 else ApiError)
         return cls(self.status, self.method, self.url, redact(message))
 
     def json_field(self, key: str, redact: Redact) -> Any:

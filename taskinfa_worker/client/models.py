@@ -7,6 +7,7 @@ not know is kept as a plain string rather than failing the whole response.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
@@ -92,24 +93,34 @@ class Task(WireModel):
     claude_session_id: str | None = None
 
 
-def why_not_held(task: Task | None, owner: str | None) -> str | None:
+@dataclass(frozen=True)
+class TakenAway:
+    """Why a task is no longer in progress for its owner: a sentence for comments and logs,
+    and whether the task is gone altogether (then there is nothing left to comment on)."""
+
+    reason: str
+    deleted: bool = False
+
+
+def taken_away(task: Task | None, owner: str | None) -> TakenAway | None:
     """Why a task is not (any more) in progress for ``owner``, or None when it is.
 
     The one test of "is this task still ours": used before an ending is written, by the
-    cancellation watcher, and to confirm a claim or a lost write by reading the task back.
+    takeaway watcher, and to confirm a claim or a lost write by reading the task back.
     """
     if task is None:
-        return "the task was deleted on the board."
+        return TakenAway("the task was deleted on the board.", deleted=True)
     if task.status != TaskStatus.IN_PROGRESS:
-        return f"the task was moved to '{task.status}' on the board."
+        return TakenAway(f"the task was moved to '{task.status}' on the board.")
     if task.assigned_to != owner:
-        return f"the task was reassigned to {task.assigned_to or 'nobody'} on the board."
+        who = task.assigned_to or "nobody"
+        return TakenAway(f"the task was reassigned to {who} on the board.")
     return None
 
 
 def held_by(task: Task | None, owner: str | None) -> bool:
     """Whether ``task`` is in progress and assigned to ``owner``."""
-    return why_not_held(task, owner) is None
+    return taken_away(task, owner) is None
 
 
 class Project(WireModel):

@@ -157,18 +157,6 @@ class RateLimiter:
         """Seconds until requests may flow again after a 429 or an exhausted budget."""
         return max(0.0, self._blocked_until - self._clock())
 
-    def stretch(self, base_interval: float, requests_per_cycle: int, share: float) -> float:
-        """Interval for a periodic job that may use ``share`` of the sustained rate.
-
-        A job sending ``requests_per_cycle`` requests every ``base_interval`` seconds gets
-        the interval stretched so that it stays within its share of the budget.
-        """
-        if not 0 < share <= 1:
-            raise ValueError("share must be in (0, 1]")
-        if requests_per_cycle <= 0:
-            return base_interval
-        return max(base_interval, requests_per_cycle / (share * self._refill_per_second))
-
     # --- taking tokens ------------------------------------------------------------------
     async def acquire(self, lane: Lane = Lane.NORMAL) -> float:
         """Wait for a token in ``lane``; returns the seconds waited.

@@ -26,6 +26,7 @@ from taskinfa_worker.client.answer import Answer, excerpt
 from taskinfa_worker.client.ratelimit import Lane, RateLimiter, parse_retry_after
 from taskinfa_worker.errors import (
     ApiError,
+    AuthError,
     RateLimitedError,
     ServerError,
     TransportError,
@@ -99,7 +100,7 @@ class BoardTransport:
 
     # --- answers --------------------------------------------------------------------------
     # Decoding lives here because its messages must pass the same redactor as the requests'.
-    def error(self, answer: Answer) -> ApiError:
+    def error(self, answer: Answer) -> ApiError | AuthError:
         """The worker's error for a non-success answer."""
         return answer.error(self.redact)
 

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from enum import Enum
 
 import anyio
 from loguru import logger
 
 from taskinfa_worker.client.api import BoardClient
-from taskinfa_worker.errors import AuthError, BoardError
+from taskinfa_worker.errors import BoardError
 from taskinfa_worker.pool.budget import jittered
-from taskinfa_worker.pool.runner import Claimed
+from taskinfa_worker.pool.registry import Claimed, RunningTasks
 from taskinfa_worker.settings import Settings
 
 # A lost claim moves on at once; this many in a row means the board keeps offering tasks we
@@ -28,19 +29,27 @@ from taskinfa_worker.settings import Settings
 MAX_LOST_IN_A_ROW = 5
 
 
+class Miss(Enum):
+    """Why one look for work claimed nothing."""
+
+    EMPTY = "empty"  # the board offered no task
+    CLOSED = "closed"  # claiming stopped while we asked
+    OURS = "ours"  # the offer is a task one of our slots still ends
+    LOST = "lost"  # another worker claimed it first
+    ERROR = "error"  # the board could not be asked
+
+
 class Dispatcher:
     def __init__(
         self,
         settings: Settings,
         client: BoardClient,
+        running: RunningTasks,
         *,
-        busy: Callable[[], int],
-        running: Callable[[str], bool],
         on_done: Callable[[], None],
     ) -> None:
         self._settings = settings
         self._client = client
-        self._busy = busy
         self._running = running
         self._on_done = on_done
         self._paused_until = 0.0
@@ -84,38 +93,36 @@ class Dispatcher:
                     self.claimed += 1
                     self._interval = self._settings.poll_interval
                     return claimed
-                if claimed == "lost" and lost_in_a_row < MAX_LOST_IN_A_ROW:
+                if claimed is Miss.LOST and lost_in_a_row < MAX_LOST_IN_A_ROW:
                     lost_in_a_row += 1
                     continue
                 lost_in_a_row = 0
-                if claimed == "empty" and self._settings.exit_when_idle and self._busy() == 0:
+                if claimed is Miss.EMPTY and self._settings.exit_when_idle and not self._running:
                     logger.info("the queue is empty and no slot is busy (--exit-when-idle)")
                     self._on_done()
                     break
                 await self._idle_wait()
             return None
 
-    async def _try_once(self, slot_name: str) -> Claimed | str:
+    async def _try_once(self, slot_name: str) -> Claimed | Miss:
         try:
             offer = await self._client.next_task(self._settings.task_list_id)
             if offer.task is None:
-                return "empty"
+                return Miss.EMPTY
             if self._closed:
-                return "closed"  # a signal came while we asked: drain means no new claims
-            if self._running(offer.task.id):
+                return Miss.CLOSED  # a signal came while we asked: drain means no new claims
+            if offer.task.id in self._running:
                 # Back in todo while one of our slots still ends it (a person moved it, or
                 # our own ending's answer was lost): claim it once that slot has let go,
                 # never twice at once. The slot's end wakes us.
-                return "ours"
+                return Miss.OURS
             task = await self._client.claim(offer.task.id, slot_name)
-        except AuthError:
-            raise
         except BoardError as exc:
             logger.warning("looking for work failed: {}", exc)
-            return "error"
+            return Miss.ERROR
         if task is None:
             logger.debug("lost the claim on {} to another worker", offer.task.id)
-            return "lost"
+            return Miss.LOST
         return Claimed(task, offer.project)
 
     async def _idle_wait(self) -> None:

@@ -10,15 +10,14 @@ staying under the board's 120 s offline threshold.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
-import anyio
 from loguru import logger
 
 from taskinfa_worker.client.api import BoardClient
-from taskinfa_worker.errors import AuthError, BoardError
+from taskinfa_worker.errors import BoardError
 from taskinfa_worker.pool import budget
-from taskinfa_worker.pool.runner import RunningTask
+from taskinfa_worker.pool.registry import RunningTasks
 
 DEFAULT_SERVER_INTERVAL = 10.0
 
@@ -28,7 +27,7 @@ class HeartbeatLoop:
         self,
         client: BoardClient,
         bot_name: str,
-        running: Mapping[str, RunningTask],
+        running: RunningTasks,
         on_board_answer: Callable[[bool], None] = lambda _ok: None,
     ) -> None:
         self._client = client
@@ -39,25 +38,15 @@ class HeartbeatLoop:
         self._working_last_round: set[str] = set()
         self.rounds = 0
 
-    async def run(self) -> None:
-        while True:
-            started = anyio.current_time()
-            if not await self.beat():
-                logger.info("the board has no heartbeat route: heartbeats stop")
-                return
-            busy = len(self._running)
-            interval = budget.heartbeat_interval(
-                self._server_interval, 1 + busy, self._client.limiter
-            )
-            # The period counts from the round's start: with many busy slots a round spends
-            # a good part of the interval in the rate limiter, and sleeping the whole
-            # interval after it would space a slot's heartbeats past the offline threshold.
-            elapsed = anyio.current_time() - started
-            await anyio.sleep(max(0.0, budget.jittered(interval) - elapsed))
+    def interval(self) -> float:
+        """The next round's interval: the board's, stretched for one process + busy slots."""
+        return budget.heartbeat_interval(
+            self._server_interval, 1 + len(self._running), self._client.limiter
+        )
 
     async def beat(self) -> bool:
         """One round. False when the board has no heartbeat route."""
-        working = {run.slot: run.task.id for run in list(self._running.values())}
+        working = {run.slot: run.task.id for run in self._running}
         gone_idle = self._working_last_round - working.keys()
         beats: list[tuple[str, str, str | None]] = [
             (self._bot_name, "working" if working else "idle", None),
@@ -67,9 +56,6 @@ class HeartbeatLoop:
         for name, status, task_id in beats:
             try:
                 answer = await self._client.heartbeat(name, status, task_id)
-            except AuthError:
-                self._on_board_answer(False)
-                raise
             except BoardError as exc:
                 logger.warning("heartbeat for {} failed: {}", name, exc)
                 continue

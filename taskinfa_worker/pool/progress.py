@@ -1,10 +1,10 @@
-"""What the board hears about a running task: throttled progress, a summary, an error report.
+"""What the board hears while a task runs: throttled progress comments.
 
 ``ProgressReporter`` collects the agent's ``Activity`` (cheap, synchronous ``record``) and
 posts at most one progress comment per ``interval()`` seconds, only when something
-happened; the pool's interval function stretches with the shared request budget.
-``summary_text`` and ``failure_text`` write the final comments. All text passes through the
-Redactor when one is given (the pool redacts again before posting: harmless twice).
+happened; the pool's interval function stretches with the shared request budget. The text
+passes through the Redactor when one is given (the reporter redacts again before posting:
+harmless twice). A task's ending and its texts are ``reporting``'s.
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import anyio
 from loguru import logger
 
-from taskinfa_worker.agent.job import Activity, AgentOutcome
-from taskinfa_worker.agent.prompt import fence
+from taskinfa_worker.agent.job import Activity
 from taskinfa_worker.errors import BoardError
 from taskinfa_worker.redact import Redactor
 
@@ -26,12 +25,6 @@ MAX_FILES_LISTED = 10
 MAX_TOOLS_LISTED = 8
 # The agent's latest remark in a progress comment is cut to this length.
 NOTE_CHARS = 300
-# The final result text in the summary comment; the transcript has all of it.
-RESULT_CHARS = 3000
-# The end of stderr in an error comment.
-STDERR_LINES = 15
-STDERR_CHARS = 1500
-FILES_IN_SUMMARY = 30
 # A floor under interval(), so that a zero can never turn the loop into a busy one.
 MIN_INTERVAL = 0.05
 
@@ -115,8 +108,8 @@ def progress_text(tools: Counter[str], files: Sequence[str], note: str | None) -
     lines = []
     if tools:
         calls = sum(tools.values())
-        listed = tools.most_common(MAX_TOOLS_LISTED)
-        shown = ", ".join(f"{name} ×{count}" for name, count in listed)
+        common = tools.most_common(MAX_TOOLS_LISTED)
+        shown = ", ".join(f"{name} ×{count}" for name, count in common)
         if len(tools) > MAX_TOOLS_LISTED:
             shown += ", …"
         noun = "tool call" if calls == 1 else "tool calls"
@@ -124,7 +117,7 @@ def progress_text(tools: Counter[str], files: Sequence[str], note: str | None) -
     else:
         lines.append("Working.")
     if files:
-        lines.append(f"Files: {_some(files, MAX_FILES_LISTED)}")
+        lines.append(f"Files: {listed(files, MAX_FILES_LISTED)}")
     if note:
         flat = " ".join(note.split())
         if len(flat) > NOTE_CHARS:
@@ -133,84 +126,8 @@ def progress_text(tools: Counter[str], files: Sequence[str], note: str | None) -
     return "\n".join(lines)
 
 
-def summary_text(
-    outcome: AgentOutcome, files_changed: Sequence[str], *, redactor: Redactor | None = None
-) -> str:
-    """The summary comment of a successful run."""
-    facts = _facts(outcome)
-    header = "Finished" + (f": {facts}." if facts else ".")
-    parts = [header]
-    result = outcome.result_text.strip()
-    if result:
-        parts.append(_trim_start(result, RESULT_CHARS))
-    if files_changed:
-        parts.append(
-            f"Files changed ({len(files_changed)}): {_some(files_changed, FILES_IN_SUMMARY)}"
-        )
-    else:
-        parts.append("No files changed.")
-    return (redactor or _identity)("\n\n".join(parts))
-
-
-def failure_text(outcome: AgentOutcome, *, redactor: Redactor | None = None) -> str:
-    """The error comment of a failed run: why, exit code, the end of stderr."""
-    reason = outcome.reason.strip() or "The agent failed without saying why."
-    parts = [f"Attempt failed: {reason}"]
-    facts = []
-    if outcome.exit_code is not None:
-        facts.append(f"exit code {outcome.exit_code}")
-    if stats := _facts(outcome):
-        facts.append(stats)
-    if facts:
-        parts.append("(" + ", ".join(facts) + ")")
-    tail = _tail(outcome.stderr_tail)
-    if tail:
-        parts.append("End of stderr:\n" + fence(tail))
-    return (redactor or _identity)("\n\n".join(parts))
-
-
-def format_duration(milliseconds: int) -> str:
-    seconds = max(0, round(milliseconds / 1000))
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m {seconds:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m"
-
-
-def _facts(outcome: AgentOutcome) -> str:
-    facts = []
-    if outcome.duration_ms is not None:
-        facts.append(format_duration(outcome.duration_ms))
-    if outcome.num_turns is not None:
-        facts.append(f"{outcome.num_turns} turn" + ("" if outcome.num_turns == 1 else "s"))
-    if outcome.cost_usd is not None:
-        facts.append(f"${outcome.cost_usd:.2f}")
-    return ", ".join(facts)
-
-
-def _some(items: Sequence[str], limit: int) -> str:
+def listed(items: Sequence[str], limit: int) -> str:
     shown = ", ".join(items[:limit])
     if len(items) > limit:
         shown += f" (+{len(items) - limit} more)"
     return shown
-
-
-def _trim_start(text: str, limit: int) -> str:
-    """The beginning of ``text``, cut at a line end when one is near the limit."""
-    if len(text) <= limit:
-        return text
-    cut = text[:limit]
-    newline = cut.rfind("\n")
-    if newline > limit * 0.7:
-        cut = cut[:newline]
-    return cut.rstrip() + f"\n… ({len(text) - len(cut)} more characters in the transcript)"
-
-
-def _tail(text: str) -> str:
-    """The last lines of ``text`` (the end is what explains a failure)."""
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    tail = "\n".join(lines[-STDERR_LINES:])
-    return tail if len(tail) <= STDERR_CHARS else "…" + tail[-STDERR_CHARS:]

@@ -12,27 +12,24 @@ Two nets:
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Container, Mapping
 from datetime import UTC, datetime
 
-import anyio
 from loguru import logger
 
 from taskinfa_worker.client.api import BoardClient, Lane
-from taskinfa_worker.client.models import Task, TaskStatus, Worker
-from taskinfa_worker.errors import AuthError, BoardError
+from taskinfa_worker.client.models import Task, TaskPage, TaskStatus, Worker
+from taskinfa_worker.errors import BoardError
 from taskinfa_worker.pool import budget
 from taskinfa_worker.pool.reporting import TaskReporter
-from taskinfa_worker.pool.runner import RunningTask
 
 PAGE_LIMIT = 100
 
 
-async def in_progress_tasks(client: BoardClient, assigned_to: str | None = None) -> list[Task]:
-    page = await client.list_tasks(
+async def in_progress_page(client: BoardClient, assigned_to: str | None = None) -> TaskPage:
+    return await client.list_tasks(
         status=TaskStatus.IN_PROGRESS, assigned_to=assigned_to, limit=PAGE_LIMIT, lane=Lane.NORMAL
     )
-    return page.tasks
 
 
 async def recover_own_tasks(
@@ -40,13 +37,13 @@ async def recover_own_tasks(
 ) -> int:
     """Fail (attempt counted) the tasks a previous run of this process left in progress."""
     names = set(slot_names)
-    page = await client.list_tasks(
-        status=TaskStatus.IN_PROGRESS, limit=PAGE_LIMIT, lane=Lane.NORMAL
-    )
+    page = await in_progress_page(client)
     tasks = [task for task in page.tasks if task.assigned_to in names]
     if page.total > len(page.tasks):
         # More in progress than one page holds: ask per slot name instead.
-        tasks = [task for name in sorted(names) for task in await in_progress_tasks(client, name)]
+        tasks = [
+            task for name in sorted(names) for task in (await in_progress_page(client, name)).tasks
+        ]
     for task in tasks:
         assert task.assigned_to is not None
         logger.warning("recovering {} left in progress by {}", task.id, task.assigned_to)
@@ -86,7 +83,7 @@ def expired_leases(
     workers: list[Worker],
     lease_timeout: float,
     now: datetime,
-    skip: Collection[str] = (),
+    skip: Container[str] = (),
 ) -> list[tuple[Task, float]]:
     """Tasks whose known worker is silent past the lease, with the silence in seconds."""
     by_name = {worker.name: worker for worker in workers}
@@ -107,7 +104,7 @@ class LeaseSweeper:
         self,
         client: BoardClient,
         reporter: TaskReporter,
-        running: Mapping[str, RunningTask],
+        running: Container[str],
         lease_timeout: float,
         author: str,
     ) -> None:
@@ -117,13 +114,9 @@ class LeaseSweeper:
         self._lease_timeout = lease_timeout
         self._author = author
 
-    async def run(self) -> None:
-        while True:
-            interval = budget.watch_interval(self._lease_timeout / 2, 2, self._client.limiter)
-            await anyio.sleep(budget.jittered(interval))
-            if not await self.sweep():
-                logger.info("the board lists no workers: lease checks stop")
-                return
+    def interval(self) -> float:
+        # Two requests a round (workers, then tasks in progress), twice per lease.
+        return budget.watch_interval(self._lease_timeout / 2, 2, self._client.limiter)
 
     async def sweep(self) -> bool:
         """One round. False when the board cannot list workers (no heartbeat routes)."""
@@ -131,15 +124,13 @@ class LeaseSweeper:
             workers = await self._client.list_workers()
             if workers is None:
                 return False
-            tasks = await in_progress_tasks(self._client)
-        except AuthError:
-            raise
+            tasks = (await in_progress_page(self._client)).tasks
         except BoardError as exc:
             logger.warning("lease check failed: {}", exc)
             return True
         now = datetime.now(UTC)
         for task, silent in expired_leases(
-            tasks, workers.workers, self._lease_timeout, now, skip=set(self._running)
+            tasks, workers.workers, self._lease_timeout, now, skip=self._running
         ):
             logger.warning(
                 "lease of {} expired ({} silent for {:.0f} s)", task.id, task.assigned_to, silent
@@ -151,8 +142,6 @@ class LeaseSweeper:
                     f"Its worker {task.assigned_to} sent no heartbeat for {silent:.0f} s "
                     f"(lease {self._lease_timeout:.0f} s); {self._author} released it.",
                 )
-            except AuthError:
-                raise
             except BoardError as exc:
                 logger.warning("could not release {}: {}", task.id, exc)
         return True

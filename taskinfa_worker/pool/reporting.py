@@ -1,8 +1,10 @@
-"""The one place that writes a task's ending to the board: done, failed, released.
+"""The one place that writes what a task's run tells the board: its start and its ending.
 
-The task runner, crash recovery and the lease sweep all end tasks through here, so the
-rules live once:
+The task runner, crash recovery and the lease sweep all write through here, so the rules
+live once:
 - every comment is redacted and trimmed;
+- the texts of the endings (summary, failure, stop, release) are written here, and so are
+  the optional fields that depend on what the server sends back (``server_has``);
 - a failure counts an attempt and sends the task back to ``todo`` until ``max_attempts``,
   then to the failed status (``blocked`` where the board accepts it, else ``review`` with
   notes starting "Failed:"); a release (shutdown) counts nothing;
@@ -14,17 +16,29 @@ rules live once:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from loguru import logger
 
+from taskinfa_worker.agent.job import AgentOutcome
+from taskinfa_worker.agent.prompt import fence
 from taskinfa_worker.client.api import BoardClient, Lane
 from taskinfa_worker.client.models import CommentType, Task, TaskStatus
-from taskinfa_worker.errors import AuthError, BadRequestError, BoardError
+from taskinfa_worker.errors import BadRequestError, BoardError
+from taskinfa_worker.pool.progress import listed
+from taskinfa_worker.pool.registry import StopKind
 from taskinfa_worker.redact import Redactor
+from taskinfa_worker.workspace import WorkspaceResult
 
 COMMENT_LIMIT = 4000
 NOTES_LIMIT = 4000
+# The final result text in the summary comment; the transcript has all of it.
+RESULT_CHARS = 3000
+# The end of stderr in an error comment.
+STDERR_LINES = 15
+STDERR_CHARS = 1500
+FILES_IN_SUMMARY = 30
 
 
 def trim(text: str, limit: int) -> str:
@@ -79,12 +93,55 @@ class TaskReporter:
                 loop_number=loop_number,
                 lane=lane,
             )
-        except AuthError:
-            raise
         except BoardError as exc:
             logger.warning("comment on {} not posted: {}", task_id, exc)
             return False
         return True
+
+    async def started(self, task: Task, author: str, attempt: int) -> None:
+        await self.comment(
+            task.id,
+            author,
+            f"Started by {author} (attempt {attempt} of {self._max_attempts}).",
+            CommentType.PROGRESS,
+            loop_number=task.loop_count + 1,
+        )
+
+    async def progress(self, task: Task, author: str, text: str) -> None:
+        await self.comment(task.id, author, text, CommentType.PROGRESS, lane=Lane.BACKGROUND)
+
+    async def succeeded(
+        self, task: Task, author: str, outcome: AgentOutcome, result: WorkspaceResult
+    ) -> None:
+        """The summary comment, then review with what the server can store of the result."""
+        summary = summary_text(outcome, result.files_changed)
+        loop = task.loop_count + 1
+        await self.comment(
+            task.id, author, summary, CommentType.SUMMARY, loop_number=loop, lane=Lane.CRITICAL
+        )
+        fields: dict[str, object] = {"files_changed": result.files_changed, "loop_count": loop}
+        optional = {
+            "branch_name": result.branch_name,
+            "pr_url": result.pr_url,
+            "claude_session_id": outcome.session_id,
+        }
+        for name, value in optional.items():
+            if value and server_has(task, name):
+                fields[name] = value
+        await self.complete(task, author, outcome.result_text or summary, **fields)
+
+    async def stopped(self, task: Task, author: str, kind: StopKind, reason: str) -> None:
+        """A person took the task away: say why the agent stopped, unless it is gone."""
+        logger.info("stopped {}: {}", task.id, reason)
+        if kind is StopKind.DELETED:
+            return  # nothing left to comment on
+        await self.comment(
+            task.id,
+            author,
+            f"Stopped by {author}: {reason} The agent was stopped; the task is left as set.",
+            CommentType.PROGRESS,
+            lane=Lane.CRITICAL,
+        )
 
     async def complete(self, task: Task, author: str, notes: str, **fields: Any) -> None:
         """Move a finished task to review, keeping it assigned to the slot that did it."""
@@ -154,6 +211,10 @@ class TaskReporter:
             await self._client.end_task(task.id, owner=task.assigned_to, **fields)
         return str(fields["status"])
 
+    async def agent_failed(self, task: Task, author: str, outcome: AgentOutcome) -> str:
+        """Count the failed attempt of a run, with the failure comment written from it."""
+        return await self.fail(task, author, failure_text(outcome), session_id=outcome.session_id)
+
     async def release(self, task: Task, author: str, why: str) -> None:
         """Hand a task back to todo, unassigned, without counting an attempt."""
         await self.comment(
@@ -166,3 +227,83 @@ class TaskReporter:
         await self._client.end_task(
             task.id, owner=task.assigned_to, status=TaskStatus.TODO, assigned_to=None
         )
+
+
+def _identity(text: str) -> str:
+    return text
+
+
+def summary_text(
+    outcome: AgentOutcome, files_changed: Sequence[str], *, redactor: Redactor | None = None
+) -> str:
+    """The summary comment of a successful run."""
+    facts = _facts(outcome)
+    header = "Finished" + (f": {facts}." if facts else ".")
+    parts = [header]
+    result = outcome.result_text.strip()
+    if result:
+        parts.append(_trim_start(result, RESULT_CHARS))
+    if files_changed:
+        parts.append(
+            f"Files changed ({len(files_changed)}): {listed(files_changed, FILES_IN_SUMMARY)}"
+        )
+    else:
+        parts.append("No files changed.")
+    return (redactor or _identity)("\n\n".join(parts))
+
+
+def failure_text(outcome: AgentOutcome, *, redactor: Redactor | None = None) -> str:
+    """The error comment of a failed run: why, exit code, the end of stderr."""
+    reason = outcome.reason.strip() or "The agent failed without saying why."
+    parts = [f"Attempt failed: {reason}"]
+    facts = []
+    if outcome.exit_code is not None:
+        facts.append(f"exit code {outcome.exit_code}")
+    if stats := _facts(outcome):
+        facts.append(stats)
+    if facts:
+        parts.append("(" + ", ".join(facts) + ")")
+    tail = _tail(outcome.stderr_tail)
+    if tail:
+        parts.append("End of stderr:\n" + fence(tail))
+    return (redactor or _identity)("\n\n".join(parts))
+
+
+def format_duration(milliseconds: int) -> str:
+    seconds = max(0, round(milliseconds / 1000))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m {seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
+def _facts(outcome: AgentOutcome) -> str:
+    facts = []
+    if outcome.duration_ms is not None:
+        facts.append(format_duration(outcome.duration_ms))
+    if outcome.num_turns is not None:
+        facts.append(f"{outcome.num_turns} turn" + ("" if outcome.num_turns == 1 else "s"))
+    if outcome.cost_usd is not None:
+        facts.append(f"${outcome.cost_usd:.2f}")
+    return ", ".join(facts)
+
+
+def _trim_start(text: str, limit: int) -> str:
+    """The beginning of ``text``, cut at a line end when one is near the limit."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    newline = cut.rfind("\n")
+    if newline > limit * 0.7:
+        cut = cut[:newline]
+    return cut.rstrip() + f"\n… ({len(text) - len(cut)} more characters in the transcript)"
+
+
+def _tail(text: str) -> str:
+    """The last lines of ``text`` (the end is what explains a failure)."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    tail = "\n".join(lines[-STDERR_LINES:])
+    return tail if len(tail) <= STDERR_CHARS else "…" + tail[-STDERR_CHARS:]

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
-SlotStatus = Literal["idle", "working", "stopping"]
+SlotStatus = Literal["idle", "working"]
 
 
 @dataclass

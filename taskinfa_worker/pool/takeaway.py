@@ -9,68 +9,61 @@ that really changed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-import anyio
 from loguru import logger
 
 from taskinfa_worker.client.api import BoardClient, Lane
-from taskinfa_worker.client.models import Task, TaskStatus, why_not_held
-from taskinfa_worker.errors import AuthError, BoardError
+from taskinfa_worker.client.models import Task, TaskStatus, taken_away
+from taskinfa_worker.errors import BoardError
 from taskinfa_worker.pool import budget
-from taskinfa_worker.pool.runner import RunningTask, StopKind
+from taskinfa_worker.pool.registry import RunningTasks, StopKind
 
 PAGE_LIMIT = 100
 
 
-class CancellationWatcher:
-    def __init__(
-        self, client: BoardClient, running: Mapping[str, RunningTask], interval: float
-    ) -> None:
+class TakeawayWatcher:
+    """Stops the agent of every running task a person took away."""
+
+    def __init__(self, client: BoardClient, running: RunningTasks, interval: float) -> None:
         self._client = client
         self._running = running
         self._interval = interval
 
-    async def run(self) -> None:
-        while True:
-            interval = budget.watch_interval(self._interval, 1, self._client.limiter)
-            await anyio.sleep(budget.jittered(interval))
-            if self._running:
-                await self.check()
+    def interval(self) -> float:
+        return budget.watch_interval(self._interval, 1, self._client.limiter)
 
-    async def check(self) -> None:
+    async def check(self) -> bool:
         """One round: stop every running task that is no longer ours."""
-        ours = dict(self._running)
+        ours = list(self._running)
+        if not ours:
+            return True
         try:
             page = await self._client.list_tasks(
                 status=TaskStatus.IN_PROGRESS, limit=PAGE_LIMIT, lane=Lane.BACKGROUND
             )
-        except AuthError:
-            raise
         except BoardError as exc:
-            logger.warning("cancellation check failed: {}", exc)
-            return
+            logger.warning("takeaway check failed: {}", exc)
+            return True
         listed = {task.id: task for task in page.tasks}
-        for task_id, run in ours.items():
+        for run in ours:
+            task_id = run.task.id
             seen = listed.get(task_id)
-            if seen is not None and why_not_held(seen, run.slot) is None:
+            if seen is not None and taken_away(seen, run.slot) is None:
                 continue
             if seen is None:
                 # Off the page: moved, deleted, or only beyond the page. Read it to be sure.
                 readable, seen = await self._read(task_id)
                 if not readable:
                     continue
-            reason = why_not_held(seen, run.slot)
-            if reason and self._running.get(task_id) is run:  # not a newer run of it
-                logger.info("stopping {} in {}: {}", task_id, run.slot, reason)
-                run.stop(StopKind.BOARD, reason)
+            away = taken_away(seen, run.slot)
+            if away and self._running.get(task_id) is run:  # not a newer run of it
+                logger.info("stopping {} in {}: {}", task_id, run.slot, away.reason)
+                run.stop(StopKind.DELETED if away.deleted else StopKind.BOARD, away.reason)
+        return True
 
     async def _read(self, task_id: str) -> tuple[bool, Task | None]:
         """(True, task or None if deleted), or (False, None) when it could not be read."""
         try:
             return True, await self._client.get_task(task_id, lane=Lane.BACKGROUND)
-        except AuthError:
-            raise
         except BoardError as exc:
             logger.warning("could not re-read {}: {}", task_id, exc)
             return False, None

@@ -2,7 +2,8 @@
 
     run()
     ├── startup: prune stale workspaces, recover our own tasks left in progress
-    ├── background (one task group): heartbeats, cancellation checks, lease sweeps, signals
+    ├── background (one task group): the upkeep loops (heartbeats, takeaway checks, lease
+    │   sweeps), signals and the drain deadline
     └── slots 1..N: claim (dispatcher) → run the task (runner) → again, until told to stop
 
 Stopping comes in tiers (signal handlers only count signals; the pool decides):
@@ -19,6 +20,7 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import anyio
 from loguru import logger
@@ -27,21 +29,22 @@ from taskinfa_worker.agent import Agent
 from taskinfa_worker.agent.environment import OWNER_VAR, owner_entry
 from taskinfa_worker.agent.reaper import kill_owned_now, sweep_leftovers
 from taskinfa_worker.client.api import BoardClient
-from taskinfa_worker.errors import AuthError, BoardError
+from taskinfa_worker.errors import EXIT_AUTH, AuthError, BoardError
 from taskinfa_worker.metrics import Metrics
 from taskinfa_worker.pool.dispatcher import Dispatcher
 from taskinfa_worker.pool.heartbeat import HeartbeatLoop
+from taskinfa_worker.pool.periodic import Upkeep, run_upkeep
 from taskinfa_worker.pool.recovery import LeaseSweeper, recover_own_tasks
+from taskinfa_worker.pool.registry import RunningTasks, StopKind
 from taskinfa_worker.pool.reporting import TaskReporter
-from taskinfa_worker.pool.runner import Ending, RunningTask, StopKind, TaskRunner
+from taskinfa_worker.pool.runner import TaskEnding, TaskRunner
 from taskinfa_worker.pool.state import PoolState, SlotState
-from taskinfa_worker.pool.takeaway import CancellationWatcher
+from taskinfa_worker.pool.takeaway import TakeawayWatcher
 from taskinfa_worker.redact import Redactor
 from taskinfa_worker.settings import Settings
 from taskinfa_worker.workspace import Workspaces
 
 EXIT_OK = 0
-EXIT_AUTH = 3  # the board refused the key
 EXIT_AGENT_AUTH = 4  # the agent's key was refused and --exit-when-idle gave up
 EXIT_IMMEDIATE = 130
 
@@ -69,22 +72,16 @@ class WorkerPool:
         self.settings = settings
         self.client = client
         self.state = PoolState(settings.bot_name, [SlotState(n) for n in settings.slot_names()])
-        self.running: dict[str, RunningTask] = {}
+        self.running = RunningTasks(self.state, metrics, on_change)
         self._workspaces = workspaces
         self.metrics = metrics
         self._handle_signals = handle_signals
         self._on_change = on_change
         self._reporter = TaskReporter(client, redactor, settings.max_attempts)
         self._runner = TaskRunner(
-            settings, client, agent, workspaces, self._reporter, metrics, self.running, on_change
+            settings, client, agent, workspaces, self._reporter, metrics, self.running
         )
-        self._dispatcher = Dispatcher(
-            settings,
-            client,
-            busy=lambda: len(self.running),
-            running=lambda task_id: task_id in self.running,
-            on_done=self.drain,
-        )
+        self._dispatcher = Dispatcher(settings, client, self.running, on_done=self.drain)
         self._signals = 0
         self._stopping = False
         self._draining = anyio.Event()  # the pool is built inside the event loop
@@ -126,8 +123,7 @@ class WorkerPool:
         if self._stopping:
             return
         self._stopping = True
-        for run in list(self.running.values()):
-            run.stop(StopKind.SHUTDOWN, why)
+        self.running.stop_all(StopKind.SHUTDOWN, why)
 
     def _fatal(self, exc: AuthError) -> None:
         logger.error("{}", exc)
@@ -187,13 +183,32 @@ class WorkerPool:
         )
         return self.exit_code
 
-    async def _run(self) -> None:
+    def _upkeep(self, heartbeats: HeartbeatLoop) -> list[Upkeep]:
+        """The loops that run beside the slots, for as long as the pool runs."""
         s = self.settings
-        heartbeats = HeartbeatLoop(self.client, s.bot_name, self.running, self._board_answered)
-        watcher = CancellationWatcher(self.client, self.running, s.cancel_check_interval)
+        watcher = TakeawayWatcher(self.client, self.running, s.cancel_check_interval)
         sweeper = LeaseSweeper(
             self.client, self._reporter, self.running, s.lease_timeout, s.bot_name
         )
+        return [
+            Upkeep(
+                "heartbeats",
+                heartbeats.beat,
+                heartbeats.interval,
+                "the board has no heartbeat route: heartbeats stop",
+            ),
+            Upkeep("takeaway checks", watcher.check, watcher.interval, "takeaway checks stop"),
+            Upkeep(
+                "lease sweeps",
+                sweeper.sweep,
+                sweeper.interval,
+                "the board lists no workers: lease checks stop",
+            ),
+        ]
+
+    async def _run(self) -> None:
+        s = self.settings
+        heartbeats = HeartbeatLoop(self.client, s.bot_name, self.running, self._board_answered)
         async with anyio.create_task_group() as background:
             if self._handle_signals:
                 background.start_soon(self._watch_signals)
@@ -202,11 +217,12 @@ class WorkerPool:
             # before its own first heartbeat is then still covered by the lease.
             with contextlib.suppress(BoardError):
                 await heartbeats.beat()
-            for loop in (heartbeats.run, watcher.run, sweeper.run, self._drain_deadline):
-                background.start_soon(self._guarded, loop)
+            for loop in self._upkeep(heartbeats):
+                background.start_soon(self._guarded, run_upkeep, loop)
+            background.start_soon(self._guarded, self._drain_deadline)
             async with anyio.create_task_group() as slots:
                 for slot in self.state.slots:
-                    slots.start_soon(self._slot_loop, slot)
+                    slots.start_soon(self._slot_loop, slot.name)
             background.cancel_scope.cancel()
 
     async def _startup(self) -> None:
@@ -223,8 +239,6 @@ class WorkerPool:
                 recovered = await recover_own_tasks(
                     self.client, self._reporter, self.settings.slot_names(), self.settings.bot_name
                 )
-            except AuthError:
-                raise
             except BoardError as exc:
                 logger.warning(
                     "the board is not reachable yet ({}); retrying in {:.0f} s", exc, delay
@@ -238,20 +252,20 @@ class WorkerPool:
                 logger.info("recovered {} task(s) left in progress by a previous run", recovered)
             return
 
-    async def _guarded(self, loop: Callable[[], Awaitable[None]]) -> None:
+    async def _guarded(self, loop: Callable[..., Awaitable[None]], *args: Any) -> None:
         """Background loops end the pool on a refused key; no other error is dropped."""
         try:
-            await loop()
+            await loop(*args)
         except AuthError as exc:
             self._fatal(exc)
 
     def _board_answered(self, ok: bool) -> None:
         self.state.board_ready = ok
 
-    async def _slot_loop(self, slot: SlotState) -> None:
+    async def _slot_loop(self, slot: str) -> None:
         while not self.state.draining:
             try:
-                claimed = await self._dispatcher.claim(slot.name)
+                claimed = await self._dispatcher.claim(slot)
                 if claimed is None:
                     return
                 self.metrics.tasks_claimed.inc()
@@ -262,19 +276,19 @@ class WorkerPool:
             except BoardError as exc:
                 # The runner's endings are retried by the client for minutes; past that the
                 # task stays in progress and the lease or our restart recovers it.
-                logger.error("{} could not report a task's ending: {}", slot.name, exc)
+                logger.error("{} could not report a task's ending: {}", slot, exc)
                 continue
             self._count(ending)
             self._dispatcher.task_ended()
-            if ending is Ending.AGENT_AUTH_FAILED:
+            if ending is TaskEnding.AGENT_AUTH_FAILED:
                 await self._pause_after_agent_auth_failure()
 
-    def _count(self, ending: Ending) -> None:
-        if ending is Ending.COMPLETED:
+    def _count(self, ending: TaskEnding) -> None:
+        if ending is TaskEnding.COMPLETED:
             self.state.completed += 1
-        elif ending in (Ending.FAILED, Ending.AGENT_AUTH_FAILED):
+        elif ending in (TaskEnding.FAILED, TaskEnding.AGENT_AUTH_FAILED):
             self.state.failed += 1
-        elif ending is Ending.RELEASED:
+        elif ending is TaskEnding.RELEASED:
             self.state.released += 1
         self._on_change()
 

@@ -90,10 +90,6 @@ class GitEnv:
         self._operator_askpass = "GIT_ASKPASS" in env
         self._env = env
 
-    @property
-    def has_token(self) -> bool:
-        return self._token is not None
-
     def env(self, repo: RepoUrl | None = None) -> dict[str, str]:
         """The child's environment; carries the token only for a network call it may see."""
         env = dict(self._env)

@@ -14,8 +14,8 @@ import pytest
 
 from taskinfa_worker.agent.process import (
     STDERR_TAIL_BYTES,
-    Ending,
     Limits,
+    ProcessEnd,
     ProcessRun,
     ProcessSpec,
     Supervisor,
@@ -56,7 +56,7 @@ LIMITS = Limits(timeout=30, stall_timeout=10, kill_grace=1)
 async def test_exit_code_and_lines(tmp_path: Path) -> None:
     code = "import sys; print('a'); print('b', file=sys.stderr); sys.exit(4)"
     run, out, err = await supervise(python(code, tmp_path), LIMITS)
-    assert (run.exit_code, run.ending, run.leftovers) == (4, Ending.EXITED, 0)
+    assert (run.exit_code, run.ending, run.leftovers) == (4, ProcessEnd.EXITED, 0)
     assert out == [b"a"]
     assert err == [b"b"]
     assert run.stderr_tail == "b\n"
@@ -66,7 +66,7 @@ async def test_a_hung_process_after_its_result_gets_a_short_grace(tmp_path: Path
     code = "import time; print('RESULT', flush=True); time.sleep(60)"
     limits = Limits(timeout=30, stall_timeout=30, kill_grace=1, result_grace=0.2)
     run, out, _ = await supervise(python(code, tmp_path), limits, result_word=b"RESULT")
-    assert run.ending is Ending.AFTER_RESULT
+    assert run.ending is ProcessEnd.AFTER_RESULT
     assert run.exit_code == -15
     assert out == [b"RESULT"]
 
@@ -101,7 +101,7 @@ async def test_timeout_stops_the_whole_group(tmp_path: Path) -> None:
     run, _, _ = await supervise(
         python(code, tmp_path), Limits(timeout=1, stall_timeout=10, kill_grace=1)
     )
-    assert run.ending is Ending.TIMEOUT
+    assert run.ending is ProcessEnd.TIMEOUT
     child = int((tmp_path / "child.pid").read_text())
     assert gone(child), state(child)
 
@@ -117,7 +117,7 @@ async def test_leftover_holding_the_pipe_does_not_keep_the_run_open(tmp_path: Pa
     """
     with anyio.fail_after(15):
         run, out, _ = await supervise(python(code, tmp_path), LIMITS)
-    assert run.ending is Ending.EXITED
+    assert run.ending is ProcessEnd.EXITED
     assert run.exit_code == 0
     assert run.leftovers == 1
     assert out == [b"leaving"]

@@ -17,6 +17,7 @@ from taskinfa_worker.client.ratelimit import (
     parse_reset,
     parse_retry_after,
 )
+from taskinfa_worker.pool.budget import stretched
 from tests.client.virtual_time import WALL_START, ManualClock
 
 
@@ -224,15 +225,13 @@ def test_parse_reset_accepts_every_shape() -> None:
     assert parse_reset(None, now) is None
 
 
-def test_stretch_keeps_a_job_inside_its_share(clock: ManualClock) -> None:
+def test_stretched_keeps_a_job_inside_its_share_of_the_learned_rate(clock: ManualClock) -> None:
     limiter = make_limiter(clock, 100)
     per_second = limiter.rate_per_minute / 60
     # 20 heartbeats per cycle with a 10 % share need longer than the 5 s base interval.
-    assert limiter.stretch(5.0, 20, 0.1) == pytest.approx(20 / (0.1 * per_second))
-    assert limiter.stretch(60.0, 1, 0.5) == 60.0
-    assert limiter.stretch(5.0, 0, 0.5) == 5.0
-    with pytest.raises(ValueError, match="share"):
-        limiter.stretch(5.0, 1, 0)
+    assert stretched(5.0, 20, 0.1, limiter) == pytest.approx(20 / (0.1 * per_second))
+    assert stretched(60.0, 1, 0.5, limiter) == 60.0
+    assert stretched(5.0, 0, 0.5, limiter) == 5.0
 
 
 def test_invalid_construction() -> None:

@@ -10,6 +10,7 @@ task title, which reaches it inside the prompt:
     [fail]    exit 1 with a message on stderr
     [gate]    wait until the file $FAKE_GATE exists (tests open the gate when ready)
     [hang]    sleep forever (until stopped)
+    [chatty]  print a line every 50 ms forever (until stopped): activity for progress
     [garbage] print binary junk and very long lines, then succeed
 A plain title writes result.txt into the workspace and succeeds.
 """
@@ -58,6 +59,10 @@ def main() -> int:
     if "[hang]" in prompt:
         while True:
             time.sleep(1)
+    if "[chatty]" in prompt:
+        for step in range(1_000_000):
+            print(f"fake agent step {step}", flush=True)
+            time.sleep(0.05)
     if "[garbage]" in prompt:
         sys.stdout.buffer.write(b"\x00\xff\xfe garbage \x1b[31m\n" + b"x" * 300_000 + b"\n")
         sys.stdout.flush()

@@ -5,11 +5,16 @@ from __future__ import annotations
 import signal
 from typing import Any
 
+import anyio
 import pytest
 from pydantic import SecretStr
 
+from taskinfa_worker.app import build_pool
 from taskinfa_worker.client.api import BoardClient
 from taskinfa_worker.client.models import Task
+from taskinfa_worker.errors import EXIT_AUTH
+from taskinfa_worker.metrics import Metrics
+from taskinfa_worker.redact import Redactor
 from tests.pool.support import (
     Scene,
     WorkerProcess,
@@ -312,3 +317,66 @@ async def test_lease_releases_tasks_of_a_silent_worker_but_never_a_persons(
             "in_progress",
             "alice",
         )
+
+
+async def test_a_key_revoked_mid_run_stops_the_pool_through_a_progress_comment(
+    make_board: Any, scene: Scene
+) -> None:
+    # No heartbeat route, no takeaway check or lease sweep within the test: the progress
+    # comment is the only request that can meet the revoked key. It must stop the pool
+    # (exit status 3), not be logged as "progress comment not posted" while the agent runs on.
+    board = await make_board(heartbeat_route=False)
+    settings = worker_settings(
+        board.url,
+        board.api_key,
+        scene,
+        progress_interval=0.1,
+        cancel_check_interval=3600,
+        lease_timeout=7200,
+    )
+    redactor = Redactor([settings.taskinfa_api_key])
+    async with BoardClient.from_settings(settings, Metrics()) as client:
+        task = await client.create_task("talks a lot [chatty]", "default")
+        pool = build_pool(settings, client, Metrics(), redactor, handle_signals=False)
+
+        async def revoke_after_first_progress() -> None:
+            async def progressed() -> bool:
+                comments = await comments_of(client, task.id)
+                return any(c.content.startswith("Working") for c in comments)
+
+            await wait_for(progressed, what="a progress comment")
+            board.store.revoke_api_key(board.api_key)
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as group:
+                group.start_soon(revoke_after_first_progress)
+                code = await pool.run()
+    assert code == EXIT_AUTH
+    assert len(pool.running) == 0
+    stops = [e for e in scene.entries() if e[0] == "stop" and e[1] == task.id]
+    assert len(stops) == 1  # the agent was stopped, not left talking
+    assert board.store.get_task(task.id)["status"] == "in_progress"  # nothing could be written
+
+
+@pytest.mark.slow
+async def test_a_key_revoked_mid_run_ends_the_process_with_status_3(
+    board: Any, scene: Scene
+) -> None:
+    async with BoardClient(board.url, SecretStr(board.api_key)) as client:
+        task = await client.create_task("talks a lot [chatty]", "default")
+    worker = WorkerProcess(
+        process_env(board.url, board.api_key, scene, BOT_NAME="revoked"),
+        ["--concurrency", "2"],
+        scene.root / "worker.log",
+    )
+    try:
+        await wait_for(lambda: scene.starts(task.id), what="the agent to start")
+        board.store.revoke_api_key(board.api_key)
+        assert await worker.wait() == EXIT_AUTH, worker.output()[-3000:]
+    finally:
+        worker.kill()
+    out = worker.output()
+    assert "refused the API key" in out
+    assert "Traceback" not in out
+    assert board.api_key not in out
+    assert [e[0] for e in scene.entries() if e[1] == task.id] == ["start", "stop"]
