@@ -17,8 +17,6 @@ is set and answers, else from the status file the pool keeps.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import os
 import shlex
@@ -36,6 +34,7 @@ import aiohttp
 from taskinfa_worker.client.answer import excerpt
 from taskinfa_worker.client.api import BoardClient, Lane
 from taskinfa_worker.errors import AuthError, BoardError, ServerError, TransportError
+from taskinfa_worker.processes import run_process
 from taskinfa_worker.redact import Redactor
 from taskinfa_worker.settings import Settings, env_var, is_secret
 from taskinfa_worker.status_file import StatusFile, render
@@ -281,28 +280,19 @@ def _json_object(body: bytes) -> bool:
 async def _version(executable: str, env: dict[str, str]) -> tuple[bool, str]:
     """Run ``executable --version``: (True, first line) or (False, what went wrong)."""
     try:
-        process = await asyncio.create_subprocess_exec(
-            executable,
-            "--version",
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=env,
+        done = await run_process(
+            [executable, "--version"], cwd=None, env=env, timeout=VERSION_TIMEOUT
         )
+    except TimeoutError:  # before OSError, of which it is a subclass
+        return False, f"no answer within {VERSION_TIMEOUT:g} s"
     except OSError as exc:
         return False, f"cannot start: {exc}"
-    try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), VERSION_TIMEOUT)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        await process.wait()
-        return False, f"no answer within {VERSION_TIMEOUT:g} s"
+    stdout, stderr = done.stdout, done.stderr
     lines = stdout.decode(errors="replace").strip().splitlines()
     first_line = excerpt(lines[0]) if lines else ""
-    if process.returncode != 0:
+    if done.returncode != 0:
         reason = excerpt(stderr) or first_line or "no output"
-        return False, f"exit status {process.returncode}: {reason}"
+        return False, f"exit status {done.returncode}: {reason}"
     if not first_line:
         return False, "printed no version"
     return True, first_line

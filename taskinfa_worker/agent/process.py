@@ -36,6 +36,7 @@ from loguru import logger
 from taskinfa_worker.agent.reaper import sweep_run
 from taskinfa_worker.agent.stream import LineSplitter
 from taskinfa_worker.errors import AgentError
+from taskinfa_worker.processes import signal_group
 
 # The kernel refuses a single argument over 128 KiB (MAX_ARG_STRLEN); agents get longer
 # texts another way. The margin leaves room for the rest of the argument.
@@ -272,24 +273,12 @@ class Supervisor:
             ending.value,
             self._limits.kill_grace,
         )
-        self._signal_group(process, signal.SIGTERM)
+        signal_group(process, signal.SIGTERM)
         with anyio.move_on_after(self._limits.kill_grace):
             self._returncode = await process.wait()
             return
-        self._signal_group(process, signal.SIGKILL)
+        signal_group(process, signal.SIGKILL)
         self._returncode = await process.wait()
-
-    def _signal_group(self, process: anyio.abc.Process, signum: signal.Signals) -> None:
-        # Only while the leader is not reaped: until then its pid names our group and
-        # cannot have been reused by anyone else.
-        if process.returncode is not None:
-            return
-        try:
-            os.killpg(process.pid, signum)
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            process.send_signal(signum)
 
     async def _sweep(self, leader: int) -> int:
         try:

@@ -1,28 +1,22 @@
-"""Run git (or the PR command) as a bounded child process.
+"""Run git (or the PR command) as a bounded child process, with redacted errors.
 
-Every call is an argument list (no shell), runs in its own session so that a timeout or a
-cancellation can kill the whole process group (git's children: ``git-remote-https``,
-``ssh``, ``pack-objects``), and always reaps the child under a shield before the error or
-the cancellation propagates: no zombie, no stray process holding a lock or a pipe.
+The child runs through ``processes.run_process``: an argument list (no shell), its own
+session, killed with its whole group on a timeout or a cancellation and always reaped.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
-import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from taskinfa_worker import processes
 from taskinfa_worker.errors import WorkspaceError
 from taskinfa_worker.redact import Redactor
 from taskinfa_worker.workspace.gitenv import GitEnv
 from taskinfa_worker.workspace.safety import RepoUrl
 
-# After SIGKILL a child is gone at once; this only bounds waiting for pipes to close.
-_REAP_TIMEOUT = 5.0
 TAIL_CHARS = 1500
 
 
@@ -61,36 +55,18 @@ async def run_process(
     started; a non-zero exit status is returned, not raised.
     """
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            cwd=cwd,
-            env=dict(env),
-            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-        )
-    except OSError as exc:
-        raise WorkspaceError(f"could not start {argv[0]}: {exc.strerror or exc}") from None
-    try:
-        async with asyncio.timeout(timeout):
-            stdout, stderr = await proc.communicate(stdin)
-    except TimeoutError:
-        if await _reap_shielded(proc):
-            raise asyncio.CancelledError from None
+        done = await processes.run_process(argv, cwd=cwd, env=env, timeout=timeout, stdin=stdin)
+    except TimeoutError:  # before OSError, of which it is a subclass
         raise GitTimeoutError(
             f"{_verb(argv)} took longer than {timeout:g} s and was stopped"
         ) from None
-    except BaseException:
-        # Cancellation (or anything else): the child must not outlive this call.
-        await _reap_shielded(proc)
-        raise
-    assert proc.returncode is not None
+    except OSError as exc:
+        raise WorkspaceError(f"could not start {argv[0]}: {exc.strerror or exc}") from None
     return GitResult(
-        argv=tuple(argv),
-        returncode=proc.returncode,
-        stdout=stdout,
-        stderr=stderr.decode("utf-8", "replace"),
+        argv=done.argv,
+        returncode=done.returncode,
+        stdout=done.stdout,
+        stderr=done.stderr.decode("utf-8", "replace"),
     )
 
 
@@ -103,39 +79,6 @@ async def git(
 ) -> GitResult:
     """``git *args`` (the caller puts ``-c`` options first and ``--`` before user input)."""
     return await run_process(("git", *args), cwd=cwd, timeout=timeout, env=env, stdin=stdin)
-
-
-async def _reap_shielded(proc: asyncio.subprocess.Process) -> bool:
-    """Kill the process group and wait for it, even if cancelled meanwhile.
-
-    Returns whether a cancellation arrived while reaping, for the caller to raise.
-    """
-    reaper = asyncio.ensure_future(_kill_and_reap(proc))
-    cancelled = False
-    while not reaper.done():
-        try:
-            await asyncio.shield(reaper)
-        except asyncio.CancelledError:
-            # Keep waiting: reaping takes milliseconds after SIGKILL, and leaving now would
-            # leave the child running. The cancellation is re-raised by our caller.
-            cancelled = True
-    reaper.result()
-    return cancelled
-
-
-async def _kill_and_reap(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        # The child leads its own session (start_new_session), so its pid is the group id.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-    # communicate() drains and closes the pipes, so no transport is left unclosed.
-    with contextlib.suppress(TimeoutError, OSError, ValueError):
-        async with asyncio.timeout(_REAP_TIMEOUT):
-            await proc.communicate()
-    if proc.returncode is None:
-        await proc.wait()
 
 
 def _verb(argv: Sequence[str]) -> str:

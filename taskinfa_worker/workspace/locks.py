@@ -13,13 +13,14 @@ compares inodes, drops that lock and tries again on the new file.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
 import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+
+import anyio
 
 from taskinfa_worker.errors import WorkspaceError
 
@@ -66,7 +67,7 @@ class FileLock:
                 raise WorkspaceError(
                     f"waited {timeout:g} s for {self.path.name}, held by another worker"
                 )
-            await asyncio.sleep(delay)
+            await anyio.sleep(delay)
             delay = min(delay * 2, _POLL_MAX)
 
     def release(self, *, unlink: bool = False) -> None:
@@ -91,23 +92,23 @@ class FileLock:
 
 
 class KeyedLocks:
-    """One lock per key (a project's mirror): an ``asyncio.Lock`` for the slots of this
+    """One lock per key (a project's mirror): an ``anyio.Lock`` for the slots of this
     process, then a ``FileLock`` for other processes on the same volume.
 
-    The asyncio lock comes first so slots of one process queue fairly instead of polling
+    The in-process lock comes first so slots of one process queue fairly instead of polling
     the file; locks of different keys are independent, so a hung fetch of one project never
     delays another project.
     """
 
     def __init__(self, folder: Path) -> None:
         self._folder = folder
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks: dict[str, anyio.Lock] = {}
 
     @contextlib.asynccontextmanager
     async def hold(self, key: str, timeout: float) -> AsyncIterator[None]:
-        lock = self._locks.setdefault(key, asyncio.Lock())
+        lock = self._locks.setdefault(key, anyio.Lock())
         try:
-            async with asyncio.timeout(timeout):
+            with anyio.fail_after(timeout):
                 await lock.acquire()
         except TimeoutError:
             raise WorkspaceError(

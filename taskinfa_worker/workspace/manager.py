@@ -8,7 +8,7 @@ Layout under ``WORKSPACE_DIR``::
     tasks/<task>-<random>.lock         flock held from prepare to discard
     tasks/<task>-<random>.kept         marker of a tree kept by KEEP_WORKSPACES
 
-Concurrency: the mirror is fetched and copied under its project lock (an asyncio lock for
+Concurrency: the mirror is fetched and copied under its project lock (an in-process lock for
 the slots of this process, then a file lock for other processes); different projects never
 wait for each other. Each task then works in a private clone (see ``repo.py`` for why not
 ``git worktree``), so two tasks of one project share no working tree, index or ref.
@@ -23,16 +23,13 @@ Every id, title and URL is checked by ``safety.py`` before a path is built or gi
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import secrets
 import time
-from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+import anyio
 from loguru import logger
 
 from taskinfa_worker.client.models import Project, Task
@@ -122,7 +119,9 @@ class GitWorkspaces:
             branch = task_branch(task_id, task.title)
             base = await self._make_tree(checked, mirror_key, tree, branch)
         except BaseException:
-            await _shielded(self._drop(tree, lock))
+            # Failed or cancelled half-way: the half-made tree goes, whatever comes next.
+            with anyio.CancelScope(shield=True):
+                await self._drop_quietly(tree, lock)
             raise
         self._active[tree] = _Active(name, lock, checked)
         logger.debug("task {} works in {} on {}", task.id, tree, branch)
@@ -229,7 +228,7 @@ class GitWorkspaces:
             if not lock.try_acquire():
                 continue  # in use by a running task, here or in another process
             try:
-                await asyncio.to_thread(remove_tree, tree, self._root)
+                await anyio.to_thread.run_sync(remove_tree, tree, self._root)
                 removed += 1
             except OSError as exc:
                 logger.warning("could not remove stale workspace {}: {}", tree, exc)
@@ -241,29 +240,26 @@ class GitWorkspaces:
             if held is None:
                 continue
             try:
-                await asyncio.to_thread(remove_tree, tmp, self._root)
+                await anyio.to_thread.run_sync(remove_tree, tmp, self._root)
             finally:
                 held.release()
         if removed:
             logger.info("removed {} stale workspace(s) from an earlier run", removed)
 
+    async def _drop_quietly(self, tree: Path, lock: FileLock) -> None:
+        """``_drop`` whose failure is logged: the error that led here is the one to raise."""
+        try:
+            await self._drop(tree, lock)
+        except Exception as exc:
+            logger.warning("could not remove the half-made workspace {}: {}", tree, exc)
+
     async def _drop(self, tree: Path, lock: FileLock) -> None:
         """Delete a tree, then its lock file (while holding it), then the lock."""
         try:
-            await asyncio.to_thread(remove_tree, tree, self._root)
+            await anyio.to_thread.run_sync(remove_tree, tree, self._root)
         finally:
             lock.release(unlink=True)
 
 
 def _digest(url: str) -> str:
     return hashlib.sha256(url.encode()).hexdigest()[:12]
-
-
-async def _shielded(cleanup: Coroutine[Any, Any, None]) -> None:
-    """Run a cleanup coroutine to its end even when the caller is being cancelled."""
-    task = asyncio.ensure_future(cleanup)
-    while not task.done():
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.shield(task)
-    with contextlib.suppress(Exception):
-        task.result()

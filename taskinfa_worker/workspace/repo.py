@@ -24,9 +24,10 @@ clone never leaves a half mirror under the real name. Callers hold the project l
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
+
+import anyio
 
 from taskinfa_worker.workspace.cleanup import remove_tree
 from taskinfa_worker.workspace.git import Git
@@ -66,7 +67,7 @@ async def sync_mirror(git: Git, repo: RepoUrl, path: Path) -> None:
         )
         return
     tmp = path.with_name(path.name + ".tmp")
-    await asyncio.to_thread(_clear_clone_target, path, tmp)
+    await anyio.to_thread.run_sync(_clear_clone_target, path, tmp)
     await git.run(
         "clone",
         "--bare",
