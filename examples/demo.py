@@ -27,6 +27,7 @@ from loguru import logger
 from pydantic import SecretStr
 
 from taskinfa_worker.client.api import BoardClient
+from taskinfa_worker.client.models import Task
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / ".demo"
@@ -46,13 +47,17 @@ def say(text: str) -> None:
     print(f"\033[1m==> {text}\033[0m" if sys.stdout.isatty() else f"==> {text}", flush=True)
 
 
-def git(*args: str, cwd: Path) -> None:
-    subprocess.run(
+def git(*args: str, cwd: Path, show: bool = False) -> None:
+    """Run git quietly, or with its output on screen (``show``: what a reviewer would see)."""
+    done = subprocess.run(
         ["git", "-c", "user.name=Demo", "-c", "user.email=demo@example.invalid", *args],
         cwd=cwd,
         check=True,
         capture_output=True,
+        text=True,
     )
+    if show:
+        print("\n".join(f"   {line}" for line in done.stdout.rstrip().splitlines()), flush=True)
 
 
 def make_repository() -> Path:
@@ -173,6 +178,52 @@ async def show_result(client: BoardClient) -> None:
         print(f"   [{comment.comment_type}] {comment.author}: {text[:110]}")
 
 
+def start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "taskinfa_worker", "run", "--concurrency", "3", "--exit-when-idle"],
+        env=env,  # same process group: Ctrl-C reaches the worker directly
+    )
+
+
+def show_branches(origin: Path) -> None:
+    """Where the work went: each task's branch, pushed to the project's repository."""
+    say(f"Each task's work is on its own branch: git -C {origin} branch --list 'taskinfa/*'")
+    git("--no-pager", "branch", "--list", "taskinfa/*", cwd=origin, show=True)
+    listed = subprocess.run(
+        ["git", "for-each-ref", "--count=1", "--format=%(refname:short)", "refs/heads/taskinfa/"],
+        cwd=origin,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    branch = listed.stdout.strip()
+    if branch:
+        say(f"One of them: git -C {origin} log --stat -1 {branch}")
+        git(
+            "--no-pager",
+            "log",
+            "--stat",
+            "-1",
+            "--format=%h %s (%an)",
+            branch,
+            cwd=origin,
+            show=True,
+        )
+
+
+async def send_back_with_an_answer(client: BoardClient) -> Task:
+    """Play the reviewer: answer on one task and send it back to todo."""
+    page = await client.list_tasks(status="review", limit=1)
+    task = page.tasks[0]
+    answer = "Thanks. Please also list what could go wrong."
+    await client.add_comment(
+        task.id, author="reviewer", content=answer, comment_type="progress", author_type="user"
+    )
+    await client.update_task(task.id, status="todo", assigned_to=None)
+    say(f"A reviewer answers on '{task.title}' ({answer!r}) and moves it back to todo.")
+    return task
+
+
 async def main() -> int:
     if DEMO.exists():
         shutil.rmtree(DEMO)
@@ -182,7 +233,8 @@ async def main() -> int:
     worker: subprocess.Popen[bytes] | None = None
     try:
         async with BoardClient(url, SecretStr(API_KEY), rate_limit=600) as client:
-            await seed_tasks(client, make_repository())
+            origin = make_repository()
+            await seed_tasks(client, origin)
             env = {
                 **os.environ,
                 "TASKINFA_API_URL": url,
@@ -198,24 +250,27 @@ async def main() -> int:
             }
             say("Starting the worker: taskinfa-worker run --concurrency 3 --exit-when-idle")
             say("Ctrl-C once: the worker drains; twice: it releases running tasks to todo.")
-            worker = subprocess.Popen(  # noqa: ASYNC220 - started once, never awaited
-                [
-                    sys.executable,
-                    "-m",
-                    "taskinfa_worker",
-                    "run",
-                    "--concurrency",
-                    "3",
-                    "--exit-when-idle",
-                ],
-                env=env,  # same process group: Ctrl-C reaches the worker directly
-            )
+            worker = start_worker(env)
             with contextlib.suppress(KeyboardInterrupt):
                 await watch(client, worker)
             code = worker.wait()
             await show_result(client)
+            if code != 0:
+                return code
+            show_branches(origin)
+            reviewed = await send_back_with_an_answer(client)
+            say("The worker runs again and continues that task from its branch:")
+            worker = start_worker(env)
+            with contextlib.suppress(KeyboardInterrupt):
+                await watch(client, worker)
+            code = worker.wait()
+            task = await client.get_task(reviewed.id)
+            if task.branch_name:
+                say(
+                    f"The task's branch now has both rounds: git -C {origin} log {task.branch_name}"
+                )
+                git("--no-pager", "log", "--format=%h %s", task.branch_name, cwd=origin, show=True)
             say(f"Worker exited with status {code}. Logs and transcripts: {DEMO / 'logs' / 'demo'}")
-            say("Each task's work is on its own branch: git -C .demo/demo-app.git branch")
             return code
     finally:
         if worker is not None and worker.poll() is None:

@@ -9,7 +9,8 @@ Run through the ``command`` agent (the command is one line):
 
 It reads the task's title and description from the prompt the worker built (or from
 ``$TASKINFA_PROMPT_FILE``), writes ``NOTES/<task id>.md`` in the workspace with notes derived
-from them, and commits that file when the workspace is a git repository. It prints a few
+from them (and from what people answered in review, when the task comes back), and commits
+that file when the workspace is a git repository. It prints a few
 lines of progress (the worker turns them into progress comments) and exits 0. It calls no
 model: it is an example, not an agent you would want working on your code. Standard
 library only.
@@ -53,11 +54,20 @@ def description_of(prompt: str) -> str:
     return match.group(2) if match else ""
 
 
+def messages_of(prompt: str) -> list[str]:
+    """What people wrote on the task since the last run (the worker quotes each in a fence)."""
+    _, found, section = prompt.partition("## What people wrote on the task since the last run")
+    if not found:
+        return []
+    section = section.split("\n## ", 1)[0]
+    return [m.group(2) for m in re.finditer(r"^(`{3,})text\n(.*?)\n\1$", section, re.M | re.S)]
+
+
 def safe_name(task_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", task_id).strip(".") or "task"
 
 
-def notes(task_id: str, title: str, description: str) -> str:
+def notes(task_id: str, title: str, description: str, answers: list[str]) -> str:
     words = re.findall(r"[A-Za-z][A-Za-z'-]+", f"{title} {description}")
     keywords = sorted({w.lower() for w in words if len(w) > 4})[:12]
     checklist = [line.strip(" -*\t") for line in description.splitlines() if line.strip()]
@@ -80,6 +90,8 @@ def notes(task_id: str, title: str, description: str) -> str:
         ", ".join(keywords) or "(none)",
         "",
     ]
+    if answers:
+        lines += ["## From the review", "", *(f"> {answer}" for answer in answers), ""]
     return "\n".join(lines)
 
 
@@ -128,9 +140,14 @@ def main() -> int:
     say(f"reading task {args.task_id}: {title}")
     say(f"the description has {len(description.split())} words")
 
+    answers = messages_of(prompt)
+    if answers:
+        say(f"the review answered: {answers[-1][:60]}")
     path = workspace / "NOTES" / f"{safe_name(args.task_id)}.md"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(notes(args.task_id, title, description), encoding="utf-8")
+    previous = path.read_text(encoding="utf-8") if path.exists() else ""
+    answers = [line[2:] for line in previous.splitlines() if line.startswith("> ")] + answers
+    path.write_text(notes(args.task_id, title, description, answers), encoding="utf-8")
     say(f"wrote {path.relative_to(workspace)}")
 
     commit(workspace, path, title)

@@ -256,6 +256,20 @@ class _Checks:
             self.report(Check("ok", output.removesuffix("."), f"({found})"))
         else:
             self.report(Check("FAIL", "git runs", f"{found} --version: {output}"))
+        self.report(self._push_check())
+
+    def _push_check(self) -> Check:
+        """What delivering the work needs: said before the first task, not found after."""
+        kept = "every result is also kept in the worker's mirror (refs/taskinfa/*)"
+        mode = self.settings.push
+        if mode == "off":
+            return Check("warn", "push off", f"(PUSH=off: results stay on this host; {kept})")
+        needs = (
+            "write access to each project's repository: GITHUB_TOKEN for https on "
+            f"{', '.join(self.settings.git_token_hosts)}, or an ssh key for ssh URLs"
+        )
+        refused = "fails the attempt" if mode == "on" else "goes to review, saying so"
+        return Check("ok", f"push {mode}", f"(needs {needs}; a refused push {refused}; {kept})")
 
     def _child_env(self) -> dict[str, str]:
         # `--version` needs none of the worker's secrets.

@@ -50,6 +50,19 @@ def _split_list(value: Any) -> Any:
 CommaList = Annotated[list[str], NoDecode]
 
 
+PushMode = Literal["auto", "on", "off"]
+_PUSH_ALIASES = {"true": "on", "1": "on", "yes": "on", "false": "off", "0": "off", "no": "off"}
+
+
+def _push_mode(value: Any) -> Any:
+    """``PUSH=true`` and ``PUSH=false`` (the seed's values) still mean on and off."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, str):
+        return _PUSH_ALIASES.get(value.strip().lower(), value.strip().lower())
+    return value
+
+
 def _positive(value: float) -> float:
     if value <= 0:
         raise ValueError("must be greater than 0")
@@ -216,7 +229,13 @@ class Settings(BaseSettings):
         Path("./workspace"), group="Workspace", help="Where repositories and task trees live."
     )
     commit: bool = setting(True, group="Workspace", help="Commit what the agent left uncommitted.")
-    push: bool = setting(False, group="Workspace", help="Push the task branch when done.")
+    push: Annotated[PushMode, BeforeValidator(_push_mode)] = setting(
+        "auto",
+        group="Workspace",
+        help="Push the task branch to the project's repository: auto (push; a refused push "
+        "still goes to review, saying the work is kept in the worker's mirror), on (a "
+        "refused push fails the attempt), off (keep it in the mirror only).",
+    )
     pr_command: str | None = setting(
         None,
         group="Workspace",

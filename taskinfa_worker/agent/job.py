@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from taskinfa_worker.client.models import Project, Task
+from taskinfa_worker.client.models import Comment, Project, Task
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,10 @@ class AgentJob:
     attempt: int  # 1-based: error_count + 1
     transcript_path: Path
     previous_error: str | None = None
+    # What people wrote on the task since its last run ended (oldest first).
+    messages: tuple[Comment, ...] = ()
+    # The branch holds an earlier round's work (the task came back from review or failed).
+    continues: bool = False
     resume_session_id: str | None = None
     on_activity: Callable[[Activity], None] = field(default=lambda _activity: None)
 

@@ -61,6 +61,21 @@ def build_prompt(job: AgentJob) -> str:
             "Its error report is below. Find out why, and avoid the same failure.",
             fence(error),
         ]
+    if job.continues:
+        parts += [
+            "",
+            "## Earlier work",
+            "This task ran before: the branch already holds that round's commits. Continue "
+            "from them; do not start over.",
+        ]
+    if job.messages:
+        parts += [
+            "",
+            "## What people wrote on the task since the last run",
+            "Oldest first. Take it into account as part of the task.",
+        ]
+        for message in job.messages:
+            parts += [f"From {quoted(message.author)}:", fence(message.content)]
     parts += ["", "## Rules", *(f"- {rule}" for rule in _rules(job))]
     return "\n".join(parts) + "\n"
 

@@ -252,15 +252,17 @@ class BoardClient:
         comment_type: str,
         loop_number: int | None = None,
         lane: Lane = Lane.NORMAL,
+        author_type: str = "bot",
     ) -> Comment | None:
-        """Post a bot comment. None when the board has no comments route: the content then
-        goes to the task's ``completion_notes`` instead. Not retried (it would duplicate)."""
+        """Post a comment (the worker's own unless ``author_type`` says "user"). None when the
+        board has no comments route: the content then goes to the task's
+        ``completion_notes`` instead. Not retried (it would duplicate)."""
         if self.comments_supported is False:
             await self._comment_as_notes(task_id, author, content, comment_type, lane)
             return None
         body: dict[str, Any] = {
             "author": author,
-            "author_type": "bot",
+            "author_type": author_type,
             "content": content,
             "comment_type": comment_type,
         }

@@ -29,7 +29,7 @@ from taskinfa_worker.errors import BadRequestError, BoardError
 from taskinfa_worker.pool.progress import listed
 from taskinfa_worker.pool.registry import StopKind
 from taskinfa_worker.redact import Redactor
-from taskinfa_worker.workspace import WorkspaceResult
+from taskinfa_worker.workspace.protocol import Delivery, WorkspaceResult
 
 COMMENT_LIMIT = 4000
 NOTES_LIMIT = 4000
@@ -114,11 +114,19 @@ class TaskReporter:
         self, task: Task, author: str, outcome: AgentOutcome, result: WorkspaceResult
     ) -> None:
         """The summary comment, then review with what the server can store of the result."""
-        summary = summary_text(outcome, result.files_changed)
+        summary = summary_text(outcome, result.files_changed, delivery=result.delivery)
         loop = task.loop_count + 1
         await self.comment(
             task.id, author, summary, CommentType.SUMMARY, loop_number=loop, lane=Lane.CRITICAL
         )
+        notes = outcome.result_text or summary
+        if result.delivery is not None and result.delivery.push_error is not None:
+            # Review, because the work is done; but nobody may take it for pushed.
+            unpushed = delivery_text(result.delivery)
+            await self.comment(
+                task.id, author, unpushed, CommentType.ERROR, loop_number=loop, lane=Lane.CRITICAL
+            )
+            notes = f"{unpushed}\n\n{notes}"
         fields: dict[str, object] = {"files_changed": result.files_changed, "loop_count": loop}
         optional = {
             "branch_name": result.branch_name,
@@ -128,7 +136,7 @@ class TaskReporter:
         for name, value in optional.items():
             if value and server_has(task, name):
                 fields[name] = value
-        await self.complete(task, author, outcome.result_text or summary, **fields)
+        await self.complete(task, author, notes, **fields)
 
     async def stopped(self, task: Task, author: str, kind: StopKind, reason: str) -> None:
         """A person took the task away: say why the agent stopped, unless it is gone."""
@@ -233,10 +241,17 @@ def _identity(text: str) -> str:
     return text
 
 
+NO_CHANGES = "No changes: the agent changed no file, so there is nothing to review."
+
+
 def summary_text(
-    outcome: AgentOutcome, files_changed: Sequence[str], *, redactor: Redactor | None = None
+    outcome: AgentOutcome,
+    files_changed: Sequence[str],
+    *,
+    delivery: Delivery | None = None,
+    redactor: Redactor | None = None,
 ) -> str:
-    """The summary comment of a successful run."""
+    """The summary comment of a successful run: what happened, and where the work is."""
     facts = _facts(outcome)
     header = "Finished" + (f": {facts}." if facts else ".")
     parts = [header]
@@ -248,8 +263,21 @@ def summary_text(
             f"Files changed ({len(files_changed)}): {listed(files_changed, FILES_IN_SUMMARY)}"
         )
     else:
-        parts.append("No files changed.")
+        parts.append(NO_CHANGES)
+    if delivery is not None:
+        parts.append(delivery_text(delivery))
     return (redactor or _identity)("\n\n".join(parts))
+
+
+def delivery_text(delivery: Delivery) -> str:
+    """Where the work is: the branch and commit, pushed or not, and how to see it."""
+    where = f"Branch {delivery.branch} at commit {delivery.commit[:12]}"
+    kept = f"It is kept in the worker's mirror; on the worker's host: {delivery.show_command()}"
+    if delivery.pushed:
+        return f"{where}, pushed to {delivery.remote}."
+    if delivery.push_error is None:
+        return f"{where}, not pushed (PUSH=off). {kept}"
+    return f"{where}, NOT pushed: {delivery.push_error}. {kept}"
 
 
 def failure_text(outcome: AgentOutcome, *, redactor: Redactor | None = None) -> str:

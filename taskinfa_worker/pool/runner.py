@@ -21,10 +21,11 @@ from loguru import logger
 
 from taskinfa_worker.agent import Agent, AgentJob, AgentOutcome
 from taskinfa_worker.client.api import BoardClient, Lane
-from taskinfa_worker.client.models import CommentType, Task, taken_away
+from taskinfa_worker.client.models import Task, taken_away
 from taskinfa_worker.errors import AgentError, AuthError, BoardError, WorkspaceError
 from taskinfa_worker.metrics import Metrics
 from taskinfa_worker.pool import budget
+from taskinfa_worker.pool.history import TaskHistory, came_back, read_history
 from taskinfa_worker.pool.progress import ProgressReporter
 from taskinfa_worker.pool.registry import Claimed, RunningTask, RunningTasks, StopKind
 from taskinfa_worker.pool.reporting import TaskReporter
@@ -89,14 +90,14 @@ class TaskRunner:
         attempt = task.error_count + 1
         logger.info("claimed {} ({!r}), attempt {}", task.id, task.title[:80], attempt)
         await self._reporter.started(task, slot, attempt)
-        previous_error = await self._previous_error(task) if task.error_count else None
+        history = await read_history(self._client, task)
         outcome: AgentOutcome | None = None
         result = WorkspaceResult()
         with handle.scope:
-            outcome, result = await self._work(slot, claimed, attempt, previous_error)
+            outcome, result = await self._work(slot, claimed, attempt, history)
             if outcome.resume_not_found:
                 logger.info("the Claude session to resume is gone; starting afresh")
-                outcome, result = await self._work(slot, claimed, attempt, previous_error, True)
+                outcome, result = await self._work(slot, claimed, attempt, history, True)
 
         if handle.stop_kind in (StopKind.BOARD, StopKind.DELETED):
             assert handle.stop_kind is not None
@@ -123,7 +124,7 @@ class TaskRunner:
         slot: str,
         claimed: Claimed,
         attempt: int,
-        previous_error: str | None,
+        history: TaskHistory,
         fresh: bool = False,
     ) -> tuple[AgentOutcome, WorkspaceResult]:
         """Workspace and agent; every way this can fail becomes a failed outcome."""
@@ -133,9 +134,7 @@ class TaskRunner:
         except WorkspaceError as exc:
             return AgentOutcome(success=False, reason=f"Workspace: {exc}"), WorkspaceResult()
         try:
-            outcome = await self._run_agent(
-                slot, claimed, workspace, attempt, previous_error, fresh
-            )
+            outcome = await self._run_agent(slot, claimed, workspace, attempt, history, fresh)
             if not outcome.success:
                 return outcome, WorkspaceResult()
             try:
@@ -157,7 +156,7 @@ class TaskRunner:
         claimed: Claimed,
         workspace: Workspace,
         attempt: int,
-        previous_error: str | None,
+        history: TaskHistory,
         fresh: bool,
     ) -> AgentOutcome:
         task = claimed.task
@@ -173,8 +172,12 @@ class TaskRunner:
             slot=slot,
             attempt=attempt,
             transcript_path=self._transcript_path(task, attempt),
-            previous_error=previous_error,
-            resume_session_id=None if fresh or not task.error_count else task.claude_session_id,
+            previous_error=history.previous_error,
+            messages=history.people,
+            continues=workspace.continues,
+            # The session of the last run, where the agent can resume it (same slot and
+            # host); when it cannot, the fresh run has the history in its prompt.
+            resume_session_id=None if fresh or not came_back(task) else task.claude_session_id,
             on_activity=progress.record,
         )
         try:
@@ -202,18 +205,6 @@ class TaskRunner:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         folder = self._settings.bot_log_dir / _safe_name(task.id)
         return folder / f"attempt-{attempt}-{stamp}.jsonl"
-
-    async def _previous_error(self, task: Task) -> str | None:
-        """What failed last time, for the retry's prompt (the newest error comment)."""
-        try:
-            page = await self._client.list_comments(task.id, limit=20)
-        except BoardError as exc:
-            logger.debug("previous error of {} not read: {}", task.id, exc)
-            return None
-        for comment in page.comments:
-            if comment.comment_type == CommentType.ERROR:
-                return comment.content
-        return None
 
     async def _still_ours(self, task: Task, slot: str) -> bool:
         """Read the task back before writing its ending over a person's change."""

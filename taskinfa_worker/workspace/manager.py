@@ -23,6 +23,7 @@ Every id, title and URL is checked by ``safety.py`` before a path is built or gi
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import secrets
 import time
@@ -41,7 +42,7 @@ from taskinfa_worker.workspace.cleanup import remove_tree
 from taskinfa_worker.workspace.git import Git
 from taskinfa_worker.workspace.gitenv import GitEnv
 from taskinfa_worker.workspace.locks import FileLock, KeyedLocks
-from taskinfa_worker.workspace.protocol import Workspace, WorkspaceResult
+from taskinfa_worker.workspace.protocol import Delivery, Workspace, WorkspaceResult
 from taskinfa_worker.workspace.safety import (
     RepoUrl,
     check_id,
@@ -49,6 +50,7 @@ from taskinfa_worker.workspace.safety import (
     ensure_inside,
     safe_name,
     task_branch,
+    task_branch_prefix,
 )
 
 
@@ -60,6 +62,7 @@ class _Active:
     lock: FileLock
     repo: RepoUrl | None
     snapshot: changes.Snapshot = field(default_factory=dict)
+    mirror_key: str = ""
 
 
 class GitWorkspaces:
@@ -116,18 +119,26 @@ class GitWorkspaces:
                 active = _Active(name, lock, None, changes.snapshot(tree))
                 self._active[tree] = active
                 return Workspace(task_id=task.id, path=tree)
-            branch = task_branch(task_id, task.title)
-            base = await self._make_tree(checked, mirror_key, tree, branch)
+            branch, base, continues = await self._make_tree(
+                checked, mirror_key, tree, task_id, task.title
+            )
         except BaseException:
             # Failed or cancelled half-way: the half-made tree goes, whatever comes next.
             with anyio.CancelScope(shield=True):
                 await self._drop_quietly(tree, lock)
             raise
-        self._active[tree] = _Active(name, lock, checked)
-        logger.debug("task {} works in {} on {}", task.id, tree, branch)
-        return Workspace(task_id=task.id, path=tree, branch=branch, base_commit=base)
+        self._active[tree] = _Active(name, lock, checked, mirror_key=mirror_key)
+        how = "continues" if continues else "starts"
+        logger.debug("task {} works in {}; {} {}", task.id, tree, how, branch)
+        return Workspace(
+            task_id=task.id, path=tree, branch=branch, base_commit=base, continues=continues
+        )
 
-    async def _make_tree(self, checked: RepoUrl, key: str, tree: Path, branch: str) -> str | None:
+    async def _make_tree(
+        self, checked: RepoUrl, key: str, tree: Path, task_id: str, title: str
+    ) -> tuple[str, str | None, bool]:
+        """Clone the task's tree: (branch, base commit, whether it continues an earlier
+        round's branch rather than starting a new one from the default branch)."""
         mirror = self._repos / f"{key}.git"
         asked = time.monotonic()
         async with self._projects.hold(key, self._lock_wait):
@@ -137,10 +148,14 @@ class GitWorkspaces:
                 started = time.monotonic()
                 await repo.sync_mirror(self._git, checked, mirror)
                 self._fetched[key] = started
+            branch = task_branch(task_id, title)
             _default, base = await repo.default_branch(self._git, mirror)
+            tip = await repo.task_branch_tip(self._git, mirror, task_branch_prefix(task_id))
+            if tip is not None:
+                branch, base = tip
             # Copied under the lock too: no fetch or gc changes the mirror meanwhile.
             await repo.clone_tree(self._git, mirror, tree, branch, base, checked)
-        return base
+        return branch, base, tip is not None
 
     def _make_folders(self) -> None:
         for folder in (self._repos, self._tasks):
@@ -170,11 +185,11 @@ class GitWorkspaces:
             target = await changes.working_tree(git, tree, head)
         files = await changes.changed_paths(git, tree, base_tree, target)
         commit = head if head is not None and head != base else None
-        if commit is None or not self._settings.push or workspace.branch is None:
-            return WorkspaceResult(files_changed=files, commit=commit)
-        await publish.push_branch(git, tree, active.repo, commit, workspace.branch)
+        if commit is None or workspace.branch is None:
+            return WorkspaceResult(files_changed=files)
+        delivery = await self._deliver(active, tree, commit, workspace.branch)
         pr_url = None
-        if self._settings.pr_command:
+        if delivery.pushed and self._settings.pr_command:
             values = {
                 "branch": workspace.branch,
                 "task_id": task.id,
@@ -190,8 +205,34 @@ class GitWorkspaces:
                 redactor=self._redact,
             )
         return WorkspaceResult(
-            files_changed=files, branch_name=workspace.branch, commit=commit, pr_url=pr_url
+            files_changed=files,
+            branch_name=workspace.branch if delivery.pushed else None,
+            commit=commit,
+            pr_url=pr_url,
+            delivery=delivery,
         )
+
+    async def _deliver(self, active: _Active, tree: Path, commit: str, branch: str) -> Delivery:
+        """Keep the commit in the mirror, then push it as ``PUSH`` says."""
+        assert active.repo is not None
+        mirror = self._repos / f"{active.mirror_key}.git"
+        async with self._projects.hold(active.mirror_key, self._lock_wait):
+            ref = await publish.keep_in_mirror(self._git, tree, mirror, commit, branch)
+        kept = Delivery(branch, commit, ref, mirror, active.repo.url, pushed=False)
+        mode = self._settings.push
+        if mode == "off":
+            return kept
+        try:
+            await publish.push_branch(self._git, tree, active.repo, commit, branch)
+        except WorkspaceError as exc:
+            if mode == "on":
+                raise WorkspaceError(
+                    f"{exc}. The commit {commit[:12]} is kept in the worker's mirror: "
+                    f"{kept.show_command()}"
+                ) from None
+            logger.warning("{} not pushed (kept as {}): {}", branch, ref, exc)
+            return dataclasses.replace(kept, push_error=str(exc))
+        return dataclasses.replace(kept, pushed=True)
 
     # --- cleanup -------------------------------------------------------------------------
 

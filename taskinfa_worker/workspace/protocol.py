@@ -15,14 +15,34 @@ class Workspace:
     path: Path  # the agent's working directory
     branch: str | None = None  # None for projects without a repository
     base_commit: str | None = None
+    # The task's branch existed already (an earlier round): the tree starts from its tip.
+    continues: bool = False
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Where a round's commit went: always kept in the mirror, pushed when it could be."""
+
+    branch: str
+    commit: str
+    kept_ref: str  # in the worker's mirror, a namespace its fetches never prune
+    mirror: Path
+    remote: str  # the project's repository URL (never with credentials)
+    pushed: bool
+    push_error: str | None = None  # why it was not pushed; None when pushing is off
+
+    def show_command(self) -> str:
+        """The command that shows the work on the worker's host."""
+        return f"git -C {self.mirror} log --stat {self.kept_ref}"
 
 
 @dataclass(frozen=True)
 class WorkspaceResult:
     files_changed: list[str] = field(default_factory=list)
-    branch_name: str | None = None
+    branch_name: str | None = None  # set when the branch is on the project's repository
     commit: str | None = None
     pr_url: str | None = None
+    delivery: Delivery | None = None
 
 
 class Workspaces(Protocol):

@@ -1,4 +1,8 @@
-"""Saving the agent's work: commit what it left, push the task branch, open a PR.
+"""Saving the agent's work: commit what it left, keep it in the mirror, push it, open a PR.
+
+Keeping comes first and always happens: the commit is pushed into the project's local
+mirror under ``refs/taskinfa/<branch>`` (see ``repo.KEPT_NAMESPACE``), so no setting and no
+failed push can lose it when the task's tree is deleted.
 
 The push goes straight from the task tree to the real repository URL (not via the mirror,
 whose objects would then grow with every task), with ``+`` because the ``taskinfa/...``
@@ -19,6 +23,7 @@ from loguru import logger
 from taskinfa_worker.errors import WorkspaceError
 from taskinfa_worker.redact import Redactor
 from taskinfa_worker.workspace.git import Git, describe, run_process
+from taskinfa_worker.workspace.repo import kept_ref
 from taskinfa_worker.workspace.safety import RepoUrl
 
 _PLACEHOLDER = re.compile(r"\{(branch|task_id|title|workspace)\}")
@@ -54,6 +59,22 @@ async def commit_all(git: Git, tree: Path, message: str) -> bool:
         action="commit the agent's changes",
     )
     return True
+
+
+async def keep_in_mirror(git: Git, tree: Path, mirror: Path, commit: str, branch: str) -> str:
+    """Store ``commit`` in the mirror as the task's kept ref; returns the ref."""
+    ref = kept_ref(branch)
+    await git.run(
+        "push",
+        "--quiet",
+        "--",
+        str(mirror),
+        f"+{commit}:{ref}",
+        cwd=tree,
+        local_copy=True,
+        action="keep the agent's commit in the worker's mirror",
+    )
+    return ref
 
 
 async def push_branch(git: Git, tree: Path, repo: RepoUrl, commit: str, branch: str) -> None:

@@ -35,6 +35,14 @@ from taskinfa_worker.workspace.gitenv import AUTHOR_EMAIL, AUTHOR_NAME
 from taskinfa_worker.workspace.safety import RepoUrl
 
 FETCH_REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
+# Every task's latest commit is kept in its project's mirror under this namespace, whether
+# or not it was pushed: the fetches above never prune outside heads and tags, so a result
+# outlives its task tree, and the next round of the task starts from it.
+KEPT_NAMESPACE = "refs/taskinfa/"
+
+
+def kept_ref(branch: str) -> str:
+    return KEPT_NAMESPACE + branch
 
 
 def mirror_ready(path: Path) -> bool:
@@ -117,6 +125,31 @@ async def default_branch(git: Git, mirror: Path) -> tuple[str | None, str | None
         if commit.ok:
             return ref.removeprefix("refs/heads/"), commit.text.strip()
     return None, None
+
+
+async def task_branch_tip(git: Git, mirror: Path, prefix: str) -> tuple[str, str] | None:
+    """(branch, commit) of the task's newest branch in the mirror, pushed or kept.
+
+    ``prefix`` is ``taskinfa/<task id>-``: a branch of an earlier round may have another
+    slug (the title changed), and the pushed branch may have a person's review commits on
+    top of what we kept, so the newest commit among them wins. None for a first round.
+    """
+    found = await git.run(
+        "for-each-ref",
+        "--sort=-committerdate",
+        "--count=1",
+        "--format=%(refname) %(objectname)",
+        f"refs/heads/{prefix}*",
+        f"{KEPT_NAMESPACE}{prefix}*",
+        cwd=mirror,
+        action="look for the task's branch",
+    )
+    line = found.text.strip()
+    if not line:
+        return None
+    ref, _, commit = line.partition(" ")
+    branch = ref.removeprefix("refs/heads/").removeprefix(KEPT_NAMESPACE)
+    return branch, commit
 
 
 async def clone_tree(

@@ -245,7 +245,12 @@ def slugify(title: str, length: int = SLUG_LENGTH) -> str:
 
 def task_branch(task_id: str, title: str) -> str:
     """``taskinfa/{task_id}-{slug}``; always a valid git branch name (checked id assumed)."""
-    return f"taskinfa/{safe_name(task_id)}-{slugify(title)}"
+    return f"{task_branch_prefix(task_id)}{slugify(title)}"
+
+
+def task_branch_prefix(task_id: str) -> str:
+    """What every branch of one task starts with, whatever its title was at the time."""
+    return f"taskinfa/{safe_name(task_id)}-"
 
 
 def ensure_inside(path: Path, root: Path) -> Path:

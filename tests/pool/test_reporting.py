@@ -29,7 +29,9 @@ def test_summary_text() -> None:
         "Files changed (2): src/app.py, tests/test_app.py"
     )
     bare = summary_text(AgentOutcome(success=True), [])
-    assert bare == "Finished.\n\nNo files changed."
+    assert (
+        bare == "Finished.\n\nNo changes: the agent changed no file, so there is nothing to review."
+    )
 
 
 def test_summary_trims_long_results_and_file_lists() -> None:

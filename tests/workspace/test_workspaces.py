@@ -99,7 +99,7 @@ async def test_files_changed_is_exact(tmp_path: Path, commit: bool) -> None:
             "old-loose.txt": "another long body that git will see as renamed\n" * 3,
         },
     )
-    manager = make_manager(tmp_path / "ws", commit=commit)
+    manager = make_manager(tmp_path / "ws", commit=commit, push="off")
     ws = await manager.prepare(task(), project(str(origin)))
     tree = ws.path
     # What the agent committed itself...

@@ -1,0 +1,74 @@
+"""What a task's earlier runs left on the board: the last error, and what people wrote since.
+
+A task comes back (a person sent it from ``review`` to ``todo``, or an attempt failed) with
+its story in its comments. One read of them gives the next run both things it needs:
+
+- the newest error report, for the retry's prompt;
+- what people (``author_type: user``) wrote since the last run ended (the worker's newest
+  summary or error comment), oldest first, so "also handle the empty case" reaches the
+  agent. They are bounded: each message is cut, and only the newest fit the total.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from loguru import logger
+
+from taskinfa_worker.client.api import BoardClient
+from taskinfa_worker.client.models import Comment, CommentType, Task
+from taskinfa_worker.errors import BoardError
+
+COMMENTS_READ = 50
+MESSAGE_CHARS = 2000
+MESSAGES_CHARS = 6000
+PERSON = "user"
+_RUN_ENDINGS = (CommentType.SUMMARY, CommentType.ERROR)
+
+
+@dataclass(frozen=True)
+class TaskHistory:
+    previous_error: str | None = None
+    people: tuple[Comment, ...] = ()  # oldest first
+
+
+def came_back(task: Task) -> bool:
+    """Whether the task ran before (it failed, or it went to review and was sent back)."""
+    return task.error_count > 0 or task.loop_count > 0
+
+
+async def read_history(client: BoardClient, task: Task) -> TaskHistory:
+    """The task's history; empty for a first run, or when the comments cannot be read."""
+    if not came_back(task):
+        return TaskHistory()
+    try:
+        page = await client.list_comments(task.id, limit=COMMENTS_READ)
+    except BoardError as exc:
+        logger.warning("the history of {} was not read: {}", task.id, exc)
+        return TaskHistory()
+    return history_of(page.comments)
+
+
+def history_of(comments: list[Comment]) -> TaskHistory:
+    """The history in ``comments`` (in any order; sorted newest first here)."""
+    newest_first = sorted(
+        comments, key=lambda c: c.created_at.timestamp() if c.created_at else 0.0, reverse=True
+    )
+    previous_error = next(
+        (c.content for c in newest_first if c.comment_type == CommentType.ERROR), None
+    )
+    people: list[Comment] = []
+    room = MESSAGES_CHARS
+    for comment in newest_first:
+        if comment.author_type != PERSON and comment.comment_type in _RUN_ENDINGS:
+            break  # the last run ended here: older messages were for it
+        if comment.author_type != PERSON:
+            continue
+        content = comment.content.strip()
+        if len(content) > MESSAGE_CHARS:
+            content = content[:MESSAGE_CHARS] + " … [cut]"
+        if len(content) > room:
+            break
+        room -= len(content)
+        people.append(comment.model_copy(update={"content": content}))
+    return TaskHistory(previous_error, tuple(reversed(people)))

@@ -1,0 +1,45 @@
+"""A task's history: the last error, and what people wrote since the last run ended."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from taskinfa_worker.client.models import Comment
+from taskinfa_worker.pool.history import MESSAGE_CHARS, MESSAGES_CHARS, history_of
+
+START = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def comment(minute: int, content: str, *, person: bool, kind: str = "progress") -> Comment:
+    return Comment(
+        id=f"c{minute}",
+        task_id="t",
+        author="Dana" if person else "bot-1",
+        author_type="user" if person else "bot",
+        content=content,
+        comment_type=kind,
+        created_at=START + timedelta(minutes=minute),
+    )
+
+
+def test_only_what_people_wrote_after_the_last_run_ended_oldest_first() -> None:
+    comments = [
+        comment(1, "before the first run", person=True),
+        comment(2, "Started by bot-1", person=False),
+        comment(3, "Failed: tests broke", person=False, kind="error"),
+        comment(4, "Finished.", person=False, kind="summary"),
+        comment(5, "also the empty case", person=True),
+        comment(6, "and a test for it", person=True),
+    ]
+    history = history_of(list(reversed(comments)))  # the board sends newest first
+    assert [c.content for c in history.people] == ["also the empty case", "and a test for it"]
+    assert history.previous_error == "Failed: tests broke"
+    assert history_of(comments).people == history.people  # whatever order the server uses
+
+
+def test_messages_are_bounded_keeping_the_newest() -> None:
+    many = [comment(i, f"{i} " + "x" * (MESSAGE_CHARS * 2), person=True) for i in range(10)]
+    history = history_of(many)
+    assert sum(len(c.content) for c in history.people) <= MESSAGES_CHARS + 100
+    assert history.people[-1].content.startswith("9 ")
+    assert all(c.content.endswith("[cut]") for c in history.people)
