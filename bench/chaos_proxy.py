@@ -8,7 +8,11 @@ latency:
     rate_limit     429 with Retry-After (1–2 s), without reaching the board
     drop_before    the connection is cut before the board sees the request
     drop_after     the board did the work, the connection is cut before the answer
+    garbled_after  the board did the work, the worker gets a 200 whose body is not JSON
     latency        0..max_latency seconds before forwarding
+
+Tests aim faults instead of drawing them: ``aim(method, path, body)`` names the fault for
+one request (each aimed fault is used once, then the request passes).
 
 The ``_after`` kinds are the nasty ones: a claim, comment or PATCH that happened although
 the worker could not tell. ``counts`` says how many of each were injected.
@@ -19,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import aiohttp
@@ -45,6 +50,7 @@ class Faults:
     rate_limit: float = 0.03
     drop_before: float = 0.02
     drop_after: float = 0.02
+    garbled_after: float = 0.01
     latency: float = 0.3
     max_latency: float = 0.2
 
@@ -60,16 +66,23 @@ class _Dropped(Exception):
     """Raised inside the handler after the transport was cut."""
 
 
+Aim = Callable[[str, str, bytes], str | None]
+NO_FAULTS = Faults(**{f.name: 0.0 for f in fields(Faults)})
+
+
 class FaultProxy:
     """Serves on 127.0.0.1 and forwards ``/api/...`` to ``upstream`` (a URL ending in /api)."""
 
-    def __init__(self, upstream: str, faults: Faults, seed: int) -> None:
+    def __init__(
+        self, upstream: str, faults: Faults = NO_FAULTS, seed: int = 0, aim: Aim | None = None
+    ) -> None:
         self._upstream = upstream.removesuffix("/api")
         self.faults = faults
         self._rng = random.Random(seed)  # faults, not secrets
         self.counts: Counter[str] = Counter()
         self.clients_gone = 0  # requests whose worker died before the board answered
         self.enabled = True
+        self._aim = aim
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -124,6 +137,8 @@ class FaultProxy:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         kind, delay = self._draw()
+        if self._aim is not None:
+            kind = self._aim(request.method, request.path, await request.read())
         if kind is not None:
             self.counts[kind] += 1
         if delay:
@@ -151,6 +166,8 @@ class FaultProxy:
                 return self._error()
             if kind == "drop_after":
                 return self._drop(request)
+            if kind == "garbled_after" and 200 <= answer.status < 300:
+                return web.Response(status=200, text="<html>OK</html>", content_type="text/html")
             return answer
         except _Dropped:
             # aiohttp must not try to answer on the cut connection.

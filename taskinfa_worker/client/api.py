@@ -18,6 +18,7 @@ from typing import Any, Final, Self
 from loguru import logger
 from pydantic import SecretStr
 
+from taskinfa_worker.client import certain
 from taskinfa_worker.client.claims import CLAIM as CLAIM
 from taskinfa_worker.client.claims import Claimer, route_missing
 from taskinfa_worker.client.models import (
@@ -29,12 +30,12 @@ from taskinfa_worker.client.models import (
     Task,
     TaskPage,
     WorkerList,
-    held_by,
 )
 from taskinfa_worker.client.ratelimit import Lane, RateLimiter
-from taskinfa_worker.client.transport import DEFAULT_RETRY_MAX_TIME, BoardTransport, RetryNotWanted
+from taskinfa_worker.client.transport import DEFAULT_RETRY_MAX_TIME, BoardTransport
 from taskinfa_worker.client.transport import MAX_BACKOFF as MAX_BACKOFF
 from taskinfa_worker.client.transport import MAX_RATE_LIMITED as MAX_RATE_LIMITED
+from taskinfa_worker.errors import BoardError
 from taskinfa_worker.metrics import Metrics
 from taskinfa_worker.settings import Settings
 
@@ -173,33 +174,25 @@ class BoardClient:
     async def end_task(
         self, task_id: str, *, owner: str | None, lane: Lane = Lane.CRITICAL, **fields: Any
     ) -> Task | None:
-        """PATCH an ending onto a task that is ``in_progress`` for ``owner``.
+        """PATCH an ending onto a task that is ``in_progress`` for ``owner``, until the board's
+        state is known (``certain.py``).
 
-        Retried like ``update_task``, with one difference: a PATCH is idempotent only while
-        nobody else writes. If the first attempt landed but its answer was lost, the task
-        may be back in ``todo`` and already claimed again by the time a blind retry arrives,
-        which would take it from its new worker. So before each retry the task is read
-        back, and when it is no longer in progress for ``owner`` nothing is sent again: the
-        task as it is now is returned (None when it was deleted).
+        A PATCH is idempotent only while nobody else writes: if a first attempt landed but
+        its answer was lost, the task may be back in ``todo`` and claimed again by the time
+        a blind retry arrives, which would take it from its new worker. So every unknown
+        outcome is read back, and when the task is no longer in progress for ``owner``
+        nothing is sent again: the task as it is now is returned (None when deleted).
         """
-        now: list[Task | None] = []
-
-        async def still_ours() -> bool:
-            task = await self.get_task(task_id, lane=lane)
-            if held_by(task, owner):
-                return True
-            now.append(task)
-            return False
-
-        try:
-            answer = await self._transport.request(
-                "PATCH", TASK, task_id, lane=lane, json=fields, retry=True, before_retry=still_ours
-            )
-        except RetryNotWanted:
-            logger.info("{}: an earlier attempt of this update landed; not sent again", task_id)
-            return now[-1]
-        self._transport.expect_ok(answer)
-        return self._transport.decode(answer, Task, "task")
+        return await certain.end_task(
+            self._transport,
+            lambda: self.get_task(task_id, lane=lane),
+            task_id,
+            owner,
+            fields,
+            path=TASK,
+            lane=lane,
+            factor=self._transport.backoff_factor,
+        )
 
     async def list_tasks(
         self,
@@ -279,6 +272,53 @@ class BoardClient:
             await self._comment_as_notes(task_id, author, content, comment_type, lane)
             return None
         raise self._transport.error(answer)
+
+    async def add_note(
+        self,
+        task_id: str,
+        *,
+        author: str,
+        content: str,
+        comment_type: str,
+        loop_number: int | None = None,
+    ) -> bool:
+        """Post a note that explains an ending (summary, failure, release, stop) at least once
+        and show it once (``certain.py``). False when the comments route kept failing: the
+        caller then puts the text into the ending's ``completion_notes``."""
+        if self.comments_supported is not True:
+            # Not known yet whether the route exists (a process's first comment is nearly
+            # always its first task's start note, so this is rare): one plain attempt.
+            try:
+                await self.add_comment(
+                    task_id,
+                    author=author,
+                    content=content,
+                    comment_type=comment_type,
+                    loop_number=loop_number,
+                    lane=Lane.CRITICAL,
+                )
+            except BoardError as exc:
+                logger.warning("{}: note not posted: {}", task_id, exc)
+                return False
+            return True
+        body: dict[str, Any] = {
+            "author": author,
+            "author_type": "bot",
+            "content": content,
+            "comment_type": comment_type,
+        }
+        if loop_number is not None:
+            body["loop_number"] = loop_number
+        posted = await certain.post_note(
+            self._transport,
+            lambda: self.list_comments(task_id, limit=certain.NOTES_LOOKED_AT),
+            task_id,
+            body,
+            path=COMMENTS,
+            lane=Lane.CRITICAL,
+            factor=self._transport.backoff_factor,
+        )
+        return posted is not False
 
     async def list_comments(
         self, task_id: str, *, limit: int | None = None, offset: int | None = None

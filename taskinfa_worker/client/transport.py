@@ -11,7 +11,7 @@ request. What a route means, and what to do when a server lacks it, is ``api.py`
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Final, TypeVar
 from urllib.parse import quote
 
@@ -55,10 +55,6 @@ MAX_RATE_LIMITED: Final = 5
 Model = TypeVar("Model", bound=BaseModel)
 
 
-class RetryNotWanted(Exception):
-    """A retry was called off: the request's first attempt already did what it had to."""
-
-
 class BoardTransport:
     """One aiohttp session to the board, shared by every request of the process. Close it.
 
@@ -98,6 +94,11 @@ class BoardTransport:
         if session is not None:
             await session.close()
 
+    @property
+    def backoff_factor(self) -> float:
+        """Scales every retry delay (tests make them short)."""
+        return self._backoff_factor
+
     # --- answers --------------------------------------------------------------------------
     # Decoding lives here because its messages must pass the same redactor as the requests'.
     def error(self, answer: Answer) -> ApiError | AuthError:
@@ -129,26 +130,18 @@ class BoardTransport:
         json: Any = None,
         params: Mapping[str, str] | None = None,
         retry: bool,
-        before_retry: Callable[[], Awaitable[bool]] | None = None,
     ) -> Answer:
         """Send one request to ``template`` (with ``{id}`` = ``ident``).
 
         5xx raise ServerError and 401/403 AuthError; other statuses come back as answers.
         With ``retry`` (safe requests only) transport errors, 5xx and lasting 429s are
-        retried with exponential backoff and jitter for the lane's time budget.
-        ``before_retry`` is asked before each retry whether the request is still wanted
-        (its first attempt may have landed although its answer was lost); when it says no,
-        ``RetryNotWanted`` is raised.
+        retried with exponential backoff and jitter for the lane's time budget. Writes whose
+        first attempt may have landed are made certain by ``certain.py`` instead.
         """
         # Ids come from the board; quoting keeps one from reaching another route ("../").
         path = template if ident is None else template.replace("{id}", quote(ident, safe=""))
-        tries = 0
 
         async def attempt() -> Answer:
-            nonlocal tries
-            tries += 1
-            if tries > 1 and before_retry is not None and not await before_retry():
-                raise RetryNotWanted(f"{method} {template}")
             answer = await self._send(method, template, path, lane, json, params)
             if answer.status >= 500:
                 raise self.error(answer)

@@ -3,7 +3,8 @@
 A task comes back (a person sent it from ``review`` to ``todo``, or an attempt failed) with
 its story in its comments. One read of them gives the next run both things it needs:
 
-- the newest error report, for the retry's prompt;
+- the newest error report, for the retry's prompt (from the notes of the failed attempt
+  when its comment was lost);
 - what people (``author_type: user``) wrote since the last run ended (the worker's newest
   summary or error comment), oldest first, so "also handle the empty case" reaches the
   agent. They are bounded: each message is cut, and only the newest fit the total.
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from loguru import logger
 
 from taskinfa_worker.client.api import BoardClient
-from taskinfa_worker.client.models import Comment, CommentType, Task
+from taskinfa_worker.client.models import Comment, CommentPage, CommentType, Task
 from taskinfa_worker.errors import BoardError
 
 COMMENTS_READ = 50
@@ -45,12 +46,13 @@ async def read_history(client: BoardClient, task: Task) -> TaskHistory:
         page = await client.list_comments(task.id, limit=COMMENTS_READ)
     except BoardError as exc:
         logger.warning("the history of {} was not read: {}", task.id, exc)
-        return TaskHistory()
-    return history_of(page.comments)
+        page = CommentPage()
+    return history_of(page.comments, task)
 
 
-def history_of(comments: list[Comment]) -> TaskHistory:
-    """The history in ``comments`` (in any order; sorted newest first here)."""
+def history_of(comments: list[Comment], task: Task | None = None) -> TaskHistory:
+    """The history in ``comments`` (in any order; sorted newest first here), and in the
+    notes of ``task`` when its last error comment was lost."""
     newest_first = sorted(
         comments, key=lambda c: c.created_at.timestamp() if c.created_at else 0.0, reverse=True
     )
@@ -71,4 +73,8 @@ def history_of(comments: list[Comment]) -> TaskHistory:
             break
         room -= len(content)
         people.append(comment.model_copy(update={"content": content}))
+    failed_before = task is not None and task.error_count > 0
+    notes = (task.completion_notes or "") if task is not None else ""
+    if previous_error is None and failed_before and notes.startswith("Failed:"):
+        previous_error = notes  # the failed attempt wrote the same words into the notes
     return TaskHistory(previous_error, tuple(reversed(people)))

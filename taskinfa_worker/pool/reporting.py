@@ -98,6 +98,31 @@ class TaskReporter:
             return False
         return True
 
+    async def note(
+        self,
+        task: Task,
+        author: str,
+        content: str,
+        comment_type: str,
+        *,
+        loop_number: int | None = None,
+    ) -> bool:
+        """Post a note that explains an ending: at least once, shown once (the client reads
+        back an unknown outcome). False when it could not be delivered: the caller then
+        carries its text in the ending's ``completion_notes``."""
+        text = board_text(self._redact(content), COMMENT_LIMIT)
+        try:
+            return await self._client.add_note(
+                task.id,
+                author=author,
+                content=text,
+                comment_type=comment_type,
+                loop_number=loop_number,
+            )
+        except BoardError as exc:  # a refusal (400, 404): the note has no place on the board
+            logger.warning("note on {} not posted: {}", task.id, exc)
+            return False
+
     async def started(self, task: Task, author: str, attempt: int) -> None:
         await self.comment(
             task.id,
@@ -116,16 +141,13 @@ class TaskReporter:
         """The summary comment, then review with what the server can store of the result."""
         summary = summary_text(outcome, result.files_changed, delivery=result.delivery)
         loop = task.loop_count + 1
-        await self.comment(
-            task.id, author, summary, CommentType.SUMMARY, loop_number=loop, lane=Lane.CRITICAL
-        )
-        notes = outcome.result_text or summary
+        posted = await self.note(task, author, summary, CommentType.SUMMARY, loop_number=loop)
+        # Without its summary comment, the notes carry the summary (it holds the result).
+        notes = outcome.result_text if posted and outcome.result_text else summary
         if result.delivery is not None and result.delivery.push_error is not None:
             # Review, because the work is done; but nobody may take it for pushed.
             unpushed = delivery_text(result.delivery)
-            await self.comment(
-                task.id, author, unpushed, CommentType.ERROR, loop_number=loop, lane=Lane.CRITICAL
-            )
+            await self.note(task, author, unpushed, CommentType.ERROR, loop_number=loop)
             notes = f"{unpushed}\n\n{notes}"
         fields: dict[str, object] = {"files_changed": result.files_changed, "loop_count": loop}
         optional = {
@@ -143,12 +165,12 @@ class TaskReporter:
         logger.info("stopped {}: {}", task.id, reason)
         if kind is StopKind.DELETED:
             return  # nothing left to comment on
-        await self.comment(
-            task.id,
+        # Never into completion_notes when it cannot be posted: the task is a person's now.
+        await self.note(
+            task,
             author,
             f"Stopped by {author}: {reason} The agent was stopped; the task is left as set.",
             CommentType.PROGRESS,
-            lane=Lane.CRITICAL,
         )
 
     async def complete(self, task: Task, author: str, notes: str, **fields: Any) -> None:
@@ -190,24 +212,24 @@ class TaskReporter:
         final = attempt >= self._max_attempts
         then = "no more attempts, the task needs a person" if final else "back to todo"
         suffix = f"Attempt {attempt} of {self._max_attempts}: {then}."
-        await self.comment(
-            task.id,
+        await self.note(
+            task,
             author,
             f"Failed: {reason}\n\n{suffix}",
             CommentType.ERROR,
             loop_number=task.loop_count + 1,
-            lane=Lane.CRITICAL,
         )
-        fields: dict[str, Any] = {"error_count": attempt}
+        # The notes say it too, so the next attempt learns why even if the comment was lost.
+        fields: dict[str, Any] = {
+            "error_count": attempt,
+            "completion_notes": board_text(self._redact(f"Failed: {reason}"), NOTES_LIMIT),
+        }
         if session_id and server_has(task, "claude_session_id"):
             fields["claude_session_id"] = session_id  # the retry resumes the session
         if not final:
             fields.update(status=TaskStatus.TODO, assigned_to=None)
         else:
-            fields.update(
-                status=TaskStatus.BLOCKED if self._blocked_accepted else TaskStatus.REVIEW,
-                completion_notes=board_text(self._redact(f"Failed: {reason}"), NOTES_LIMIT),
-            )
+            fields["status"] = TaskStatus.BLOCKED if self._blocked_accepted else TaskStatus.REVIEW
         try:
             await self._client.end_task(task.id, owner=task.assigned_to, **fields)
         except BadRequestError:
@@ -225,16 +247,11 @@ class TaskReporter:
 
     async def release(self, task: Task, author: str, why: str) -> None:
         """Hand a task back to todo, unassigned, without counting an attempt."""
-        await self.comment(
-            task.id,
-            author,
-            f"Released: {why} No attempt was counted; the task is back in todo.",
-            CommentType.PROGRESS,
-            lane=Lane.CRITICAL,
-        )
-        await self._client.end_task(
-            task.id, owner=task.assigned_to, status=TaskStatus.TODO, assigned_to=None
-        )
+        text = f"Released: {why} No attempt was counted; the task is back in todo."
+        fields: dict[str, Any] = {"status": TaskStatus.TODO, "assigned_to": None}
+        if not await self.note(task, author, text, CommentType.PROGRESS):
+            fields["completion_notes"] = board_text(self._redact(text), NOTES_LIMIT)
+        await self._client.end_task(task.id, owner=task.assigned_to, **fields)
 
 
 def _identity(text: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from taskinfa_worker.client.models import Comment
+from taskinfa_worker.client.models import Comment, Task
 from taskinfa_worker.pool.history import MESSAGE_CHARS, MESSAGES_CHARS, history_of
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -43,3 +43,13 @@ def test_messages_are_bounded_keeping_the_newest() -> None:
     assert sum(len(c.content) for c in history.people) <= MESSAGES_CHARS + 100
     assert history.people[-1].content.startswith("9 ")
     assert all(c.content.endswith("[cut]") for c in history.people)
+
+
+def test_the_previous_error_comes_from_the_notes_when_its_comment_was_lost() -> None:
+    task = Task(
+        id="t", title="x", status="in_progress", error_count=1, completion_notes="Failed: boom"
+    )
+    assert history_of([], task).previous_error == "Failed: boom"
+    said = [comment(1, "Failed: the comment says more", person=False, kind="error")]
+    assert history_of(said, task).previous_error == "Failed: the comment says more"
+    assert history_of([], task.model_copy(update={"error_count": 0})).previous_error is None
