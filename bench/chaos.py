@@ -75,6 +75,11 @@ class ChaosConfig:
     kill_grace: float = 1.0
     exit_timeout: float = 90.0
     settle: float = 120.0  # after the last kill, for the tasks left to reach review/blocked
+    # A person sends a running task back to todo this often (the handover fence's case).
+    person_moves_every: tuple[float, float] = (6.0, 12.0)
+    # A task in progress for a live worker with no agent for this long is a problem (the
+    # handover fence and a certain ending's retries may take a while, not this long).
+    no_agent_limit: float = 45.0
 
     def worker_settings(self) -> dict[str, Any]:
         return {
@@ -171,18 +176,57 @@ class Chaos:
         self.crashes: list[dict[str, Any]] = []
         self.killing = True
         self.stopping = False
+        self.person_moves = 0
+        self.agentless: dict[str, float] = {}  # task -> since when no agent runs it
+        self.in_progress_with_no_agent: list[dict[str, Any]] = []
 
     def _start(self, name: str) -> None:
         self.workers[name] = WorkerProcess(self.envs[name], self.tmp / name)
 
-    async def _monitor(self) -> None:
+    async def _monitor(self, board: BenchBoard) -> None:
         while True:
             self.ledger.read()
             now = time.time()
+            running = set()
             for run in self.ledger.open_runs():
                 if agent_alive(run):
                     run.last_seen = now
+                    running.add(run.task)
+            self._watch_agentless(board, running, now)
             await anyio.sleep(MONITOR_EVERY)
+
+    def _watch_agentless(self, board: BenchBoard, running: set[str], now: float) -> None:
+        """Tasks in progress for a live worker while no agent of theirs runs."""
+        in_progress = board.store.list_tasks(status="in_progress", limit=100)[0]
+        seen = set()
+        for task in in_progress:
+            owner = (task["assigned_to"] or "").rpartition("-")[0]
+            worker = self.workers.get(owner)
+            if task["id"] in running or worker is None or not worker.alive():
+                continue
+            seen.add(task["id"])
+            since = self.agentless.setdefault(task["id"], now)
+            if now - since > self.config.no_agent_limit:
+                self.in_progress_with_no_agent.append(
+                    {"task": task["id"], "worker": owner, "seconds": now - since}
+                )
+                self.agentless[task["id"]] = now  # report again only after another limit
+        for task_id in list(self.agentless):
+            if task_id not in seen:
+                del self.agentless[task_id]
+
+    async def _person(self, board: BenchBoard) -> None:
+        """A person sends a running task back to todo now and then."""
+        low, high = self.config.person_moves_every
+        while self.killing:
+            await anyio.sleep(self.rng.uniform(low, high))
+            running = board.store.list_tasks(status="in_progress", limit=100)[0]
+            if not self.killing or not running:
+                continue
+            task = self.rng.choice(running)
+            board.store.update_task(task["id"], {"status": "todo", "assigned_to": None})
+            self.person_moves += 1
+            progress(f"chaos: a person moves {task['id']} back to todo")
 
     def _ready(self, board: BenchBoard, name: str) -> bool:
         """Running, and past start-up: it has sent a heartbeat since it was started (a
@@ -252,7 +296,8 @@ class Chaos:
                 self.envs[name] = env
                 self._start(name)
             async with anyio.create_task_group() as group:
-                group.start_soon(self._monitor)
+                group.start_soon(self._monitor, board)
+                group.start_soon(self._person, board)
                 group.start_soon(self._supervise)
                 group.start_soon(self._killer, group)
                 deadline = began + c.duration
@@ -333,6 +378,9 @@ class Chaos:
             "todo_without_explanation": [],
             "review_without_success": [],
             "blocked_early": [],
+            "no_summary": [],
+            "error_count_without_its_note": [],
+            "in_progress_with_no_agent": self.in_progress_with_no_agent,
         }
         never_claimed = 0
         for task_id, task in tasks.items():
@@ -351,6 +399,14 @@ class Chaos:
                 ok = [r for r in runs_by_task.get(task_id, []) if r.how == "ok"]
                 if not ok:
                     problems["review_without_success"].append(task_id)
+                if not any(c["comment_type"] == "summary" for c in comments[task_id]):
+                    problems["no_summary"].append(task_id)
+            errors = sum(c["comment_type"] == "error" for c in comments[task_id])
+            if errors < task["error_count"]:
+                problems["error_count_without_its_note"].append(
+                    {"task": task_id, "error_count": task["error_count"], "error_notes": errors}
+                )
+
             elif status == "blocked" and task["error_count"] < self.config.max_attempts:
                 problems["blocked_early"].append(task_id)
 
@@ -370,6 +426,7 @@ class Chaos:
             "faults": dict(proxy.counts),
             "requests_to_board": len(board.hits),
             "worker_kills": self.kills,
+            "person_moves": self.person_moves,
             "late_restarts": self.late_restarts,
             "recovered_at_restart": sum("stopped unexpectedly" in t for t in all_comments),
             "released_by_lease": sum("sent no heartbeat" in t for t in all_comments),
@@ -417,7 +474,8 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         f"agent runs: {r['agent_runs']}, modes {r['agent_modes']}",
         f"agent endings: {r['agent_endings']}",
         f"faults injected: {r['faults']} ({r['requests_to_board']} requests reached the board)",
-        f"workers SIGKILLed: {r['worker_kills']} ({r['late_restarts']} restarted after the lease)",
+        f"workers SIGKILLed: {r['worker_kills']} ({r['late_restarts']} restarted after the lease)"
+        f", running tasks moved back to todo by a person: {r['person_moves']}",
         f"recoveries: {r['recovered_at_restart']} at restart, {r['released_by_lease']} by lease, "
         f"{r['released_at_shutdown']} released at shutdown; {r['timeouts']} task timeouts, "
         f"{r['stalls']} stalls",

@@ -34,6 +34,11 @@ class Metrics:
         )
         self.slots_busy = Gauge("taskinfa_slots_busy", "Slots running a task.", registry=r)
         self.slots_total = Gauge("taskinfa_slots", "Slots in this process.", registry=r)
+        self.handover_wait_seconds = Counter(
+            "taskinfa_handover_wait_seconds",
+            "Seconds claimed tasks waited for an earlier run of theirs to stop.",
+            registry=r,
+        )
         self.api_requests = Counter(
             "taskinfa_api_requests",
             "Board API requests by endpoint and HTTP status (0 = no answer).",

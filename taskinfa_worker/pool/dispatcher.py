@@ -123,7 +123,7 @@ class Dispatcher:
         if task is None:
             logger.debug("lost the claim on {} to another worker", offer.task.id)
             return Miss.LOST
-        return Claimed(task, offer.project)
+        return Claimed(task, offer.project, offered=offer.task)
 
     async def _idle_wait(self) -> None:
         wait = self._interval

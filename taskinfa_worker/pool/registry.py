@@ -34,6 +34,9 @@ class Claimed:
 
     task: Task
     project: Project | None
+    # The task as the board offered it, before the claim changed it: says whether an
+    # earlier run of it may still be alive (handover.py).
+    offered: Task | None = None
 
 
 @dataclass

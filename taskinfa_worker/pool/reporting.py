@@ -31,6 +31,11 @@ from taskinfa_worker.pool.registry import StopKind
 from taskinfa_worker.redact import Redactor
 from taskinfa_worker.workspace.protocol import Delivery, WorkspaceResult
 
+# How a run's notes start: the handover fence (handover.py) reads a run's start and its end
+# from them.
+STARTED = "Started by "
+STOPPED = "Stopped by "
+RELEASED = "Released: "
 COMMENT_LIMIT = 4000
 NOTES_LIMIT = 4000
 # The final result text in the summary comment; the transcript has all of it.
@@ -127,7 +132,7 @@ class TaskReporter:
         await self.comment(
             task.id,
             author,
-            f"Started by {author} (attempt {attempt} of {self._max_attempts}).",
+            f"{STARTED}{author} (attempt {attempt} of {self._max_attempts}).",
             CommentType.PROGRESS,
             loop_number=task.loop_count + 1,
         )
@@ -169,7 +174,7 @@ class TaskReporter:
         await self.note(
             task,
             author,
-            f"Stopped by {author}: {reason} The agent was stopped; the task is left as set.",
+            f"{STOPPED}{author}: {reason} The agent was stopped; the task is left as set.",
             CommentType.PROGRESS,
         )
 
@@ -247,7 +252,7 @@ class TaskReporter:
 
     async def release(self, task: Task, author: str, why: str) -> None:
         """Hand a task back to todo, unassigned, without counting an attempt."""
-        text = f"Released: {why} No attempt was counted; the task is back in todo."
+        text = f"{RELEASED}{why} No attempt was counted; the task is back in todo."
         fields: dict[str, Any] = {"status": TaskStatus.TODO, "assigned_to": None}
         if not await self.note(task, author, text, CommentType.PROGRESS):
             fields["completion_notes"] = board_text(self._redact(text), NOTES_LIMIT)

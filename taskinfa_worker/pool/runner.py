@@ -25,6 +25,7 @@ from taskinfa_worker.client.models import Task, taken_away
 from taskinfa_worker.errors import AgentError, AuthError, BoardError, WorkspaceError
 from taskinfa_worker.metrics import Metrics
 from taskinfa_worker.pool import budget
+from taskinfa_worker.pool.handover import wait_for_handover
 from taskinfa_worker.pool.history import TaskHistory, came_back, read_history
 from taskinfa_worker.pool.progress import ProgressReporter
 from taskinfa_worker.pool.registry import Claimed, RunningTask, RunningTasks, StopKind
@@ -89,11 +90,15 @@ class TaskRunner:
         task = claimed.task
         attempt = task.error_count + 1
         logger.info("claimed {} ({!r}), attempt {}", task.id, task.title[:80], attempt)
-        await self._reporter.started(task, slot, attempt)
-        history = await read_history(self._client, task)
         outcome: AgentOutcome | None = None
         result = WorkspaceResult()
         with handle.scope:
+            # Before our own start note, which would otherwise be the newest unended run.
+            waited = await wait_for_handover(self._client, claimed.offered, self._settings)
+            if waited:
+                self._metrics.handover_wait_seconds.inc(waited)
+            await self._reporter.started(task, slot, attempt)
+            history = await read_history(self._client, task)
             outcome, result = await self._work(slot, claimed, attempt, history)
             if outcome.resume_not_found:
                 logger.info("the Claude session to resume is gone; starting afresh")

@@ -54,6 +54,7 @@ async def test_small_chaos_run_loses_nothing_and_runs_nothing_twice(tmp_path: Pa
     assert passed(result), f"{report}\n{json.dumps(details, indent=1)[:6000]}"
     assert result["agent_runs"] >= SMALL.tasks  # the agents did run
     assert sum(result["faults"].values()) > 0  # and faults were injected
+    assert result["person_moves"] > 0  # and a person took running tasks back
 
 
 # --- a finding of the chaos run, reproduced exactly -------------------------------------------

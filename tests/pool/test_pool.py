@@ -380,3 +380,33 @@ async def test_a_key_revoked_mid_run_ends_the_process_with_status_3(
     assert "Traceback" not in out
     assert board.api_key not in out
     assert [e[0] for e in scene.entries() if e[1] == task.id] == ["start", "stop"]
+
+
+@pytest.mark.slow
+async def test_a_persons_move_hands_a_task_to_another_process_without_overlap(
+    board: Any, scene: Scene
+) -> None:
+    # Default check interval (30 s): the first worker learns late that its task is gone,
+    # so the second one's agent must wait for the first one's stop note.
+    env = process_env(board.url, board.api_key, scene)
+    del env["CANCEL_CHECK_INTERVAL"]
+    async with BoardClient(board.url, SecretStr(board.api_key)) as client:
+        (task,) = await add_tasks(client, 1, title="long [hang]")
+        alpha = WorkerProcess({**env, "BOT_NAME": "alpha"}, [], scene.root / "alpha.log")
+        beta: WorkerProcess | None = None
+        try:
+            await wait_for(lambda: scene.starts(task.id), what="alpha's agent to start")
+            beta = WorkerProcess({**env, "BOT_NAME": "beta"}, [], scene.root / "beta.log")
+            await client.update_task(task.id, status="todo", assigned_to=None)  # a person
+            await wait_for(lambda: len(scene.starts(task.id)) == 2, timeout=90, what="beta")
+            # Beta's agent started only after alpha's had stopped.
+            kinds = [e[0] for e in scene.entries() if e[1] == task.id]
+            assert kinds == ["start", "stop", "start"], scene.entries()
+            notes = [c.content for c in await comments_of(client, task.id)]
+            assert any(n.startswith("Stopped by alpha-1") for n in notes)
+            assert "waiting up to" in beta.output()
+            assert (await client.get_task(task.id)).assigned_to == "beta-1"
+        finally:
+            alpha.kill()
+            if beta is not None:
+                beta.kill()

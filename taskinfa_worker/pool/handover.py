@@ -1,0 +1,117 @@
+"""The handover fence: a task taken from a run that may still be alive waits for it to stop.
+
+A person can send a running task back to ``todo``; another worker may claim it within one
+poll, while the first worker's agent goes on until that worker's next takeaway check (up to
+``cancel_check_interval``). Two agents would then work on one task at once. So before its
+agent starts, a claimed task whose last run never ended is fenced:
+
+- the last run is the newest "Started by <slot>" note; it ended if an ending note follows it
+  (a summary, an error, a release, a stop note);
+- an unended run is waited for until its stop note appears (the old worker posts it once its
+  agent is stopped and reaped), its worker's heartbeat goes stale past the lease, or the
+  bound passes: two takeaway checks and a kill grace, time enough for a live worker with the
+  same settings to notice and stop.
+
+Cheap when nothing happened: a task never started costs nothing, and one that ended properly
+costs one read of its comments. The fence protects across processes; within one process
+the dispatcher never claims a task this process still runs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import anyio
+from loguru import logger
+
+from taskinfa_worker.client.api import BoardClient
+from taskinfa_worker.client.models import Comment, CommentType, Task
+from taskinfa_worker.errors import BoardError
+from taskinfa_worker.pool.recovery import owning_worker
+from taskinfa_worker.pool.reporting import RELEASED, STARTED, STOPPED
+from taskinfa_worker.settings import Settings
+
+COMMENTS_READ = 20
+POLL = 2.0  # seconds between looks while fenced
+_ENDINGS = (CommentType.SUMMARY, CommentType.ERROR)
+
+
+def may_still_run(offered: Task | None) -> bool:
+    """Whether the task was started and has not ended since (a fence may be needed)."""
+    if offered is None or offered.started_at is None:
+        return False
+    return offered.completed_at is None or offered.completed_at < offered.started_at
+
+
+def unended_run(comments: Sequence[Comment]) -> str | None:
+    """The slot of the task's newest run when no ending note follows its start note."""
+    newest_first = sorted(
+        comments, key=lambda c: c.created_at.timestamp() if c.created_at else 0.0, reverse=True
+    )
+    for comment in newest_first:
+        if comment.author_type == "user":
+            continue
+        text = comment.content
+        if comment.comment_type in _ENDINGS or text.startswith((RELEASED, STOPPED)):
+            return None
+        if text.startswith(STARTED):
+            return comment.author
+    return None
+
+
+def fence_bound(settings: Settings) -> float:
+    return 2 * settings.cancel_check_interval + settings.kill_grace + POLL
+
+
+async def wait_for_handover(client: BoardClient, offered: Task | None, settings: Settings) -> float:
+    """Wait until an earlier run of the task has provably stopped (or the bound passed);
+    the seconds waited."""
+    if not may_still_run(offered):
+        return 0.0
+    assert offered is not None
+    started = time.monotonic()
+    deadline = started + fence_bound(settings)
+    announced = False
+    while True:
+        slot: str | None = "an unknown slot"
+        try:
+            page = await client.list_comments(offered.id, limit=COMMENTS_READ)
+            slot = unended_run(page.comments)
+            if slot is None or not await _alive(client, slot, settings.lease_timeout):
+                return time.monotonic() - started
+        except BoardError as exc:  # cannot tell: keep waiting, within the bound
+            logger.warning("handover check of {} failed: {}", offered.id, exc)
+        if not announced:
+            announced = True
+            logger.info(
+                "{}: its earlier run in {} may still be working; waiting up to {:.0f} s for "
+                "it to stop before starting the agent",
+                offered.id,
+                slot,
+                deadline - started,
+            )
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            logger.warning(
+                "{}: the earlier run in {} did not say it stopped within {:.0f} s; starting",
+                offered.id,
+                slot,
+                time.monotonic() - started,
+            )
+            return time.monotonic() - started
+        await anyio.sleep(min(POLL, remaining))
+
+
+async def _alive(client: BoardClient, slot: str, lease_timeout: float) -> bool:
+    """Whether the slot's worker (or its process) sent a heartbeat within the lease. True
+    when the board cannot say: without heartbeats the bound is the only safe answer."""
+    workers = await client.list_workers()
+    if workers is None:
+        return True
+    worker = owning_worker(slot, {w.name: w for w in workers.workers})
+    if worker is None or worker.last_heartbeat is None:
+        return False
+    silent = (datetime.now(UTC) - worker.last_heartbeat).total_seconds()
+    return silent <= lease_timeout
