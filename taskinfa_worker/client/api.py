@@ -253,14 +253,7 @@ class BoardClient:
         if self.comments_supported is False:
             await self._comment_as_notes(task_id, author, content, comment_type, lane)
             return None
-        body: dict[str, Any] = {
-            "author": author,
-            "author_type": author_type,
-            "content": content,
-            "comment_type": comment_type,
-        }
-        if loop_number is not None:
-            body["loop_number"] = loop_number
+        body = _comment_body(author, author_type, content, comment_type, loop_number)
         answer = await self._transport.request(
             "POST", COMMENTS, task_id, lane=lane, json=body, retry=False
         )
@@ -301,14 +294,7 @@ class BoardClient:
                 logger.warning("{}: note not posted: {}", task_id, exc)
                 return False
             return True
-        body: dict[str, Any] = {
-            "author": author,
-            "author_type": "bot",
-            "content": content,
-            "comment_type": comment_type,
-        }
-        if loop_number is not None:
-            body["loop_number"] = loop_number
+        body = _comment_body(author, "bot", content, comment_type, loop_number)
         posted = await certain.post_note(
             self._transport,
             lambda: self.list_comments(task_id, limit=certain.NOTES_LOOKED_AT),
@@ -426,3 +412,17 @@ class BoardClient:
         if len(notes) > MAX_NOTES:
             notes = notes[: MAX_NOTES - 1] + "…"
         await self.update_task(task_id, lane=lane, completion_notes=notes)
+
+
+def _comment_body(
+    author: str, author_type: str, content: str, comment_type: str, loop_number: int | None
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "author": author,
+        "author_type": author_type,
+        "content": content,
+        "comment_type": comment_type,
+    }
+    if loop_number is not None:
+        body["loop_number"] = loop_number
+    return body
