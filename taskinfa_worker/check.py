@@ -23,7 +23,7 @@ import shlex
 import shutil
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TextIO
@@ -50,6 +50,15 @@ PROBE_TIMEOUT = 15.0
 STATUS_TIMEOUT = 3.0
 # An id no board will have: the claim probe must never claim a real task.
 PROBE_TASK_ID = "task_taskinfa-worker-check-probe-nonexistent"
+COUNT_LIMIT = 100
+"""The largest page the board sends: ``check`` counts the todo tasks up to this many."""
+
+
+def todo_count(tasks: Sequence[object]) -> str:
+    """ "1 task", "8 tasks", or "100 or more tasks" when the page is full (there may be more)."""
+    if len(tasks) >= COUNT_LIMIT:
+        return f"{COUNT_LIMIT} or more tasks"
+    return f"{len(tasks)} task" + ("" if len(tasks) == 1 else "s")
 
 
 @dataclass
@@ -125,7 +134,9 @@ class _Checks:
             retry_max_time=dict.fromkeys(Lane, 0.0),
         )
         try:
-            page = await client.list_tasks(status="todo", limit=1)
+            # A full page rather than limit=1: real boards send the page's length as
+            # "total", so the tasks listed are the only count to be had.
+            page = await client.list_tasks(status="todo", limit=COUNT_LIMIT)
         except TransportError as exc:
             self.report(Check("FAIL", "board reachable", f"{url}: {exc}"))
             self.report(Check("skip", "board key accepted", "(board not reachable)"))
@@ -146,12 +157,11 @@ class _Checks:
             await client.aclose()
         self.board_ok = True
         self.report(Check("ok", "board reachable", f"({url})"))
-        tasks = "task" if page.total == 1 else "tasks"
         self.report(
             Check(
                 "ok",
                 "board key accepted",
-                f"(workspace {self.settings.workspace_id}: {page.total} {tasks} in todo)",
+                f"(workspace {self.settings.workspace_id}: {todo_count(page.tasks)} in todo)",
             )
         )
 

@@ -19,6 +19,7 @@ from typing import Any, get_args
 import anyio
 
 from taskinfa_worker import __version__
+from taskinfa_worker.board.profiles import PROFILE_NAMES
 from taskinfa_worker.errors import FatalError
 from taskinfa_worker.settings import (
     Settings,
@@ -109,19 +110,46 @@ def build_parser() -> argparse.ArgumentParser:
         "--api-key", default=None, help="Accept this key (default: generate one, shown once)."
     )
     board.add_argument(
-        "--rate-limit", type=int, default=100, help="Requests per minute per key (0 = off)."
+        "--profile",
+        choices=PROFILE_NAMES,
+        default="full",
+        help="Behave as a real release: v1 (worker era), v2 (current), full (as documented).",
+    )
+    # The switches below default to "not given" (None) so they override the profile only
+    # when they appear on the command line.
+    board.add_argument(
+        "--rate-limit",
+        type=int,
+        default=None,
+        help="Requests per minute per key (0 = off; default: the profile's, 100 or off).",
     )
     board.add_argument(
         "--no-claim-route",
-        action="store_true",
+        dest="claim_route",
+        action="store_false",
+        default=None,
         help="Behave like real dashboards without POST /tasks/{id}/claim.",
     )
     board.add_argument(
-        "--no-heartbeat-route", action="store_true", help="No /workers/heartbeat route."
+        "--no-heartbeat-route",
+        dest="heartbeat_route",
+        action="store_false",
+        default=None,
+        help="No /workers/heartbeat route.",
     )
-    board.add_argument("--no-comments-route", action="store_true", help="No comments routes.")
     board.add_argument(
-        "--reject-blocked", action="store_true", help="Refuse status 'blocked' with 400."
+        "--no-comments-route",
+        dest="comments_route",
+        action="store_false",
+        default=None,
+        help="No comments routes.",
+    )
+    board.add_argument(
+        "--reject-blocked",
+        dest="accept_blocked",
+        action="store_false",
+        default=None,
+        help="Refuse status 'blocked' with 400.",
     )
     return parser
 
@@ -173,17 +201,17 @@ def _command_status(args: argparse.Namespace) -> int:
 def _command_board(args: argparse.Namespace) -> int:
     from taskinfa_worker.board.server import serve_board
 
+    names = ("rate_limit", "claim_route", "heartbeat_route", "comments_route", "accept_blocked")
+    switches = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
     async def serve() -> int:
         await serve_board(
             db=args.db,
             host=args.host,
             port=args.port,
             api_key=args.api_key,
-            rate_limit=args.rate_limit,
-            claim_route=not args.no_claim_route,
-            heartbeat_route=not args.no_heartbeat_route,
-            comments_route=not args.no_comments_route,
-            accept_blocked=not args.reject_blocked,
+            profile=args.profile,
+            **switches,
         )
         return EXIT_OK
 

@@ -48,6 +48,19 @@ class Metrics:
         self.api_rate_limited = Counter(
             "taskinfa_api_rate_limited", "429 answers from the board.", registry=r
         )
+        self.rate_limit_pauses = Counter(
+            "taskinfa_rate_limit_pauses",
+            "Logged pauses of board requests, by cause: 429, board_budget (the board's "
+            "window used up), own_budget (this process's RATE_LIMIT share).",
+            ["cause"],
+            registry=r,
+        )
+        self.rate_limit_pause_seconds = Counter(
+            "taskinfa_rate_limit_pause_seconds",
+            "Seconds of the logged pauses of board requests, by cause.",
+            ["cause"],
+            registry=r,
+        )
         self.rate_limit_wait_seconds = Counter(
             "taskinfa_rate_limit_wait_seconds",
             "Seconds callers spent waiting on the shared rate limiter.",

@@ -112,7 +112,9 @@ class Settings(BaseSettings):
         "default", group="Board", help="Board workspace the key belongs to (shown in logs)."
     )
     task_list_id: str | None = setting(
-        None, group="Board", help="Only take tasks from this task list (project)."
+        None,
+        group="Board",
+        help="Only take tasks from this task list (project), or these: a,b (default: all).",
     )
     rate_limit: int = setting(
         100,
@@ -291,6 +293,14 @@ class Settings(BaseSettings):
     def _comma_lists(cls, value: Any) -> Any:
         return _split_list(value)
 
+    @field_validator("task_list_id", mode="before")
+    @classmethod
+    def _task_lists(cls, value: Any) -> Any:
+        # "a, b" and "a,b" name the same projects; "" or "," names none (all projects).
+        if isinstance(value, str):
+            return ",".join(dict.fromkeys(_split_list(value))) or None
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_level(cls, value: Any) -> Any:
@@ -332,6 +342,11 @@ class Settings(BaseSettings):
     def slot_names(self) -> list[str]:
         """The worker names of the slots, as the board shows them."""
         return [f"{self.bot_name}-{i}" for i in range(1, self.concurrency + 1)]
+
+    @property
+    def task_list_ids(self) -> tuple[str, ...]:
+        """The projects ``TASK_LIST_ID`` names; empty when the worker takes any project's."""
+        return tuple(self.task_list_id.split(",")) if self.task_list_id else ()
 
     @property
     def bot_log_dir(self) -> Path:

@@ -61,12 +61,10 @@ class MakeBoard(Protocol):
     def __call__(
         self,
         *,
+        profile: str = "full",
         rate_limit: int = 0,
         api_key: str | None = None,
         clock: Clock | None = None,
         db_path: Path | None = None,
-        claim_route: bool = True,
-        heartbeat_route: bool = True,
-        comments_route: bool = True,
-        accept_blocked: bool = True,
+        **switches: Any,
     ) -> Awaitable[BoardHandle]: ...

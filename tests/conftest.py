@@ -1,9 +1,11 @@
 """Shared fixtures: the local board, served over real HTTP on 127.0.0.1, and an HTTP session.
 
-``make_board(**options)`` starts a board (its own SQLite file in ``tmp_path``, a random
-port, a known ``tk_test_`` key) and closes every board it made at teardown; ``board`` is
-one with the defaults, and ``board_client`` a ``BoardClient`` on it. The rate limit is off
-unless a test asks for it, so tests never meet a 429 by accident. Pass a ``FakeClock`` as
+``make_board(profile=..., **switches)`` starts a board (its own SQLite file in
+``tmp_path``, a random port, a known ``tk_test_`` key) that behaves as that release
+(``full``, ``v1``, ``v2``; switches override the profile) and closes every board it made
+at teardown; ``board`` is one with the defaults, and ``board_client`` a ``BoardClient`` on
+it. The rate limit is off unless a test asks for it, whatever the profile, so tests never
+meet a 429 by accident. Pass a ``FakeClock`` as
 ``clock`` to move the board's time (timestamps, worker liveness, rate-limit window)
 without sleeping.
 """
@@ -14,12 +16,13 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 from pydantic import SecretStr
 
-from taskinfa_worker.board import BoardOptions, BoardStore, start_board
+from taskinfa_worker.board import BoardStore, options_for, start_board
 from taskinfa_worker.board.store import Clock
 from taskinfa_worker.client.api import BoardClient
 from tests.board_support import BoardHandle, MakeBoard
@@ -38,25 +41,17 @@ async def make_board(tmp_path: Path) -> AsyncIterator[MakeBoard]:
 
     async def make(
         *,
+        profile: str = "full",
         rate_limit: int = 0,
         api_key: str | None = None,
         clock: Clock | None = None,
         db_path: Path | None = None,
-        claim_route: bool = True,
-        heartbeat_route: bool = True,
-        comments_route: bool = True,
-        accept_blocked: bool = True,
+        **switches: Any,
     ) -> BoardHandle:
         key = api_key or f"tk_test_{secrets.token_hex(12)}"
         path = db_path or tmp_path / f"board-{len(made)}.db"
         store = BoardStore(path, clock=clock or time.time)
-        options = BoardOptions(
-            rate_limit=rate_limit,
-            claim_route=claim_route,
-            heartbeat_route=heartbeat_route,
-            comments_route=comments_route,
-            accept_blocked=accept_blocked,
-        )
+        options = options_for(profile, rate_limit=rate_limit, **switches)
         try:
             store.add_api_key(key)
             server = await start_board(store, options)

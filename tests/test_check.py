@@ -268,3 +268,23 @@ async def test_status_without_any_source_fails(tmp_path: Path) -> None:
     out = io.StringIO()
     assert await show_status(make_settings(tmp_path), out=out) == 1
     assert "no status file at" in out.getvalue()
+
+
+@pytest.mark.parametrize("profile", ["v1", "v2"])
+async def test_todo_count_does_not_trust_total(
+    tmp_path: Path, make_board: MakeBoard, profile: str
+) -> None:
+    # Real boards send the page's length as "total": a count read from a one-task page
+    # said "1 task in todo" with 8 waiting.
+    board = await make_board(profile=profile)
+    for n in range(8):
+        board.create_task(f"t{n}")
+    status, lines = await checks(make_settings(tmp_path, board))
+    assert status == 0, lines
+    assert lines["board key accepted"].endswith("(workspace default: 8 tasks in todo)")
+
+
+def test_a_full_page_is_counted_as_at_least_that_many() -> None:
+    assert check.todo_count([]) == "0 tasks"
+    assert check.todo_count([object()]) == "1 task"
+    assert check.todo_count([object()] * check.COUNT_LIMIT) == "100 or more tasks"

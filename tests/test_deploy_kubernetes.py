@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import aiohttp
 import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
 
 from taskinfa_worker.settings import Settings, env_var
+from tests.board_support import MakeBoard
 from tests.deployfiles import KUBERNETES
 
 KEDA_SCHEMA = json.loads((Path(__file__).parent / "schemas" / "keda.json").read_text())
@@ -213,7 +215,9 @@ def test_keda_scales_the_deployment_on_todo_tasks() -> None:
     assert (url.scheme, url.netloc) == (board.scheme, board.netloc)
     assert url.path == board.path + "/tasks"
     assert parse_qs(url.query)["status"] == ["todo"]
-    assert metadata["valueLocation"] == "total"
+    assert parse_qs(url.query)["limit"] == ["100"]
+    # The tasks listed, not "total": real boards send the page's length there.
+    assert metadata["valueLocation"] == "tasks.#"
     # One pod per CONCURRENCY todo tasks.
     assert metadata["targetValue"] == one("ConfigMap")["data"]["CONCURRENCY"]
     assert metadata["authMode"] == "bearer"
@@ -231,3 +235,22 @@ def test_keda_authenticates_with_the_board_key_from_the_secret() -> None:
     assert ref["name"] == secret["metadata"]["name"]
     assert ref["key"] == "TASKINFA_API_KEY"
     assert ref["key"] in secret["stringData"]
+
+
+@pytest.mark.parametrize("profile", ["v1", "v2"])
+async def test_keda_counts_the_todo_tasks_on_real_boards(
+    make_board: MakeBoard, http: aiohttp.ClientSession, profile: str
+) -> None:
+    # KEDA reads a GJSON path; "<array>.#" is that array's length.
+    metadata = one("ScaledObject")["spec"]["triggers"][0]["metadata"]
+    array, _, count = metadata["valueLocation"].partition(".")
+    assert count == "#"
+    board = await make_board(profile=profile)
+    for n in range(8):
+        board.create_task(f"t{n}")
+    board.create_task("done already", status="done")
+    url = urlsplit(metadata["url"])
+    path = url.path.removeprefix(urlsplit(one("ConfigMap")["data"]["TASKINFA_API_URL"]).path)
+    async with http.get(f"{board.url}{path}?{url.query}", headers=board.headers) as response:
+        body = await response.json()
+    assert len(body[array]) == 8

@@ -129,3 +129,14 @@ def test_every_flag_names_its_env_var_in_help() -> None:
         assert f"env {action.dest.upper()}" in (action.help or ""), action.dest
     secret_flags = {"--taskinfa-api-key", "--anthropic-api-key", "--github-token"}
     assert not secret_flags & {o for a in run._actions for o in a.option_strings}
+
+
+def test_task_list_id_names_one_or_several_projects() -> None:
+    def projects(value: str | None) -> tuple[str, ...]:
+        base = {"taskinfa_api_url": "http://127.0.0.1/api", "taskinfa_api_key": "tk_x"}
+        return Settings(_env_file=None, **base, task_list_id=value).task_list_ids
+
+    assert projects(None) == ()
+    assert projects("alpha") == ("alpha",)
+    assert projects(" alpha , beta,alpha,") == ("alpha", "beta")
+    assert projects(" , ") == ()

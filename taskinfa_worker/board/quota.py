@@ -3,7 +3,9 @@
 Each key keeps the times of its admitted requests within the window. A request is admitted
 while fewer than ``limit`` remain in it; a refused request is not recorded (as on the real
 server, which deletes the entry it just inserted), so a client that waits as told gets in.
-``retry_after`` is the true time until the oldest admitted request leaves the window.
+``retry_after`` is the true time until the oldest admitted request leaves the window,
+unless the limiter is told to say what the current release says: a reset one full window
+ahead of now, whatever the window holds (``reset_a_window_ahead``).
 """
 
 from __future__ import annotations
@@ -42,12 +44,20 @@ class Decision:
 class SlidingWindowLimiter:
     """At most ``limit`` requests per key in any ``window`` seconds."""
 
-    def __init__(self, limit: int, window: float = 60.0, clock: Clock = time.time) -> None:
+    def __init__(
+        self,
+        limit: int,
+        window: float = 60.0,
+        clock: Clock = time.time,
+        *,
+        reset_a_window_ahead: bool = False,
+    ) -> None:
         if limit < 1:
             raise ValueError("limit must be at least 1")
         self.limit = limit
         self.window = window
         self._clock = clock
+        self._reset_a_window_ahead = reset_a_window_ahead
         self._hits: dict[str, deque[float]] = {}
 
     def hit(self, key: str) -> Decision:
@@ -57,8 +67,11 @@ class SlidingWindowLimiter:
         while hits and hits[0] <= now - self.window:
             hits.popleft()
         if len(hits) >= self.limit:
-            reset_at = hits[0] + self.window
+            reset_at = self._reset_at(hits[0], now)
             wait = max(1, math.ceil(reset_at - now))
             return Decision(False, self.limit, 0, reset_at, wait)
         hits.append(now)
-        return Decision(True, self.limit, self.limit - len(hits), hits[0] + self.window, 0)
+        return Decision(True, self.limit, self.limit - len(hits), self._reset_at(hits[0], now), 0)
+
+    def _reset_at(self, oldest: float, now: float) -> float:
+        return now + self.window if self._reset_a_window_ahead else oldest + self.window

@@ -4,12 +4,11 @@ One middleware does what every real route does first: authenticate the bearer ke
 count the request against the key's sliding window (429), then run the handler and turn
 any ``Problem`` into the real server's JSON error body. A path with no route answers 404
 with an HTML page before authentication, the way a Next.js dashboard does; that is what
-the feature switches produce for the routes real releases lack (claim, heartbeat, comments).
+the switches of ``profiles.BoardOptions`` produce for the routes a real release lacks.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Final
 
 from aiohttp import web
@@ -17,29 +16,16 @@ from aiohttp.typedefs import Handler
 from loguru import logger
 
 from taskinfa_worker.board import validation
+from taskinfa_worker.board.agent_routes import RECORDS, add_agent_routes
+from taskinfa_worker.board.agent_store import AgentRecords
 from taskinfa_worker.board.problems import Conflict, Problem, TooLarge, Unauthenticated
+from taskinfa_worker.board.profiles import BoardOptions
 from taskinfa_worker.board.quota import Decision, SlidingWindowLimiter
 from taskinfa_worker.board.store import BoardStore, hash_key
 
 API_PREFIX: Final = "/api"
 MAX_BODY_BYTES: Final = 4 * 1024 * 1024
 NEXT_HEARTBEAT_IN: Final = 10
-
-
-@dataclass(frozen=True, slots=True)
-class BoardOptions:
-    """How the board behaves. The switches emulate real dashboards for client tests."""
-
-    rate_limit: int = 100
-    """Requests per minute per key; 0 turns the limit (and its headers) off."""
-    claim_route: bool = True
-    """False: no ``POST /tasks/{id}/claim`` (no real release has it)."""
-    heartbeat_route: bool = True
-    """False: no ``/workers/heartbeat`` and no ``/workers`` (later releases)."""
-    comments_route: bool = True
-    """False: no ``/tasks/{id}/comments`` (early releases)."""
-    accept_blocked: bool = True
-    """False: status ``blocked`` is refused with 400, as real servers do."""
 
 
 STORE: Final = web.AppKey("store", BoardStore)
@@ -60,11 +46,19 @@ def create_app(store: BoardStore, options: BoardOptions | None = None) -> web.Ap
     app[STORE] = store
     app[OPTIONS] = options
     if options.rate_limit > 0:
-        app[LIMITER] = SlidingWindowLimiter(options.rate_limit, clock=store.clock)
+        app[LIMITER] = SlidingWindowLimiter(
+            options.rate_limit,
+            clock=store.clock,
+            reset_a_window_ahead=options.reset_a_minute_ahead,
+        )
 
     r = app.router
-    # /tasks/next before /tasks/{id}, or "next" would be taken for a task id.
+    # /tasks/next (and pending-messages) before /tasks/{id}, or the pattern would take
+    # "next" for a task id.
     r.add_get(f"{API_PREFIX}/tasks/next", _next_task)
+    if options.agent_routes:
+        app[RECORDS] = AgentRecords(store)
+        add_agent_routes(app, API_PREFIX, _workspace, _body)
     r.add_get(f"{API_PREFIX}/tasks", _list_tasks)
     r.add_post(f"{API_PREFIX}/tasks", _create_task)
     r.add_get(f"{API_PREFIX}/tasks/{{task_id}}", _get_task)
@@ -100,7 +94,7 @@ async def _api_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
     decision: Decision | None = None
     limiter = request.app.get(LIMITER)
-    if limiter is not None:
+    if limiter is not None and _rate_limited_route(request):
         decision = limiter.hit(hash_key(api_key))
         if not decision.allowed:
             return _rate_limited(decision)
@@ -119,6 +113,13 @@ async def _api_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if decision is not None:
         response.headers.update(decision.headers())
     return response
+
+
+def _rate_limited_route(request: web.Request) -> bool:
+    # The current release limits (and sends the headers on) its task routes only.
+    if not request.app[OPTIONS].rate_limit_task_routes_only:
+        return True
+    return request.path == f"{API_PREFIX}/tasks" or request.path.startswith(f"{API_PREFIX}/tasks/")
 
 
 def _bearer_key(request: web.Request) -> str:
@@ -181,8 +182,18 @@ async def _body(request: web.Request) -> dict[str, Any]:
 
 # --- tasks ---------------------------------------------------------------------------------
 async def _next_task(request: web.Request) -> web.Response:
-    task_list_id = validation.query_text(request.query, "task_list_id")
-    found = _store(request).next_task(workspace_id=_workspace(request), task_list_id=task_list_id)
+    options = request.app[OPTIONS]
+    # Real releases read no query parameter here: the filter is silently not applied.
+    task_list_id = (
+        validation.query_text(request.query, "task_list_id")
+        if options.next_filters_task_list
+        else None
+    )
+    found = _store(request).next_task(
+        workspace_id=_workspace(request),
+        task_list_id=task_list_id,
+        skip_waiting=options.next_skips_waiting,
+    )
     if found is None:
         return web.json_response({"task": None, "project": None, "message": "No tasks available"})
     task, project = found
@@ -223,6 +234,8 @@ async def _delete_task(request: web.Request) -> web.Response:
 
 async def _list_tasks(request: web.Request) -> web.Response:
     query = request.query
+    options = request.app[OPTIONS]
+    offset = validation.query_int(query, "offset", default=0, minimum=0, maximum=10**9)
     tasks, total = _store(request).list_tasks(
         workspace_id=_workspace(request),
         status=validation.query_enum(query, "status", _statuses(request)),
@@ -230,13 +243,17 @@ async def _list_tasks(request: web.Request) -> web.Response:
         assigned_to=validation.query_text(query, "assigned_to", validation.MAX_NAME),
         priority=validation.query_enum(query, "priority", validation.PRIORITIES),
         limit=validation.query_int(query, "limit", default=50, minimum=1, maximum=100),
-        offset=validation.query_int(query, "offset", default=0, minimum=0, maximum=10**9),
+        offset=offset if options.list_offset else 0,
     )
-    return web.json_response({"tasks": tasks, "total": total})
+    # Both real releases send the page's length as the "total".
+    return web.json_response(
+        {"tasks": tasks, "total": total if options.exact_total else len(tasks)}
+    )
 
 
 async def _create_task(request: web.Request) -> web.Response:
     fields = validation.new_task(await _body(request), _statuses(request))
+    fields.setdefault("status", request.app[OPTIONS].new_task_status)
     task = _store(request).create_task(workspace_id=_workspace(request), **fields)
     return web.json_response({"task": task}, status=201)
 
@@ -258,7 +275,8 @@ async def _list_comments(request: web.Request) -> web.Response:
         limit=validation.query_int(query, "limit", default=50, minimum=1, maximum=200),
         offset=validation.query_int(query, "offset", default=0, minimum=0, maximum=10**9),
     )
-    return web.json_response({"comments": comments, "total": total})
+    exact = request.app[OPTIONS].exact_total
+    return web.json_response({"comments": comments, "total": total if exact else len(comments)})
 
 
 # --- workers -------------------------------------------------------------------------------

@@ -86,6 +86,50 @@ CREATE TABLE IF NOT EXISTS workers (
     updated_at TEXT NOT NULL,
     PRIMARY KEY (workspace_id, name)
 );
+-- A task waits until every task it depends on is done (the current release's rule).
+CREATE TABLE IF NOT EXISTS task_dependencies (
+    task_id TEXT NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+    depends_on_task_id TEXT NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+    PRIMARY KEY (task_id, depends_on_task_id)
+);
+-- The current release's agent routes: sessions, the event feed, the chosen model.
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY,
+    workspace_id TEXT NOT NULL,
+    project_id TEXT,
+    current_task_id TEXT,
+    status TEXT NOT NULL,
+    summary TEXT,
+    started_at TEXT NOT NULL,
+    last_event_at TEXT NOT NULL,
+    ended_at TEXT
+);
+CREATE TABLE IF NOT EXISTS events (
+    id TEXT PRIMARY KEY,
+    workspace_id TEXT NOT NULL,
+    session_id TEXT,
+    task_id TEXT,
+    event_type TEXT NOT NULL,
+    message TEXT,
+    metadata TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS llm_providers (
+    id TEXT PRIMARY KEY,
+    workspace_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    base_url TEXT,
+    auth_token TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+-- task_list_id '' is the workspace-wide choice; a project's own choice overrides it.
+CREATE TABLE IF NOT EXISTS llm_models (
+    workspace_id TEXT NOT NULL,
+    task_list_id TEXT NOT NULL,
+    provider_id TEXT NOT NULL REFERENCES llm_providers (id) ON DELETE CASCADE,
+    model TEXT NOT NULL,
+    PRIMARY KEY (workspace_id, task_list_id)
+);
 """
 
 # Columns a PATCH may set directly (validated values); status has its own timestamp rules.
@@ -117,4 +161,10 @@ SELECT_NEXT: Final = (
     "FROM tasks t JOIN task_lists tl "
     "ON tl.workspace_id = t.workspace_id AND tl.id = t.task_list_id "
     "WHERE t.workspace_id = ? AND t.status = 'todo' AND t.assigned_to IS NULL"
+)
+# What the current release's /tasks/next adds: no subtasks, no task still waiting on another.
+NEXT_NOT_WAITING: Final = (
+    " AND t.parent_task_id IS NULL AND NOT EXISTS (SELECT 1 FROM task_dependencies d "
+    "JOIN tasks dep ON dep.id = d.depends_on_task_id "
+    "WHERE d.task_id = t.id AND dep.status != 'done')"
 )

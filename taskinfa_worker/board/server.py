@@ -14,10 +14,12 @@ import asyncio
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
-from taskinfa_worker.board.routes import API_PREFIX, BoardOptions, create_app
+from taskinfa_worker.board.profiles import BoardOptions, options_for
+from taskinfa_worker.board.routes import API_PREFIX, create_app
 from taskinfa_worker.board.store import BoardStore
 from taskinfa_worker.errors import ConfigError
 
@@ -81,22 +83,20 @@ async def serve_board(
     host: str,
     port: int,
     api_key: str | None,
-    rate_limit: int,
-    claim_route: bool = True,
-    heartbeat_route: bool = True,
-    comments_route: bool = True,
-    accept_blocked: bool = True,
+    profile: str = "full",
+    **switches: Any,
 ) -> None:
-    """Run the board on ``db`` until cancelled; print the URL (and a new key) when ready."""
-    if rate_limit < 0:
+    """Run the board on ``db`` until cancelled; print the URL (and a new key) when ready.
+
+    ``profile`` picks the release to behave as (``profiles.py``); ``switches`` are
+    ``BoardOptions`` fields that override it (the flags given on the command line).
+    """
+    if switches.get("rate_limit", 0) < 0:
         raise ConfigError("--rate-limit must be 0 (off) or a positive number per minute.")
-    options = BoardOptions(
-        rate_limit=rate_limit,
-        claim_route=claim_route,
-        heartbeat_route=heartbeat_route,
-        comments_route=comments_route,
-        accept_blocked=accept_blocked,
-    )
+    try:
+        options = options_for(profile, **switches)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     store = BoardStore(db)
     try:
         generated = ensure_api_key(store, api_key)
@@ -111,6 +111,8 @@ async def serve_board(
                     "pass --api-key to set a key you know).",
                     flush=True,
                 )
+            if options.profile != "full":
+                print(f"Behaving as the {options.profile} release (--profile)", flush=True)
             # Last line, so whoever waits for it also has the key.
             print(f"Board listening on {board.url}", flush=True)
             await asyncio.Event().wait()

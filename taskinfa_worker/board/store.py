@@ -31,6 +31,7 @@ from typing import Any, Final
 from taskinfa_worker.board.problems import Conflict, Invalid, NotFound
 from taskinfa_worker.board.schema import (
     JSON_LIST_COLUMNS,
+    NEXT_NOT_WAITING,
     PATCH_COLUMNS,
     SCHEMA,
     SCHEMA_VERSION,
@@ -106,6 +107,16 @@ class BoardStore:
     def now(self) -> str:
         """The current time in the board's timestamp format."""
         return format_timestamp(self.clock())
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, for the board's other record keepers (``agent_store``)."""
+        with self._write() as db:
+            yield db
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """Read rows under the store's lock (for ``agent_store``)."""
+        return self._query(sql, params)
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -247,6 +258,7 @@ class BoardStore:
         status: str = "todo",
         order: int = 0,
         assigned_to: str | None = None,
+        parent_task_id: str | None = None,
     ) -> dict[str, Any]:
         """Add a task. The task list must exist in the workspace (400 otherwise, as real)."""
         task_id = _new_id("task")
@@ -260,10 +272,13 @@ class BoardStore:
             ).fetchone()
             if exists is None:
                 raise Invalid("Task list not found", {"task_list_id": task_list_id})
+            if parent_task_id is not None and not _task_exists(db, parent_task_id, workspace_id):
+                raise Invalid("Parent task not found", {"parent_task_id": parent_task_id})
             db.execute(
                 "INSERT INTO tasks (id, workspace_id, task_list_id, title, description, status, "
                 'priority, priority_rank, labels, assigned_to, "order", created_at, updated_at, '
-                "started_at, completed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "started_at, completed_at, parent_task_id) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     task_id,
                     workspace_id,
@@ -280,9 +295,24 @@ class BoardStore:
                     now,
                     started,
                     completed,
+                    parent_task_id,
                 ),
             )
         return self.get_task(task_id, workspace_id=workspace_id)
+
+    def add_dependency(
+        self, task_id: str, depends_on: str, *, workspace_id: str = DEFAULT_WORKSPACE
+    ) -> None:
+        """Make ``task_id`` wait for ``depends_on`` to be done (set in the dashboard's UI)."""
+        with self._write() as db:
+            for needed in (task_id, depends_on):
+                if not _task_exists(db, needed, workspace_id):
+                    raise NotFound("Task not found")
+            db.execute(
+                "INSERT OR IGNORE INTO task_dependencies (task_id, depends_on_task_id) "
+                "VALUES (?, ?)",
+                (task_id, depends_on),
+            )
 
     def get_task(self, task_id: str, *, workspace_id: str = DEFAULT_WORKSPACE) -> dict[str, Any]:
         row = self._query_one(SELECT_TASK_BY_ID, (task_id, workspace_id))
@@ -291,10 +321,17 @@ class BoardStore:
         return _task(row)
 
     def next_task(
-        self, *, workspace_id: str = DEFAULT_WORKSPACE, task_list_id: str | None = None
+        self,
+        *,
+        workspace_id: str = DEFAULT_WORKSPACE,
+        task_list_id: str | None = None,
+        skip_waiting: bool = False,
     ) -> tuple[dict[str, Any], dict[str, Any]] | None:
-        """The task ``/tasks/next`` offers and its project, or None. Reads, never claims."""
-        sql = SELECT_NEXT
+        """The task ``/tasks/next`` offers and its project, or None. Reads, never claims.
+
+        ``skip_waiting`` leaves out subtasks and tasks with a dependency not yet done.
+        """
+        sql = SELECT_NEXT + (NEXT_NOT_WAITING if skip_waiting else "")
         params: list[Any] = [workspace_id]
         if task_list_id is not None:
             sql += " AND t.task_list_id = ?"

@@ -70,29 +70,37 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+NEW_TASK_FIELDS: Final = frozenset(
+    {"title", "description", "priority", "task_list_id", "labels", "status", "order"}
+    | {"parent_task_id"}  # later releases: a subtask names its parent
+)
+
+
 def new_task(body: Mapping[str, Any], statuses: Collection[str]) -> dict[str, Any]:
     """``POST /tasks``: title and task_list_id are required."""
-    _known(body, {"title", "description", "priority", "task_list_id", "labels", "status", "order"})
+    known(body, NEW_TASK_FIELDS)
     fields: dict[str, Any] = {
         "title": _title(_required(body, "title")),
-        "task_list_id": _text(_required(body, "task_list_id"), "task_list_id", MAX_ID),
+        "task_list_id": text(_required(body, "task_list_id"), "task_list_id", MAX_ID),
     }
     if body.get("description") is not None:
-        fields["description"] = _text(body["description"], "description", MAX_DESCRIPTION, True)
+        fields["description"] = text(body["description"], "description", MAX_DESCRIPTION, True)
     if body.get("priority") is not None:
-        fields["priority"] = _enum(body["priority"], "priority", PRIORITIES)
+        fields["priority"] = enum(body["priority"], "priority", PRIORITIES)
     if body.get("labels") is not None:
         fields["labels"] = _text_list(body["labels"], "labels", MAX_LABELS, MAX_LABEL)
     if body.get("status") is not None:
-        fields["status"] = _enum(body["status"], "status", statuses)
+        fields["status"] = enum(body["status"], "status", statuses)
     if body.get("order") is not None:
         fields["order"] = _integer(body["order"], "order", -MAX_ORDER, MAX_ORDER)
+    if body.get("parent_task_id") is not None:
+        fields["parent_task_id"] = text(body["parent_task_id"], "parent_task_id", MAX_ID)
     return fields
 
 
 def task_patch(body: Mapping[str, Any], statuses: Collection[str]) -> dict[str, Any]:
     """``PATCH /tasks/{id}``: only the fields present, each checked; ``null`` clears text."""
-    _known(body, PATCH_FIELDS)
+    known(body, PATCH_FIELDS)
     if not body:
         raise Invalid("No fields to update", {"allowed": sorted(PATCH_FIELDS)})
     fields: dict[str, Any] = {}
@@ -106,7 +114,7 @@ def _nullable_text(name: str, limit: int) -> Any:
         if value is None:
             return None
         # "" clears the field, as on the real server (`value || null`).
-        return _text(value, name, limit, allow_empty=True) or None
+        return text(value, name, limit, allow_empty=True) or None
 
     return check
 
@@ -116,7 +124,7 @@ def _count(name: str) -> Any:
 
 
 _PATCH_CHECKS: Final[dict[str, Any]] = {
-    "status": lambda value, statuses: _enum(value, "status", statuses),
+    "status": lambda value, statuses: enum(value, "status", statuses),
     "assigned_to": _nullable_text("assigned_to", MAX_NAME),
     "completion_notes": _nullable_text("completion_notes", MAX_NOTES),
     "files_changed": lambda value, _s: _text_list(value, "files_changed", MAX_FILES, MAX_PATH),
@@ -124,7 +132,7 @@ _PATCH_CHECKS: Final[dict[str, Any]] = {
     "loop_count": _count("loop_count"),
     "title": lambda value, _s: _title(value),
     "description": _nullable_text("description", MAX_DESCRIPTION),
-    "priority": lambda value, _s: _enum(value, "priority", PRIORITIES),
+    "priority": lambda value, _s: enum(value, "priority", PRIORITIES),
     "labels": lambda value, _s: _text_list(value, "labels", MAX_LABELS, MAX_LABEL),
     "order": lambda value, _s: _integer(value, "order", -MAX_ORDER, MAX_ORDER),
     "branch_name": _nullable_text("branch_name", MAX_URL),
@@ -136,22 +144,22 @@ PATCH_FIELDS: Final = frozenset(_PATCH_CHECKS)
 
 def claim(body: Mapping[str, Any]) -> str:
     """``POST /tasks/{id}/claim``: the bot name."""
-    _known(body, {"bot_name"})
-    return _text(_required(body, "bot_name"), "bot_name", MAX_NAME).strip()
+    known(body, {"bot_name"})
+    return text(_required(body, "bot_name"), "bot_name", MAX_NAME).strip()
 
 
 def new_comment(body: Mapping[str, Any]) -> dict[str, Any]:
     """``POST /tasks/{id}/comments``: author and author_type are required, as on later servers."""
-    _known(body, {"author", "author_type", "content", "comment_type", "loop_number"})
-    content = _text(_required(body, "content"), "content", MAX_COMMENT).strip()
+    known(body, {"author", "author_type", "content", "comment_type", "loop_number"})
+    content = text(_required(body, "content"), "content", MAX_COMMENT).strip()
     if not content:
         raise Invalid("content must not be blank", {"field": "content"})
     loop_number = body.get("loop_number")
     return {
-        "author": _text(_required(body, "author"), "author", MAX_NAME).strip(),
-        "author_type": _enum(_required(body, "author_type"), "author_type", AUTHOR_TYPES),
+        "author": text(_required(body, "author"), "author", MAX_NAME).strip(),
+        "author_type": enum(_required(body, "author_type"), "author_type", AUTHOR_TYPES),
         "content": content,
-        "comment_type": _enum(_required(body, "comment_type"), "comment_type", COMMENT_TYPES),
+        "comment_type": enum(_required(body, "comment_type"), "comment_type", COMMENT_TYPES),
         "loop_number": None
         if loop_number is None
         else _integer(loop_number, "loop_number", 0, MAX_COUNT),
@@ -160,21 +168,21 @@ def new_comment(body: Mapping[str, Any]) -> dict[str, Any]:
 
 def heartbeat(body: Mapping[str, Any]) -> dict[str, Any]:
     """``POST /workers/heartbeat``: worker_name (1–100), status idle|working, current task."""
-    _known(body, {"worker_name", "status", "current_task_id"})
+    known(body, {"worker_name", "status", "current_task_id"})
     current = body.get("current_task_id")
     return {
-        "worker_name": _text(_required(body, "worker_name"), "worker_name", MAX_NAME).strip(),
-        "status": _enum(_required(body, "status"), "status", WORKER_STATUSES),
+        "worker_name": text(_required(body, "worker_name"), "worker_name", MAX_NAME).strip(),
+        "status": enum(_required(body, "status"), "status", WORKER_STATUSES),
         "current_task_id": None
         if current is None
-        else _text(current, "current_task_id", MAX_ID, allow_empty=True) or None,
+        else text(current, "current_task_id", MAX_ID, allow_empty=True) or None,
     }
 
 
 def new_task_list(body: Mapping[str, Any]) -> dict[str, Any]:
     """``POST /task-lists``: name (≤200) and the optional project fields."""
-    _known(body, {"name", "description", "repository_url", "working_directory"})
-    name = _text(_required(body, "name"), "name", MAX_TASK_LIST_NAME).strip()
+    known(body, {"name", "description", "repository_url", "working_directory"})
+    name = text(_required(body, "name"), "name", MAX_TASK_LIST_NAME).strip()
     if not name:
         raise Invalid("name must not be blank", {"field": "name"})
     fields: dict[str, Any] = {"name": name}
@@ -184,19 +192,19 @@ def new_task_list(body: Mapping[str, Any]) -> dict[str, Any]:
         ("working_directory", MAX_URL),
     ):
         if body.get(field) is not None:
-            fields[field] = _text(body[field], field, limit, allow_empty=True) or None
+            fields[field] = text(body[field], field, limit, allow_empty=True) or None
     return fields
 
 
 # --- query strings -------------------------------------------------------------------------
 def query_enum(query: Mapping[str, str], name: str, allowed: Collection[str]) -> str | None:
     value = query.get(name)
-    return None if value is None or value == "" else _enum(value, name, allowed)
+    return None if value is None or value == "" else enum(value, name, allowed)
 
 
 def query_text(query: Mapping[str, str], name: str, limit: int = MAX_ID) -> str | None:
     value = query.get(name)
-    return None if value is None or value == "" else _text(value, name, limit)
+    return None if value is None or value == "" else text(value, name, limit)
 
 
 def query_int(
@@ -211,7 +219,7 @@ def query_int(
 
 
 # --- field checks --------------------------------------------------------------------------
-def _known(body: Mapping[str, Any], allowed: Collection[str]) -> None:
+def known(body: Mapping[str, Any], allowed: Collection[str]) -> None:
     # Unknown fields are refused rather than ignored: a misspelt field would otherwise
     # be silently dropped, and the caller would believe it had been stored.
     unknown = sorted(set(body) - set(allowed))
@@ -229,7 +237,7 @@ def _required(body: Mapping[str, Any], name: str) -> Any:
     return value
 
 
-def _text(value: Any, name: str, limit: int, allow_empty: bool = False) -> str:
+def text(value: Any, name: str, limit: int, allow_empty: bool = False) -> str:
     if not isinstance(value, str):
         raise Invalid(f"{name} must be a string", {"field": name})
     if not allow_empty and not value.strip():
@@ -249,10 +257,10 @@ def _text(value: Any, name: str, limit: int, allow_empty: bool = False) -> str:
 
 
 def _title(value: Any) -> str:
-    return _text(value, "title", MAX_TITLE).strip()
+    return text(value, "title", MAX_TITLE).strip()
 
 
-def _enum(value: Any, name: str, allowed: Collection[str]) -> str:
+def enum(value: Any, name: str, allowed: Collection[str]) -> str:
     if not isinstance(value, str) or value not in allowed:
         raise Invalid(
             f"{name} must be one of: {', '.join(allowed)}",
@@ -280,4 +288,4 @@ def _text_list(value: Any, name: str, max_items: int, max_length: int) -> list[s
         raise Invalid(
             f"{name} must have at most {max_items} entries", {"field": name, "max": max_items}
         )
-    return [_text(item, f"{name}[{i}]", max_length) for i, item in enumerate(value)]
+    return [text(item, f"{name}[{i}]", max_length) for i, item in enumerate(value)]

@@ -12,6 +12,11 @@ more tokens than ``X-RateLimit-Remaining`` says are left, waits for ``X-RateLimi
 when none are, and on a 429 pauses every caller until ``Retry-After`` has passed and lowers
 its own rate for a while (it learns that the budget is shared).
 
+Every pause is visible: each 429 is one WARNING line, and a pause longer than
+``LONG_PAUSE`` for the board's budget (``X-RateLimit-Remaining: 0`` until its reset) or for
+this process's own share (``RATE_LIMIT``) one INFO line, each with its length and cause;
+``on_pause`` (the transport wires it to ``/metrics``) hears every one of them.
+
 Waiters are served strictly by lane (critical, normal, background), then first come first
 served. Background requests leave a few tokens for the other lanes, so a heartbeat never
 delays the request that finishes a task.
@@ -28,8 +33,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from enum import IntEnum
-from typing import Final
+from enum import IntEnum, StrEnum
+from typing import Any, Final
 
 from loguru import logger
 
@@ -50,6 +55,8 @@ MAX_PAUSE: Final = 600.0
 DECREASE: Final = 0.7
 MIN_FACTOR: Final = 0.1
 RECOVERY_STEP: Final = 0.1
+# A wait longer than this is a pause a person should see in the log (and metrics count).
+LONG_PAUSE: Final = 5.0
 _MIN_WAIT: Final = 0.001
 _EPS: Final = 1e-9
 
@@ -64,6 +71,17 @@ class Lane(IntEnum):
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
+
+
+class PauseCause(StrEnum):
+    """Why board requests paused (the ``cause`` label of the pause metric)."""
+
+    RATE_LIMITED = "429"  # the board refused a request
+    BOARD_BUDGET = "board_budget"  # the board said the key's window is used up
+    OWN_BUDGET = "own_budget"  # this process's RATE_LIMIT share is spent
+
+
+OnPause = Callable[[PauseCause, float], None]
 
 
 @dataclass(order=True)
@@ -87,6 +105,7 @@ class RateLimiter:
         clock: Clock = time.monotonic,
         wall_clock: Clock = time.time,
         sleep: Sleep = asyncio.sleep,
+        on_pause: OnPause | None = None,
     ) -> None:
         if rate_per_minute < 1:
             raise ValueError("rate_per_minute must be at least 1")
@@ -97,6 +116,8 @@ class RateLimiter:
         self._clock = clock
         self._wall_clock = wall_clock
         self._sleep = sleep
+        self.on_pause = on_pause
+        """Told of every pause that is logged: its cause and its length in seconds."""
         self._server_limit: int | None = None
         self._factor = 1.0
         self._factor_changed = clock()
@@ -181,7 +202,19 @@ class RateLimiter:
                         self.total_wait_seconds += waited
                         return waited
                     # Only the head sleeps on time; the others wait for it to move on.
-                    await self._sleep(self._delay(lane, now))
+                    delay = self._delay(lane, now)
+                    if delay >= LONG_PAUSE and now >= self._blocked_until:
+                        # A block was logged where it began; this is the bucket's own wait.
+                        self._paused(
+                            PauseCause.OWN_BUDGET,
+                            delay,
+                            "Waiting {:.1f} s for this process's board request budget "
+                            "(at most {} requests per minute, {} waiting)",
+                            delay,
+                            self._limit,
+                            len(self._queue),
+                        )
+                    await self._sleep(delay)
                 else:
                     await changed.wait()
         except BaseException:
@@ -193,8 +226,12 @@ class RateLimiter:
             raise
 
     # --- what the board said ------------------------------------------------------------
-    def observe(self, headers: Mapping[str, str]) -> None:
-        """Learn from ``X-RateLimit-*`` headers of any answer (missing headers are fine)."""
+    def observe(self, headers: Mapping[str, str], *, refused: bool = False) -> None:
+        """Learn from ``X-RateLimit-*`` headers of any answer (missing headers are fine).
+
+        ``refused``: the answer is a 429, whose own line (``on_rate_limited``) tells the
+        pause; the used-up budget it also shows is not logged a second time.
+        """
         now = self._clock()
         limit = _int_header(headers, "X-RateLimit-Limit")
         if limit is not None and limit > 0 and limit != self._server_limit:
@@ -212,7 +249,17 @@ class RateLimiter:
             if reset_in is not None and reset_in > 0:
                 # A window frees within one window length; more than that is the two
                 # clocks disagreeing, which must not stall the worker.
-                self._block(now + min(reset_in, self._window))
+                pause = min(reset_in, self._window)
+                extends = now + pause > self._blocked_until + 1.0
+                self._block(now + pause)
+                if extends and pause >= LONG_PAUSE and not refused:
+                    self._paused(
+                        PauseCause.BOARD_BUDGET,
+                        pause,
+                        "Board request budget used up (X-RateLimit-Remaining: 0): pausing "
+                        "board requests for {:.1f} s, until the board's X-RateLimit-Reset",
+                        pause,
+                    )
 
     def on_rate_limited(self, retry_after: float | None) -> float:
         """A 429 arrived: pause every caller for ``retry_after`` seconds; returns the pause."""
@@ -224,16 +271,28 @@ class RateLimiter:
         self._factor = max(MIN_FACTOR, self._factor * DECREASE)
         self._factor_changed = now
         self._apply_limit()
-        extends = now + pause > self._blocked_until + 1.0
         self._block(now + pause)
-        if extends:
-            logger.warning(
-                "Board rate limit reached: pausing board requests for {:.1f} s, "
-                "now at most {} requests per minute",
-                pause,
-                self._limit,
-            )
+        # Every 429 is logged, even one that lands inside a pause already running: each is
+        # a request the board refused, and a second one means the key is shared or the
+        # pause was too short.
+        self._paused(
+            PauseCause.RATE_LIMITED,
+            pause,
+            "Board answered 429 Too Many Requests ({}): pausing board requests for {:.1f} s, "
+            "now at most {} requests per minute",
+            "no Retry-After" if retry_after is None else f"Retry-After {retry_after:g} s",
+            pause,
+            self._limit,
+            level="WARNING",
+        )
         return pause
+
+    def _paused(
+        self, cause: PauseCause, seconds: float, message: str, *args: Any, level: str = "INFO"
+    ) -> None:
+        logger.log(level, message, *args)
+        if self.on_pause is not None:
+            self.on_pause(cause, seconds)
 
     # --- internals ----------------------------------------------------------------------
     def _apply_limit(self) -> None:

@@ -23,7 +23,7 @@ from pydantic import BaseModel, SecretStr
 
 from taskinfa_worker import __version__
 from taskinfa_worker.client.answer import Answer, excerpt
-from taskinfa_worker.client.ratelimit import Lane, RateLimiter, parse_retry_after
+from taskinfa_worker.client.ratelimit import Lane, PauseCause, RateLimiter, parse_retry_after
 from taskinfa_worker.errors import (
     ApiError,
     AuthError,
@@ -81,11 +81,18 @@ class BoardTransport:
         """The base URL as logs and errors may show it."""
         self.limiter = limiter
         self.metrics = metrics
+        if metrics is not None:
+            limiter.on_pause = self._count_pause
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self._retry_max_time = {**DEFAULT_RETRY_MAX_TIME, **(retry_max_time or {})}
         self._backoff_factor = backoff_factor
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
+
+    def _count_pause(self, cause: PauseCause, seconds: float) -> None:
+        assert self.metrics is not None
+        self.metrics.rate_limit_pauses.labels(cause=cause.value).inc()
+        self.metrics.rate_limit_pause_seconds.labels(cause=cause.value).inc(seconds)
 
     async def aclose(self) -> None:
         """Close the HTTP session. Idempotent; the transport cannot be used afterwards."""
@@ -220,7 +227,7 @@ class BoardTransport:
                 reason = self.redact(excerpt(str(exc))) or type(exc).__name__
                 raise TransportError(f"{method} {shown_url}: no answer ({reason})") from exc
             self._record(method, template, answer.status, started)
-            self.limiter.observe(answer.headers)
+            self.limiter.observe(answer.headers, refused=answer.status == 429)
             if answer.status != 429:
                 if answer.status in (401, 403):
                     raise self.error(answer)

@@ -1,7 +1,9 @@
 """Finding and claiming work: one poller per process, only for a free slot.
 
 Free slots line up on one lock; the slot holding it is the process's only poller. It asks
-``/tasks/next``, claims what it gets and hands the lock on, so a busy queue is drained one
+for the next task of its projects (``offers.py``: ``/tasks/next``, checked against
+``TASK_LIST_ID``, or each project's todo list where the board ignores the filter), claims
+what it gets and hands the lock on, so a busy queue is drained one
 claim at a time with no prefetch, and an empty queue costs one jittered poll per interval
 whatever the number of slots. The interval backs off from ``poll_interval`` to
 ``max_poll_interval`` while the queue stays empty and snaps back (and the poller wakes at
@@ -21,6 +23,7 @@ from loguru import logger
 from taskinfa_worker.client.api import BoardClient
 from taskinfa_worker.errors import BoardError
 from taskinfa_worker.pool.budget import jittered
+from taskinfa_worker.pool.offers import Offers
 from taskinfa_worker.pool.registry import Claimed, RunningTasks
 from taskinfa_worker.settings import Settings
 
@@ -50,6 +53,7 @@ class Dispatcher:
     ) -> None:
         self._settings = settings
         self._client = client
+        self._offers = Offers(client, settings.task_list_ids)
         self._running = running
         self._on_done = on_done
         self._paused_until = 0.0
@@ -106,7 +110,7 @@ class Dispatcher:
 
     async def _try_once(self, slot_name: str) -> Claimed | Miss:
         try:
-            offer = await self._client.next_task(self._settings.task_list_id)
+            offer = await self._offers.next()
             if offer.task is None:
                 return Miss.EMPTY
             if self._closed:

@@ -6,11 +6,18 @@ Each round sends one heartbeat for the process (``BOT_NAME``) and one per workin
 round's interval is the board's ``next_heartbeat_in`` stretched by the shared budget
 (``budget.heartbeat_interval``), so 64 busy slots still fit in 100 requests a minute while
 staying under the board's 120 s offline threshold.
+
+Between rounds the slots speak for themselves, so the board never shows what is no longer
+true: a slot says ``working`` the moment it claims and ``idle`` the moment its task ends
+(a task shorter than a round would otherwise never show, and an ended one would show
+"working" until the next round), and the process says ``idle`` for itself and every slot
+as it exits, rather than "working" until the board's 120 s run out. A round skips a slot
+whose task ended while the round was under way, so it cannot undo the slot's ``idle``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from loguru import logger
 
@@ -54,15 +61,39 @@ class HeartbeatLoop:
             *((slot, "idle", None) for slot in sorted(gone_idle)),
         ]
         for name, status, task_id in beats:
-            try:
-                answer = await self._client.heartbeat(name, status, task_id)
-            except BoardError as exc:
-                logger.warning("heartbeat for {} failed: {}", name, exc)
-                continue
-            if answer is None:
+            if task_id is not None and task_id not in self._running:
+                continue  # ended while this round ran: its slot already said idle
+            answer = await self._send(name, status, task_id)
+            if answer is False:
                 return False
-            self._on_board_answer(True)
-            self._server_interval = max(1.0, answer.next_heartbeat_in)
         self._working_last_round = set(working)
         self.rounds += 1
+        return True
+
+    async def slot_started(self, slot: str, task_id: str) -> None:
+        """A slot claimed ``task_id``: the board shows it working now, not next round."""
+        await self._send(slot, "working", task_id)
+
+    async def slot_ended(self, slot: str) -> None:
+        """A slot's task ended: the board shows the slot idle at once."""
+        self._working_last_round.discard(slot)
+        await self._send(slot, "idle", None)
+
+    async def farewell(self, slots: Iterable[str]) -> None:
+        """The process exits: it and its slots are idle, not working until they time out."""
+        for name in (*sorted(slots), self._bot_name):
+            if await self._send(name, "idle", None) is False:
+                return
+
+    async def _send(self, name: str, status: str, task_id: str | None) -> bool | None:
+        """One heartbeat. False when the board has no heartbeat route, None when it failed."""
+        try:
+            answer = await self._client.heartbeat(name, status, task_id)
+        except BoardError as exc:
+            logger.warning("heartbeat for {} failed: {}", name, exc)
+            return None
+        if answer is None:
+            return False
+        self._on_board_answer(True)
+        self._server_interval = max(1.0, answer.next_heartbeat_in)
         return True

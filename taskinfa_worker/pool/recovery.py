@@ -39,8 +39,9 @@ async def recover_own_tasks(
     names = set(slot_names)
     page = await in_progress_page(client)
     tasks = [task for task in page.tasks if task.assigned_to in names]
-    if page.total > len(page.tasks):
-        # More in progress than one page holds: ask per slot name instead.
+    if len(page.tasks) >= PAGE_LIMIT:
+        # A full page may hide more (real boards send the page's length as "total", and
+        # the worker-era one has no offset): ask per slot name instead.
         tasks = [
             task for name in sorted(names) for task in (await in_progress_page(client, name)).tasks
         ]

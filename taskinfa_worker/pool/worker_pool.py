@@ -52,6 +52,8 @@ EXIT_IMMEDIATE = 130
 # repeat): every task would fail the same way, and a person has to fix the key.
 AGENT_AUTH_PAUSE = 300.0
 AGENT_AUTH_PAUSE_MAX = 3600.0
+# The longest a slot waits to tell the board it is idle before it looks for work again.
+SLOT_BEAT_TIMEOUT = 5.0
 
 
 class WorkerPool:
@@ -82,6 +84,9 @@ class WorkerPool:
             settings, client, agent, workspaces, self._reporter, metrics, self.running
         )
         self._dispatcher = Dispatcher(settings, client, self.running, on_done=self.drain)
+        self._heartbeats = HeartbeatLoop(
+            client, settings.bot_name, self.running, self._board_answered
+        )
         self._signals = 0
         self._stopping = False
         self._draining = anyio.Event()  # the pool is built inside the event loop
@@ -207,8 +212,7 @@ class WorkerPool:
         ]
 
     async def _run(self) -> None:
-        s = self.settings
-        heartbeats = HeartbeatLoop(self.client, s.bot_name, self.running, self._board_answered)
+        heartbeats = self._heartbeats
         async with anyio.create_task_group() as background:
             if self._handle_signals:
                 background.start_soon(self._watch_signals)
@@ -223,6 +227,10 @@ class WorkerPool:
             async with anyio.create_task_group() as slots:
                 for slot in self.state.slots:
                     slots.start_soon(self._slot_loop, slot.name)
+            # A courtesy to the board: a refused key was reported where it was first met.
+            with anyio.CancelScope(shield=True), contextlib.suppress(BoardError, AuthError):
+                with anyio.move_on_after(self.settings.request_timeout):
+                    await heartbeats.farewell(slot.name for slot in self.state.slots)
             background.cancel_scope.cancel()
 
     async def _startup(self) -> None:
@@ -269,7 +277,15 @@ class WorkerPool:
                 if claimed is None:
                     return
                 self.metrics.tasks_claimed.inc()
-                ending = await self._runner.run(slot, claimed)
+                await self._heartbeats.slot_started(slot, claimed.task.id)
+                try:
+                    ending = await self._runner.run(slot, claimed)
+                finally:
+                    # Never in place of the runner's own exception: a refused key meets
+                    # the next claim anyway.
+                    with anyio.CancelScope(shield=True), contextlib.suppress(AuthError):
+                        with anyio.move_on_after(SLOT_BEAT_TIMEOUT):
+                            await self._heartbeats.slot_ended(slot)
             except AuthError as exc:
                 self._fatal(exc)
                 return

@@ -95,7 +95,8 @@ async def test_bad_arguments_are_config_errors(tmp_path: Path) -> None:
 
 async def test_board_command_runs_as_a_process(tmp_path: Path, http: aiohttp.ClientSession) -> None:
     command = [sys.executable, "-m", "taskinfa_worker", "board", "--db", str(tmp_path / "b.db")]
-    command += ["--port", "0", "--rate-limit", "7", "--no-claim-route"]
+    # The profile decides the routes; a flag given with it (--rate-limit) overrides it.
+    command += ["--port", "0", "--profile", "v2", "--rate-limit", "7"]
     process = await asyncio.create_subprocess_exec(
         *command,
         cwd=tmp_path,
@@ -122,7 +123,12 @@ async def test_board_command_runs_as_a_process(tmp_path: Path, http: aiohttp.Cli
             assert response.status == 200
             assert response.headers["X-RateLimit-Limit"] == "7"
         async with http.post(f"{url}/tasks/x/claim", headers=headers, json={}) as response:
-            assert response.status == 404  # --no-claim-route
+            assert response.status == 404  # no release has the claim route
+        async with http.get(f"{url}/workers", headers=headers) as response:
+            assert response.status == 404  # v2 has no /workers
+        async with http.get(f"{url}/sessions", headers=headers) as response:
+            assert response.status == 200  # ... but sessions
+        assert "Behaving as the v2 release" in printed
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGINT)

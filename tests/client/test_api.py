@@ -374,7 +374,7 @@ async def _drive(clock: ManualClock, limiter: RateLimiter, active: Callable[[], 
 class DeafLimiter(RateLimiter):
     """A limiter that ignores the board's rate-limit headers: only its own bucket counts."""
 
-    def observe(self, headers: Mapping[str, str]) -> None:
+    def observe(self, headers: Mapping[str, str], *, refused: bool = False) -> None:
         return None
 
 

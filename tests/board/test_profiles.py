@@ -1,0 +1,257 @@
+"""The board's profiles over real HTTP: ``v1`` and ``v2`` behave as the real releases do
+(API.md, "Real servers differ"), ``full`` as documented, and a switch overrides a profile."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+
+from taskinfa_worker.board import options_for
+from taskinfa_worker.board.agent_store import AgentRecords
+from tests.board.http import call, iso
+from tests.board_support import BoardHandle, FakeClock, MakeBoard
+
+COMMENT = {"author": "w", "author_type": "bot", "content": "c", "comment_type": "progress"}
+
+
+def test_switches_override_a_profile() -> None:
+    assert options_for("v2", rate_limit=3).rate_limit == 3
+    assert options_for("v2", rate_limit=3).claim_route is False
+    with pytest.raises(ValueError, match="unknown board profile 'v3'"):
+        options_for("v3")
+
+
+@pytest.mark.parametrize(
+    ("profile", "claim", "workers", "comments"),
+    [("full", 200, 200, 201), ("v1", 404, 200, 404), ("v2", 404, 404, 201)],
+)
+async def test_routes_of_each_release(
+    make_board: MakeBoard,
+    http: aiohttp.ClientSession,
+    profile: str,
+    claim: int,
+    workers: int,
+    comments: int,
+) -> None:
+    board = await make_board(profile=profile)
+    task = board.create_task()
+    beat = {"worker_name": "w", "status": "idle"}
+    claimed = await call(http, board, "POST", f"/tasks/{task['id']}/claim", {"bot_name": "w"})
+    assert claimed.status == claim
+    assert (await call(http, board, "POST", "/workers/heartbeat", beat)).status == workers
+    assert (await call(http, board, "GET", "/workers")).status == workers
+    added = await call(http, board, "POST", f"/tasks/{task['id']}/comments", COMMENT)
+    assert added.status == comments
+    blocked = await call(http, board, "PATCH", f"/tasks/{task['id']}", {"status": "blocked"})
+    assert blocked.status == (200 if profile == "full" else 400)
+    sessions = await call(http, board, "GET", "/sessions")
+    assert sessions.status == (200 if profile == "v2" else 404)
+
+
+async def test_v2_comments_need_author_and_author_type(
+    make_board: MakeBoard, http: aiohttp.ClientSession
+) -> None:
+    board = await make_board(profile="v2")
+    task = board.create_task()
+    for missing in ("author", "author_type"):
+        body = {k: v for k, v in COMMENT.items() if k != missing}
+        reply = await call(http, board, "POST", f"/tasks/{task['id']}/comments", body)
+        assert reply.status == 400
+        assert reply.body["error"] == f"{missing} is required"
+
+
+@pytest.mark.parametrize("profile", ["v1", "v2"])
+async def test_real_releases_ignore_task_list_id_on_next(
+    make_board: MakeBoard, http: aiohttp.ClientSession, profile: str
+) -> None:
+    board = await make_board(profile=profile)
+    board.store.create_task_list("Other")
+    theirs = board.create_task("theirs", "other", priority="urgent")
+    board.create_task("ours", "default")
+    offered = await call(http, board, "GET", "/tasks/next", params={"task_list_id": "default"})
+    assert offered.body["task"]["id"] == theirs["id"]
+    # The list route does filter, on both releases.
+    listed = await call(
+        http, board, "GET", "/tasks", params={"status": "todo", "task_list_id": "default"}
+    )
+    assert [t["title"] for t in listed.body["tasks"]] == ["ours"]
+
+
+async def test_full_honours_task_list_id_on_next(
+    board: BoardHandle, http: aiohttp.ClientSession
+) -> None:
+    board.store.create_task_list("Other")
+    board.create_task("theirs", "other", priority="urgent")
+    ours = board.create_task("ours", "default")
+    offered = await call(http, board, "GET", "/tasks/next", params={"task_list_id": "default"})
+    assert offered.body["task"]["id"] == ours["id"]
+
+
+@pytest.mark.parametrize(("profile", "total"), [("full", 5), ("v1", 2), ("v2", 2)])
+async def test_total_is_the_page_length_on_real_releases(
+    make_board: MakeBoard, http: aiohttp.ClientSession, profile: str, total: int
+) -> None:
+    board = await make_board(profile=profile)
+    for n in range(5):
+        board.create_task(f"t{n}")
+    page = await call(http, board, "GET", "/tasks", params={"limit": "2"})
+    assert (len(page.body["tasks"]), page.body["total"]) == (2, total)
+
+
+@pytest.mark.parametrize(("profile", "second"), [("full", "t2"), ("v1", "t0"), ("v2", "t2")])
+async def test_offset_is_ignored_on_the_worker_era_release(
+    make_board: MakeBoard, http: aiohttp.ClientSession, profile: str, second: str
+) -> None:
+    board = await make_board(profile=profile)
+    for n in range(4):
+        board.create_task(f"t{n}", order=n)
+    page = await call(http, board, "GET", "/tasks", params={"limit": "2", "offset": "2"})
+    assert page.body["tasks"][0]["title"] == second
+
+
+@pytest.mark.parametrize(
+    ("profile", "status"), [("full", "todo"), ("v1", "todo"), ("v2", "backlog")]
+)
+async def test_new_tasks_start_in_backlog_on_v2(
+    make_board: MakeBoard, http: aiohttp.ClientSession, profile: str, status: str
+) -> None:
+    board = await make_board(profile=profile)
+    created = await call(http, board, "POST", "/tasks", {"title": "x", "task_list_id": "default"})
+    assert created.body["task"]["status"] == status
+    told = {"title": "y", "task_list_id": "default", "status": "todo"}
+    assert (await call(http, board, "POST", "/tasks", told)).body["task"]["status"] == "todo"
+    offered = await call(http, board, "GET", "/tasks/next")
+    assert offered.body["task"]["title"] == ("x" if status == "todo" else "y")
+
+
+async def test_v2_next_skips_subtasks_and_waiting_tasks(
+    make_board: MakeBoard, http: aiohttp.ClientSession
+) -> None:
+    board = await make_board(profile="v2")
+    first = board.create_task("first", priority="low", status="review")
+    board.create_task("subtask", priority="urgent", parent_task_id=first["id"])
+    waiting = board.create_task("waiting", priority="high")
+    board.store.add_dependency(waiting["id"], first["id"])
+    free = board.create_task("free", priority="low")
+
+    offered = await call(http, board, "GET", "/tasks/next")
+    assert offered.body["task"]["id"] == free["id"]
+    board.store.update_task(first["id"], {"status": "done"})
+    offered = await call(http, board, "GET", "/tasks/next")
+    assert offered.body["task"]["id"] == waiting["id"]
+
+
+async def test_full_offers_subtasks_and_ignores_dependencies(
+    board: BoardHandle, http: aiohttp.ClientSession
+) -> None:
+    first = board.create_task("first", status="review")
+    waiting = board.create_task("waiting", priority="high")
+    board.store.add_dependency(waiting["id"], first["id"])
+    offered = await call(http, board, "GET", "/tasks/next")
+    assert offered.body["task"]["id"] == waiting["id"]
+
+
+async def test_v2_rate_limit_counts_task_routes_and_resets_a_minute_ahead(
+    make_board: MakeBoard, http: aiohttp.ClientSession
+) -> None:
+    clock = FakeClock()
+    board = await make_board(profile="v2", rate_limit=2, clock=clock)
+    first = await call(http, board, "GET", "/tasks")
+    assert first.headers["X-RateLimit-Reset"] == iso(clock.now + 60)
+    clock.advance(30)
+    second = await call(http, board, "GET", "/tasks/next")
+    # A minute from now, not from the first request: what the real release always sends.
+    assert second.headers["X-RateLimit-Reset"] == iso(clock.now + 60)
+    other_route = await call(http, board, "GET", "/task-lists")
+    assert other_route.status == 200
+    assert "X-RateLimit-Limit" not in other_route.headers
+    limited = await call(http, board, "GET", "/tasks")
+    assert (limited.status, limited.headers["Retry-After"]) == (429, "60")
+
+
+async def test_v1_sends_no_rate_limit_headers(
+    make_board: MakeBoard, http: aiohttp.ClientSession
+) -> None:
+    # The profile itself turns the limit off; the fixture's "off" is not what is tested.
+    board = await make_board(profile="v1", rate_limit=options_for("v1").rate_limit)
+    for _ in range(110):
+        reply = await call(http, board, "GET", "/tasks")
+        assert reply.status == 200
+    assert "X-RateLimit-Limit" not in reply.headers
+
+
+async def test_v2_sessions_and_events(make_board: MakeBoard, http: aiohttp.ClientSession) -> None:
+    clock = FakeClock()
+    board = await make_board(profile="v2", clock=clock)
+    task = board.create_task()
+    created = await call(http, board, "POST", "/sessions", {"project_id": "default"})
+    assert created.status == 201
+    session = created.body["session"]
+    assert (session["status"], session["last_event_at"]) == ("active", board.store.now())
+
+    clock.advance(90)
+    event = {"event_type": "task_claimed", "session_id": session["id"], "task_id": task["id"]}
+    posted = await call(http, board, "POST", "/events", event)
+    assert posted.status == 201
+    assert posted.body["event"]["notified"] is False
+    # An event of a session is that session's latest sign of life.
+    fetched = await call(http, board, "GET", f"/sessions/{session['id']}")
+    assert fetched.body["session"]["last_event_at"] == board.store.now()
+
+    stuck = await call(http, board, "POST", "/events", {"event_type": "stuck", "message": "?"})
+    assert stuck.body["event"]["notified"] is True  # the dashboard tells Telegram
+    bad = await call(http, board, "POST", "/events", {"event_type": "task_started"})
+    assert bad.status == 400
+    unknown = await call(http, board, "POST", "/events", {**event, "session_id": "session_x"})
+    assert unknown.status == 404
+
+    ended = await call(
+        http, board, "PATCH", f"/sessions/{session['id']}", {"status": "completed", "summary": "s"}
+    )
+    assert ended.body["session"]["status"] == "completed"
+    assert ended.body["session"]["ended_at"] == board.store.now()
+    active = await call(http, board, "GET", "/sessions", params={"status": "active"})
+    assert active.body["sessions"] == []
+    feed = await call(http, board, "GET", "/events")
+    assert [e["event_type"] for e in feed.body["events"]] == ["stuck", "task_claimed"]
+
+
+async def test_v2_pending_messages_are_tasks_waiting_for_the_agent(
+    make_board: MakeBoard, http: aiohttp.ClientSession
+) -> None:
+    clock = FakeClock()
+    board = await make_board(profile="v2", clock=clock)
+    asked, answered, quiet = (board.create_task(t) for t in ("asked", "answered", "quiet"))
+    person = {"author": "ana", "author_type": "user", "comment_type": "human_message"}
+    for task in (asked, answered):
+        board.store.add_comment(task["id"], content="please add tests", **person)
+    clock.advance(1)
+    board.store.add_comment(
+        answered["id"], author="bot", author_type="bot", content="done", comment_type="progress"
+    )
+    board.store.add_comment(quiet["id"], author="ana", content="note", comment_type="comment")
+    pending = await call(http, board, "GET", "/tasks/pending-messages")
+    assert [t["id"] for t in pending.body["tasks"]] == [asked["id"]]
+
+
+async def test_v2_llm_config_per_project_and_global(
+    make_board: MakeBoard, http: aiohttp.ClientSession
+) -> None:
+    board = await make_board(profile="v2")
+    records = AgentRecords(board.store)
+    provider = records.add_llm_provider("proxy", "sk-secret", base_url="http://127.0.0.1:9/v1")
+    records.choose_llm_model(provider, "model-a")
+    records.choose_llm_model(provider, "model-b", task_list_id="default")
+    config = await call(http, board, "GET", "/llm-config")
+    assert config.body == {
+        "providers": [
+            {
+                "id": provider,
+                "name": "proxy",
+                "base_url": "http://127.0.0.1:9/v1",
+                "auth_token": "sk-secret",
+            }
+        ],
+        "global": {"provider_id": provider, "model": "model-a"},
+        "projects": [{"task_list_id": "default", "provider_id": provider, "model": "model-b"}],
+    }
