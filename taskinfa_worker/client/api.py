@@ -35,7 +35,6 @@ from taskinfa_worker.client.ratelimit import Lane, RateLimiter
 from taskinfa_worker.client.transport import DEFAULT_RETRY_MAX_TIME, BoardTransport
 from taskinfa_worker.client.transport import MAX_BACKOFF as MAX_BACKOFF
 from taskinfa_worker.client.transport import MAX_RATE_LIMITED as MAX_RATE_LIMITED
-from taskinfa_worker.errors import BoardError
 from taskinfa_worker.metrics import Metrics
 from taskinfa_worker.settings import Settings
 
@@ -278,21 +277,12 @@ class BoardClient:
         """Post a note that explains an ending (summary, failure, release, stop) at least once
         and show it once (``certain.py``). False when the comments route kept failing: the
         caller then puts the text into the ending's ``completion_notes``."""
-        if self.comments_supported is not True:
-            # Not known yet whether the route exists (a process's first comment is nearly
-            # always its first task's start note, so this is rare): one plain attempt.
-            try:
-                await self.add_comment(
-                    task_id,
-                    author=author,
-                    content=content,
-                    comment_type=comment_type,
-                    loop_number=loop_number,
-                    lane=Lane.CRITICAL,
-                )
-            except BoardError as exc:
-                logger.warning("{}: note not posted: {}", task_id, exc)
-                return False
+        if self.comments_supported is None:
+            # Learn first whether the route exists (a read: safe to retry, unlike the post).
+            # A process's first note is often a recovery at start, before any other comment.
+            await self.list_comments(task_id, limit=1)
+        if self.comments_supported is False:
+            await self._comment_as_notes(task_id, author, content, comment_type, Lane.CRITICAL)
             return True
         body = _comment_body(author, "bot", content, comment_type, loop_number)
         posted = await certain.post_note(
@@ -324,6 +314,7 @@ class BoardClient:
             self._note_no_comments_route()
             return CommentPage()
         self._transport.expect_ok(answer)
+        self.comments_supported = True
         return self._transport.decode(answer, CommentPage)
 
     # --- workers --------------------------------------------------------------------------
