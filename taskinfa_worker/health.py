@@ -2,8 +2,9 @@
 
 - ``/healthz`` 200 ``ok`` whenever the event loop answers: liveness. It stays 200 while the
   pool drains, so a long drain is never mistaken for a hang.
-- ``/readyz`` 200 only when the board has accepted our key (``PoolState.board_ready``) and
-  the pool is not draining; otherwise 503 with the reason. Invalid settings never get
+- ``/readyz`` 200 only when the board has accepted our key (``PoolState.board_ready``), the
+  pool is not draining and no fault of the worker paused its claims (``worker_fault``);
+  otherwise 503 with the reason. Invalid settings never get
   this far: the process exits before the server starts.
 - ``/metrics`` the Prometheus text exposition of ``Metrics``.
 - ``/status`` the pool's slots as JSON (``status_file.snapshot``), read by
@@ -38,6 +39,8 @@ METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 def readiness(state: PoolState) -> str | None:
     """Why the worker is not ready, or None when it is."""
+    if state.worker_fault is not None:
+        return f"worker fault, not taking new tasks: {state.worker_fault}"
     if state.draining:
         return "draining: not taking new tasks"
     if not state.board_ready:

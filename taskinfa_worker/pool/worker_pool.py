@@ -29,7 +29,7 @@ from taskinfa_worker.agent import Agent
 from taskinfa_worker.agent.environment import OWNER_VAR, owner_entry
 from taskinfa_worker.agent.reaper import kill_owned_now, sweep_leftovers
 from taskinfa_worker.client.api import BoardClient
-from taskinfa_worker.errors import EXIT_AUTH, AuthError, BoardError
+from taskinfa_worker.errors import EXIT_AUTH, EXIT_WORKER_FAULT, AuthError, BoardError
 from taskinfa_worker.metrics import Metrics
 from taskinfa_worker.pool.dispatcher import Dispatcher
 from taskinfa_worker.pool.heartbeat import HeartbeatLoop
@@ -37,7 +37,7 @@ from taskinfa_worker.pool.periodic import Upkeep, run_upkeep
 from taskinfa_worker.pool.recovery import LeaseSweeper, recover_own_tasks
 from taskinfa_worker.pool.registry import RunningTasks, StopKind
 from taskinfa_worker.pool.reporting import TaskReporter
-from taskinfa_worker.pool.runner import TaskEnding, TaskRunner
+from taskinfa_worker.pool.runner import Ended, TaskEnding, TaskRunner
 from taskinfa_worker.pool.state import PoolState, SlotState
 from taskinfa_worker.pool.takeaway import TakeawayWatcher
 from taskinfa_worker.redact import Redactor
@@ -45,13 +45,13 @@ from taskinfa_worker.settings import Settings
 from taskinfa_worker.workspace import Workspaces
 
 EXIT_OK = 0
-EXIT_AGENT_AUTH = 4  # the agent's key was refused and --exit-when-idle gave up
 EXIT_IMMEDIATE = 130
 
-# After the agent's own API key is refused, no slot claims for this long (doubling on each
-# repeat): every task would fail the same way, and a person has to fix the key.
-AGENT_AUTH_PAUSE = 300.0
-AGENT_AUTH_PAUSE_MAX = 3600.0
+# After a fault of the worker (the agent's key refused, the agent or git missing, the disk
+# or the network failing), no slot claims for this long, doubling on each repeat: every task
+# would fail the same way until a person fixes the worker (or the network comes back).
+WORKER_FAULT_PAUSE = 60.0
+WORKER_FAULT_PAUSE_MAX = 3600.0
 
 
 class WorkerPool:
@@ -85,7 +85,7 @@ class WorkerPool:
         self._signals = 0
         self._stopping = False
         self._draining = anyio.Event()  # the pool is built inside the event loop
-        self._agent_auth_pause = AGENT_AUTH_PAUSE
+        self._fault_pause = WORKER_FAULT_PAUSE
         self.exit_code = EXIT_OK
         metrics.slots_total.set(settings.concurrency)
 
@@ -98,8 +98,14 @@ class WorkerPool:
         )
 
     def _counters(self) -> str:
+        """Tasks and runs apart: one task may take several attempts."""
         s = self.state
-        return f"{s.completed} completed ◆ {s.failed} failed ◆ {s.released} released"
+        runs = s.completed + s.failed + s.released + s.worker_faults
+        return (
+            f"{len(s.tasks)} task(s) in {runs} run(s) ◆ {s.completed} completed ◆ "
+            f"{s.failed} failed attempt(s), {s.gave_up} out of attempts ◆ {s.released} "
+            f"released ◆ {s.worker_faults} worker fault(s)"
+        )
 
     # --- Stopping ------------------------------------------------------------------------
     def drain(self) -> None:
@@ -269,7 +275,8 @@ class WorkerPool:
                 if claimed is None:
                     return
                 self.metrics.tasks_claimed.inc()
-                ending = await self._runner.run(slot, claimed)
+                self.state.tasks.add(claimed.task.id)
+                ended = await self._runner.run(slot, claimed)
             except AuthError as exc:
                 self._fatal(exc)
                 return
@@ -278,31 +285,47 @@ class WorkerPool:
                 # task stays in progress and the lease or our restart recovers it.
                 logger.error("{} could not report a task's ending: {}", slot, exc)
                 continue
-            self._count(ending)
+            self._count(ended)
             self._dispatcher.task_ended()
-            if ending is TaskEnding.AGENT_AUTH_FAILED:
-                await self._pause_after_agent_auth_failure()
+            if ended.ending is TaskEnding.WORKER_FAULT:
+                self._pause_after_worker_fault(ended.reason)
+            elif ended.ending in (TaskEnding.COMPLETED, TaskEnding.FAILED):
+                self._worker_works()
 
-    def _count(self, ending: TaskEnding) -> None:
-        if ending is TaskEnding.COMPLETED:
-            self.state.completed += 1
-        elif ending in (TaskEnding.FAILED, TaskEnding.AGENT_AUTH_FAILED):
-            self.state.failed += 1
-        elif ending is TaskEnding.RELEASED:
-            self.state.released += 1
+    def _count(self, ended: Ended) -> None:
+        s = self.state
+        if ended.ending is TaskEnding.COMPLETED:
+            s.completed += 1
+        elif ended.ending is TaskEnding.FAILED:
+            s.failed += 1
+            s.gave_up += ended.gave_up
+        elif ended.ending is TaskEnding.RELEASED:
+            s.released += 1
+        elif ended.ending is TaskEnding.WORKER_FAULT:
+            s.worker_faults += 1
         self._on_change()
 
-    async def _pause_after_agent_auth_failure(self) -> None:
+    def _pause_after_worker_fault(self, reason: str) -> None:
+        """Stop claiming: the next task would fail the same way, through no fault of its own."""
+        already = self.state.worker_fault is not None and self._dispatcher.paused
+        self.state.worker_fault = reason
+        self._on_change()
         if self.settings.exit_when_idle:
-            logger.error("the agent's API key was refused: no more claims (--exit-when-idle)")
-            self.exit_code = EXIT_AGENT_AUTH
+            logger.error("a worker fault stopped the claims (--exit-when-idle): exiting")
+            self.exit_code = EXIT_WORKER_FAULT
             self.drain()
             return
-        pause = self._agent_auth_pause
-        self._agent_auth_pause = min(pause * 2, AGENT_AUTH_PAUSE_MAX)
-        logger.error(
-            "the agent's API key was refused (ANTHROPIC_API_KEY or ~/.claude): no slot claims "
-            "for {:.0f} s",
-            pause,
-        )
+        if already:
+            return  # several slots met the same fault at once: one pause, one doubling
+        pause = self._fault_pause
+        self._fault_pause = min(pause * 2, WORKER_FAULT_PAUSE_MAX)
+        logger.error("a worker fault stopped the claims: trying again in {:.0f} s", pause)
         self._dispatcher.pause(pause)
+
+    def _worker_works(self) -> None:
+        """A run got as far as the task's own work: whatever was wrong with us is fixed."""
+        if self.state.worker_fault is not None:
+            logger.info("the worker fault is over: {} ran its task", self.state.bot_name)
+            self.state.worker_fault = None
+            self._on_change()
+        self._fault_pause = WORKER_FAULT_PAUSE
