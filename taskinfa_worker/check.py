@@ -33,13 +33,19 @@ import aiohttp
 
 from taskinfa_worker.client.answer import excerpt
 from taskinfa_worker.client.api import BoardClient, Lane
-from taskinfa_worker.errors import AuthError, BoardError, ServerError, TransportError
+from taskinfa_worker.errors import (
+    AuthError,
+    BoardError,
+    PreflightError,
+    ServerError,
+    TransportError,
+)
 from taskinfa_worker.processes import run_process
 from taskinfa_worker.redact import Redactor
 from taskinfa_worker.settings import Settings, env_var, is_secret
 from taskinfa_worker.status_file import StatusFile, render
 
-__all__ = ["Check", "run_checks", "show_status"]
+__all__ = ["Check", "preflight", "run_checks", "show_status"]
 
 Outcome = Literal["ok", "warn", "skip", "FAIL"]
 
@@ -68,7 +74,7 @@ class Check:
 class _Checks:
     """Runs the checks in order, printing each line as soon as it is known."""
 
-    def __init__(self, settings: Settings, out: TextIO) -> None:
+    def __init__(self, settings: Settings, out: TextIO | None) -> None:
         self.settings = settings
         self.out = out
         self.redact = Redactor(
@@ -80,18 +86,25 @@ class _Checks:
     def report(self, check: Check) -> None:
         check.detail = self.redact(check.detail)
         self.results.append(check)
-        print(check.line(), file=self.out, flush=True)
+        if self.out is not None:
+            print(check.line(), file=self.out, flush=True)
+
+    def local_steps(self) -> list[Callable[[], Awaitable[None]]]:
+        """What needs no board: ``run`` makes these checks before it claims anything."""
+        return [
+            self.check_agent,
+            self.check_credentials,
+            self.check_git,
+            self.check_workspace,
+            self.check_log_dir,
+        ]
 
     async def run(self) -> int:
         steps: list[Callable[[], Awaitable[None]]] = [
             self.check_settings,
             self.check_board,
             self.check_claim_route,
-            self.check_agent,
-            self.check_credentials,
-            self.check_git,
-            self.check_workspace,
-            self.check_log_dir,
+            *self.local_steps(),
         ]
         for step in steps:
             await step()
@@ -312,6 +325,24 @@ def _writable(label: str, directory: Path) -> Check:
 async def run_checks(settings: Settings, *, out: TextIO | None = None) -> int:
     """Run every check, print one line each to ``out`` (stdout); 1 if any failed, else 0."""
     return await _Checks(settings, out if out is not None else sys.stdout).run()
+
+
+async def preflight(settings: Settings) -> None:
+    """The local checks of ``check``, for ``run`` before it claims anything.
+
+    Raises ``PreflightError`` with the first failure in one sentence: a worker that cannot
+    run its agent or git, or write its folders, would only fail (or release) every task.
+    """
+    checks = _Checks(settings, None)
+    for step in checks.local_steps():
+        await step()
+    failed = [check for check in checks.results if check.outcome == "FAIL"]
+    if failed:
+        first = failed[0]
+        raise PreflightError(
+            f"Start-up check failed: {first.label}: {first.detail}"
+            " (`taskinfa-worker check` runs every check)."
+        )
 
 
 async def show_status(settings: Settings, *, out: TextIO | None = None) -> int:

@@ -13,7 +13,9 @@ until the fault may have been fixed. ``fix`` says what the operator should do.
 TaskinfaWorkerError
 ├── FatalError                 stop the process; ``exit_status`` is the documented status
 │   ├── ConfigError            a setting is missing or invalid: exit status 2
-│   └── AuthError              401/403: the board refused the key: exit status 3
+│   ├── AuthError              401/403: the board refused the key: exit status 3
+│   ├── NameTakenError         another live worker runs under BOT_NAME: exit status 5
+│   └── PreflightError         the agent, git or a folder is unusable at start: exit 6
 ├── BoardError                 one request failed; the process goes on
 │   ├── TransportError         no answer: connection refused, reset, timeout
 │   └── ApiError               an HTTP answer that is not a success
@@ -37,6 +39,7 @@ EXIT_CONFIG = 2
 EXIT_AUTH = 3
 EXIT_WORKER_FAULT = 4  # a worker fault stopped the claims and --exit-when-idle gave up
 EXIT_NAME_TAKEN = 5  # another live process already works under this BOT_NAME
+EXIT_PREFLIGHT = 6  # a start-up check (agent, git, folders) failed before any claim
 
 
 class TaskinfaWorkerError(Exception):
@@ -146,3 +149,9 @@ class NameTakenError(FatalError):
     """Another live process works under this ``BOT_NAME``."""
 
     exit_status = EXIT_NAME_TAKEN
+
+
+class PreflightError(FatalError):
+    """A check ``run`` makes before claiming anything failed (agent, git, folders)."""
+
+    exit_status = EXIT_PREFLIGHT

@@ -21,6 +21,7 @@ from contextlib import asynccontextmanager
 
 from aiohttp import web
 
+from taskinfa_worker.errors import ConfigError
 from taskinfa_worker.metrics import Metrics
 from taskinfa_worker.pool.state import PoolState
 from taskinfa_worker.settings import Settings
@@ -124,13 +125,20 @@ async def serve_health(
     """Serve the health port for the duration of the block.
 
     Yields the running ``HealthServer``, or None when ``settings.health_port`` is unset
-    (the port is off). A port that cannot be bound raises ``OSError`` at entry.
+    (the port is off). A port that cannot be bound raises ``ConfigError`` naming
+    ``HEALTH_PORT`` at entry (an operator's choice, told in one sentence).
     """
     if settings.health_port is None:
         yield None
         return
     server = HealthServer(state, metrics, host=settings.health_host, port=settings.health_port)
-    await server.start()
+    try:
+        await server.start()
+    except OSError as exc:
+        raise ConfigError(
+            f"HEALTH_PORT {settings.health_port} on {settings.health_host} cannot be used "
+            f"({exc.strerror or exc}); pick a free port or unset HEALTH_PORT."
+        ) from None
     try:
         yield server
     finally:

@@ -11,6 +11,7 @@ staying under the board's 120 s offline threshold.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 
 from loguru import logger
 
@@ -29,11 +30,14 @@ class HeartbeatLoop:
         bot_name: str,
         running: RunningTasks,
         on_board_answer: Callable[[bool], None] = lambda _ok: None,
+        on_own_beat: Callable[[datetime | None], None] = lambda _moment: None,
     ) -> None:
         self._client = client
         self._bot_name = bot_name
         self._running = running
         self._on_board_answer = on_board_answer
+        # The board's time of our process's beat, so a restart knows its own last beat.
+        self._on_own_beat = on_own_beat
         self._server_interval = DEFAULT_SERVER_INTERVAL
         self._working_last_round: set[str] = set()
         self.rounds = 0
@@ -62,6 +66,8 @@ class HeartbeatLoop:
             if answer is None:
                 return False
             self._on_board_answer(True)
+            if name == self._bot_name and answer.worker is not None:
+                self._on_own_beat(answer.worker.last_heartbeat)
             self._server_interval = max(1.0, answer.next_heartbeat_in)
         self._working_last_round = set(working)
         self.rounds += 1

@@ -29,10 +29,11 @@ from taskinfa_worker.agent import Agent
 from taskinfa_worker.agent.environment import OWNER_VAR, owner_entry
 from taskinfa_worker.agent.reaper import kill_owned_now, sweep_leftovers
 from taskinfa_worker.client.api import BoardClient
-from taskinfa_worker.errors import EXIT_AUTH, EXIT_WORKER_FAULT, AuthError, BoardError
+from taskinfa_worker.errors import EXIT_WORKER_FAULT, AuthError, BoardError, FatalError
 from taskinfa_worker.metrics import Metrics
 from taskinfa_worker.pool.dispatcher import Dispatcher
 from taskinfa_worker.pool.heartbeat import HeartbeatLoop
+from taskinfa_worker.pool.identity import BeatRecord, ensure_name_free
 from taskinfa_worker.pool.periodic import Upkeep, run_upkeep
 from taskinfa_worker.pool.recovery import LeaseSweeper, recover_own_tasks
 from taskinfa_worker.pool.registry import RunningTasks, StopKind
@@ -85,7 +86,10 @@ class WorkerPool:
         self._signals = 0
         self._stopping = False
         self._draining = anyio.Event()  # the pool is built inside the event loop
+        # Start-up's board requests are retried for minutes; a signal must not wait for them.
+        self._startup_scope = anyio.CancelScope()
         self._fault_pause = WORKER_FAULT_PAUSE
+        self._beats = BeatRecord(settings.bot_log_dir / "last-heartbeat")
         self.exit_code = EXIT_OK
         metrics.slots_total.set(settings.concurrency)
 
@@ -102,9 +106,9 @@ class WorkerPool:
         s = self.state
         runs = s.completed + s.failed + s.released + s.worker_faults
         return (
-            f"{len(s.tasks)} task(s) in {runs} run(s) ◆ {s.completed} completed ◆ "
-            f"{s.failed} failed attempt(s), {s.gave_up} out of attempts ◆ {s.released} "
-            f"released ◆ {s.worker_faults} worker fault(s)"
+            f"{_count(len(s.tasks), 'task')} in {_count(runs, 'run')}: {s.completed} completed, "
+            f"{s.failed} failed ({s.gave_up} out of attempts), {s.released} released, "
+            f"{_count(s.worker_faults, 'worker fault')}"
         )
 
     # --- Stopping ------------------------------------------------------------------------
@@ -114,6 +118,7 @@ class WorkerPool:
             return
         self.state.draining = True
         self._draining.set()
+        self._startup_scope.cancel()
         self._dispatcher.close()
         self._on_change()
         if self.running:
@@ -131,11 +136,11 @@ class WorkerPool:
         self._stopping = True
         self.running.stop_all(StopKind.SHUTDOWN, why)
 
-    def _fatal(self, exc: AuthError) -> None:
+    def _fatal(self, exc: FatalError) -> None:
         logger.error("{}", exc)
-        self.exit_code = EXIT_AUTH
+        self.exit_code = exc.exit_status
         self.state.board_ready = False
-        self.stop_now("the worker stopped because the board refused its key.")
+        self.stop_now(f"the worker stopped: {exc}")
 
     async def _watch_signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -181,8 +186,9 @@ class WorkerPool:
         )
         try:
             await self._run()
-        except AuthError as exc:
-            self._fatal(exc)
+        except* FatalError as group:
+            # Raised in a task group, the error arrives wrapped; the operator gets its sentence.
+            self._fatal(_first(group))
         uptime = time.time() - self.state.started_at
         logger.info(
             "taskinfa-worker {} stopped ◆ {} ◆ up {:.0f} s", s.bot_name, self._counters(), uptime
@@ -214,15 +220,19 @@ class WorkerPool:
 
     async def _run(self) -> None:
         s = self.settings
-        heartbeats = HeartbeatLoop(self.client, s.bot_name, self.running, self._board_answered)
+        heartbeats = HeartbeatLoop(
+            self.client, s.bot_name, self.running, self._board_answered, self._beats.save
+        )
         async with anyio.create_task_group() as background:
             if self._handle_signals:
                 background.start_soon(self._watch_signals)
             await self._startup()
-            # The process is known to the board before any slot claims: a slot that dies
-            # before its own first heartbeat is then still covered by the lease.
-            with contextlib.suppress(BoardError):
-                await heartbeats.beat()
+            with self._startup_scope:
+                await self._meet_the_board()
+                # The process is known to the board before any slot claims: a slot that
+                # dies before its own first heartbeat is then still covered by the lease.
+                with contextlib.suppress(BoardError):
+                    await heartbeats.beat()
             for loop in self._upkeep(heartbeats):
                 background.start_soon(self._guarded, run_upkeep, loop)
             background.start_soon(self._guarded, self._drain_deadline)
@@ -239,9 +249,15 @@ class WorkerPool:
         if leftovers:
             logger.warning("stopped {} agent process(es) left by an earlier run", leftovers)
         await self._workspaces.prune_stale()
+
+    async def _meet_the_board(self) -> None:
+        """Our name is free, our previous life's tasks recovered; waits for the board."""
         delay = self.settings.poll_interval
         while not self.state.draining:
             try:
+                # Before recovery: another live process under our name would see its running
+                # tasks failed as a crash's leftovers.
+                await ensure_name_free(self.client, self.settings.bot_name, self._beats)
                 recovered = await recover_own_tasks(
                     self.client, self._reporter, self.settings.slot_names(), self.settings.bot_name
                 )
@@ -329,3 +345,15 @@ class WorkerPool:
             self.state.worker_fault = None
             self._on_change()
         self._fault_pause = WORKER_FAULT_PAUSE
+
+
+def _first(group: BaseExceptionGroup[FatalError]) -> FatalError:
+    """The first fatal error in a (possibly nested) exception group."""
+    first = group.exceptions[0]
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
