@@ -66,7 +66,6 @@ async def run_worker(settings: Settings) -> int:
         # Orphans of the agents (Bash-tool children in their own session) re-parent to us,
         # so they can be found and killed when their task ends.
         become_subreaper()
-        await preflight(settings)
         return await _run_pool(settings, redactor)
     finally:
         name_lock.release()
@@ -79,6 +78,9 @@ async def _run_pool(settings: Settings, redactor: Redactor) -> int:
         pool = build_pool(
             settings, client, metrics, redactor, on_change=lambda: status_file.write(pool.state)
         )
+        # After the pool is built (its agent has checked AGENT_COMMAND's form), before any
+        # claim: a worker that cannot run its agent or git would only release every task.
+        await preflight(settings)
         async with serve_health(settings, pool.state, metrics):
             code = await pool.run()
     logger.debug("{!r}", pool)

@@ -21,8 +21,10 @@ import json
 import os
 import shlex
 import shutil
+import socket
 import sys
 import tempfile
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,7 @@ from typing import Any, Literal, TextIO
 from urllib.parse import quote
 
 import aiohttp
+import anyio
 
 from taskinfa_worker.client.answer import excerpt
 from taskinfa_worker.client.api import BoardClient, Lane
@@ -212,7 +215,11 @@ class _Checks:
         settings = self.settings
         if settings.agent == "command":
             self.report(Check("skip", "claude CLI", "(AGENT=command)"))
-            command = shlex.split(settings.agent_command or "")
+            try:
+                command = shlex.split(settings.agent_command or "")
+            except ValueError as exc:
+                self.report(Check("FAIL", "agent command", f"AGENT_COMMAND: {exc}"))
+                return
             found = shutil.which(command[0]) if command else None
             if found is None:
                 name = command[0] if command else "(empty)"
@@ -345,12 +352,26 @@ async def preflight(settings: Settings) -> None:
         )
 
 
-async def show_status(settings: Settings, *, out: TextIO | None = None) -> int:
+async def show_status(
+    settings: Settings, *, out: TextIO | None = None, watch: float | None = None
+) -> int:
     """Print what each slot does: from the health port if it answers, else the status file.
 
-    Returns 1 when neither source exists (no worker with these settings is running).
+    Says plainly when the worker that wrote the file no longer runs (its pid is gone on this
+    host). Returns 1 when no worker with these settings is running. With ``watch``, prints
+    again every ``watch`` seconds until interrupted.
     """
     stream = out if out is not None else sys.stdout
+    while True:
+        if watch is not None and stream.isatty():
+            print("\x1b[H\x1b[2J", end="", file=stream)  # clear the screen, like watch(1)
+        code = await _show_status_once(settings, stream, sys.stderr if out is None else stream)
+        if watch is None:
+            return code
+        await anyio.sleep(watch)
+
+
+async def _show_status_once(settings: Settings, stream: TextIO, errors: TextIO) -> int:
     note = ""
     if settings.health_port:
         url = f"{_local_url(settings.health_host, settings.health_port)}/status"
@@ -368,13 +389,39 @@ async def show_status(settings: Settings, *, out: TextIO | None = None) -> int:
         print(
             f"{note.removeprefix('# ')}no status file at {status.path}: is a worker with "
             f"BOT_NAME={settings.bot_name} and LOG_DIR={settings.log_dir} running?",
-            file=sys.stderr if out is None else stream,
+            file=errors,
             flush=True,
         )
         return 1
+    snapshot = status.read_data()
+    gone = _gone(snapshot)
+    if gone:
+        print(f"# NOT RUNNING: {gone}; below is what it last wrote, {age:.0f} s ago", file=stream)
+    if snapshot is not None:
+        text = render(snapshot, None if gone else time.time())
     print(text, end="", file=stream, flush=True)
     print(f"{note or '# '}from {status.path}, written {age:.0f} s ago", file=stream, flush=True)
-    return 0
+    return 1 if gone else 0
+
+
+def _gone(data: dict[str, Any] | None) -> str:
+    """Why the worker that wrote this snapshot is known not to run, or "" (it may run)."""
+    if data is None or data.get("host") != socket.gethostname():
+        return ""  # written elsewhere (a shared volume): its pid means nothing here
+    pid = data.get("pid")
+    if not isinstance(pid, int) or _alive(pid):
+        return ""
+    return f"the worker {data.get('bot_name', '?')} (pid {pid}) is no longer running"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: it exists
+    return True
 
 
 def _local_url(host: str, port: int) -> str:

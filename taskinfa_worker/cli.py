@@ -109,6 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="Show what each slot is doing.")
     add_settings_flags(status)
+    status.add_argument(
+        "--watch",
+        nargs="?",
+        const=2.0,
+        default=None,
+        type=float,
+        metavar="SECONDS",
+        help="Show it again every SECONDS (default 2) until Ctrl-C.",
+    )
 
     board = commands.add_parser("board", help="Serve a local board (SQLite) for tests and demos.")
     board.add_argument("--db", type=Path, default=Path("board.db"), help="SQLite file.")
@@ -185,7 +194,10 @@ def _command_status(args: argparse.Namespace) -> int:
     overrides = {n: getattr(args, n) for n in Settings.model_fields if hasattr(args, n)}
     settings = load_settings({**overrides, "taskinfa_api_key": "unused"}, _env_file(args))
     _quiet_logging()
-    return _run_async(lambda: show_status(settings))
+    try:
+        return _run_async(lambda: show_status(settings, watch=args.watch))
+    except KeyboardInterrupt:
+        return EXIT_OK
 
 
 def _command_board(args: argparse.Namespace) -> int:

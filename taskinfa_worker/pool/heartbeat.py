@@ -11,13 +11,13 @@ staying under the board's 120 s offline threshold.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 
 from loguru import logger
 
 from taskinfa_worker.client.api import BoardClient
 from taskinfa_worker.errors import BoardError
 from taskinfa_worker.pool import budget
+from taskinfa_worker.pool.identity import BeatRecord
 from taskinfa_worker.pool.registry import RunningTasks
 
 DEFAULT_SERVER_INTERVAL = 10.0
@@ -30,14 +30,14 @@ class HeartbeatLoop:
         bot_name: str,
         running: RunningTasks,
         on_board_answer: Callable[[bool], None] = lambda _ok: None,
-        on_own_beat: Callable[[datetime | None], None] = lambda _moment: None,
+        record: BeatRecord | None = None,
     ) -> None:
         self._client = client
         self._bot_name = bot_name
         self._running = running
         self._on_board_answer = on_board_answer
         # The board's time of our process's beat, so a restart knows its own last beat.
-        self._on_own_beat = on_own_beat
+        self._record = record
         self._server_interval = DEFAULT_SERVER_INTERVAL
         self._working_last_round: set[str] = set()
         self.rounds = 0
@@ -58,6 +58,9 @@ class HeartbeatLoop:
             *((slot, "idle", None) for slot in sorted(gone_idle)),
         ]
         for name, status, task_id in beats:
+            record = self._record if name == self._bot_name else None
+            if record is not None:
+                record.sending()
             try:
                 answer = await self._client.heartbeat(name, status, task_id)
             except BoardError as exc:
@@ -66,8 +69,8 @@ class HeartbeatLoop:
             if answer is None:
                 return False
             self._on_board_answer(True)
-            if name == self._bot_name and answer.worker is not None:
-                self._on_own_beat(answer.worker.last_heartbeat)
+            if record is not None and answer.worker is not None:
+                record.save(answer.worker.last_heartbeat)
             self._server_interval = max(1.0, answer.next_heartbeat_in)
         self._working_last_round = set(working)
         self.rounds += 1

@@ -11,7 +11,10 @@ guards, both before recovery runs:
   A heartbeat under our name that is fresh, and is not the last one our own previous life
   sent (``BeatRecord`` keeps the board's timestamp of it next to the lock), may be another
   live process: we watch it until it either moves on (someone beats: refuse) or goes
-  stale (a crash elsewhere: go on).
+  stale (a crash elsewhere: go on). When our previous life died with a beat in flight (or
+  its answer was lost), the board's last beat may be that one: it is taken as ours, since
+  refusing would stop every restart after such a crash; a namesake elsewhere is then
+  found at the next start, not this one.
 """
 
 from __future__ import annotations
@@ -72,25 +75,41 @@ def _write(path: Path, text: str) -> None:
     os.replace(temporary, path)
 
 
+PENDING = "pending"
+
+
 class BeatRecord:
-    """The board's timestamp of the last heartbeat this process sent under its name."""
+    """The board's timestamp of the last heartbeat this process sent under its name, or
+    ``pending`` while a beat is on its way (its answer not yet seen)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
+    def sending(self) -> None:
+        self._put(PENDING)
+
     def save(self, moment: datetime | None) -> None:
-        if moment is None:
-            return
+        if moment is not None:
+            self._put(moment.isoformat())
+
+    def _put(self, text: str) -> None:
         try:
-            _write(self.path, moment.isoformat() + "\n")
+            _write(self.path, text + "\n")
         except OSError as exc:
             logger.debug("heartbeat record not written: {}", exc)
 
-    def load(self) -> datetime | None:
+    def is_ours(self, moment: datetime) -> bool:
+        """Whether the board's last beat under our name may be our previous life's."""
         try:
-            return datetime.fromisoformat(self.path.read_text().strip())
-        except (OSError, ValueError):
-            return None
+            text = self.path.read_text().strip()
+        except OSError:
+            return False
+        if text == PENDING:
+            return True
+        try:
+            return datetime.fromisoformat(text) == moment
+        except ValueError:
+            return False
 
 
 async def _last_beat(client: BoardClient, name: str) -> tuple[bool, datetime | None]:
@@ -111,7 +130,7 @@ def _age(moment: datetime) -> float:
 async def ensure_name_free(client: BoardClient, name: str, record: BeatRecord) -> None:
     """Refuse (``NameTakenError``) when another live process heartbeats under ``name``."""
     listed, seen = await _last_beat(client, name)
-    if not listed or seen is None or seen == record.load():
+    if not listed or seen is None or record.is_ours(seen):
         return  # no heartbeat routes, never seen, or our own previous life's last beat
     if _age(seen) > OFFLINE_AFTER:
         return

@@ -221,7 +221,7 @@ class WorkerPool:
     async def _run(self) -> None:
         s = self.settings
         heartbeats = HeartbeatLoop(
-            self.client, s.bot_name, self.running, self._board_answered, self._beats.save
+            self.client, s.bot_name, self.running, self._board_answered, self._beats
         )
         async with anyio.create_task_group() as background:
             if self._handle_signals:
