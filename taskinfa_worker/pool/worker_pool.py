@@ -270,6 +270,7 @@ class WorkerPool:
                 delay = min(delay * 2, self.settings.max_poll_interval)
                 continue
             self.state.board_ready = True
+            self._on_change()  # the status file exists from the start, busy or not
             if recovered:
                 logger.info("recovered {} task(s) left in progress by a previous run", recovered)
             return
