@@ -7,10 +7,13 @@ from collections.abc import Callable
 from loguru import logger
 
 from taskinfa_worker.agent import become_subreaper, make_agent
+from taskinfa_worker.check import preflight
 from taskinfa_worker.client.api import BoardClient
+from taskinfa_worker.errors import ConfigError
 from taskinfa_worker.health import serve_health
 from taskinfa_worker.logs import setup_logging
 from taskinfa_worker.metrics import Metrics
+from taskinfa_worker.pool.identity import hold_name
 from taskinfa_worker.pool.worker_pool import WorkerPool
 from taskinfa_worker.redact import Redactor
 from taskinfa_worker.settings import Settings
@@ -45,18 +48,39 @@ def build_pool(
 
 
 async def run_worker(settings: Settings) -> int:
-    """Run the pool until it drains; returns the process exit status."""
-    redactor = make_redactor(settings)
-    setup_logging(settings, redactor)
-    # Orphans of the agents (Bash-tool children in their own session) re-parent to us, so
-    # they can be found and killed when their task ends.
-    become_subreaper()
+    """Run the pool until it drains; returns the process exit status.
+
+    Whatever an operator can get wrong here (a second process under our name, an unusable
+    log folder, a health port in use) ends as a ``FatalError``: one sentence, no traceback.
+    """
+    name_lock = hold_name(settings)  # first: nothing of a live namesake is touched
+    try:
+        redactor = make_redactor(settings)
+        try:
+            setup_logging(settings, redactor)
+        except OSError as exc:
+            raise ConfigError(
+                f"LOG_DIR {settings.log_dir} is not usable ({exc.strerror or exc}); "
+                "set LOG_DIR to a writable folder."
+            ) from None
+        # Orphans of the agents (Bash-tool children in their own session) re-parent to us,
+        # so they can be found and killed when their task ends.
+        become_subreaper()
+        return await _run_pool(settings, redactor)
+    finally:
+        name_lock.release()
+
+
+async def _run_pool(settings: Settings, redactor: Redactor) -> int:
     metrics = Metrics()
     status_file = StatusFile(settings.status_file)
     async with BoardClient.from_settings(settings, metrics) as client:
         pool = build_pool(
             settings, client, metrics, redactor, on_change=lambda: status_file.write(pool.state)
         )
+        # After the pool is built (its agent has checked AGENT_COMMAND's form), before any
+        # claim: a worker that cannot run its agent or git would only release every task.
+        await preflight(settings)
         async with serve_health(settings, pool.state, metrics):
             code = await pool.run()
     logger.debug("{!r}", pool)

@@ -21,8 +21,10 @@ import json
 import os
 import shlex
 import shutil
+import socket
 import sys
 import tempfile
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,16 +32,23 @@ from typing import Any, Literal, TextIO
 from urllib.parse import quote
 
 import aiohttp
+import anyio
 
 from taskinfa_worker.client.answer import excerpt
 from taskinfa_worker.client.api import BoardClient, Lane
-from taskinfa_worker.errors import AuthError, BoardError, ServerError, TransportError
+from taskinfa_worker.errors import (
+    AuthError,
+    BoardError,
+    PreflightError,
+    ServerError,
+    TransportError,
+)
 from taskinfa_worker.processes import run_process
 from taskinfa_worker.redact import Redactor
 from taskinfa_worker.settings import Settings, env_var, is_secret
 from taskinfa_worker.status_file import StatusFile, render
 
-__all__ = ["Check", "run_checks", "show_status"]
+__all__ = ["Check", "preflight", "run_checks", "show_status"]
 
 Outcome = Literal["ok", "warn", "skip", "FAIL"]
 
@@ -77,7 +86,7 @@ class Check:
 class _Checks:
     """Runs the checks in order, printing each line as soon as it is known."""
 
-    def __init__(self, settings: Settings, out: TextIO) -> None:
+    def __init__(self, settings: Settings, out: TextIO | None) -> None:
         self.settings = settings
         self.out = out
         self.redact = Redactor(
@@ -89,18 +98,25 @@ class _Checks:
     def report(self, check: Check) -> None:
         check.detail = self.redact(check.detail)
         self.results.append(check)
-        print(check.line(), file=self.out, flush=True)
+        if self.out is not None:
+            print(check.line(), file=self.out, flush=True)
+
+    def local_steps(self) -> list[Callable[[], Awaitable[None]]]:
+        """What needs no board: ``run`` makes these checks before it claims anything."""
+        return [
+            self.check_agent,
+            self.check_credentials,
+            self.check_git,
+            self.check_workspace,
+            self.check_log_dir,
+        ]
 
     async def run(self) -> int:
         steps: list[Callable[[], Awaitable[None]]] = [
             self.check_settings,
             self.check_board,
             self.check_claim_route,
-            self.check_agent,
-            self.check_credentials,
-            self.check_git,
-            self.check_workspace,
-            self.check_log_dir,
+            *self.local_steps(),
         ]
         for step in steps:
             await step()
@@ -209,7 +225,11 @@ class _Checks:
         settings = self.settings
         if settings.agent == "command":
             self.report(Check("skip", "claude CLI", "(AGENT=command)"))
-            command = shlex.split(settings.agent_command or "")
+            try:
+                command = shlex.split(settings.agent_command or "")
+            except ValueError as exc:
+                self.report(Check("FAIL", "agent command", f"AGENT_COMMAND: {exc}"))
+                return
             found = shutil.which(command[0]) if command else None
             if found is None:
                 name = command[0] if command else "(empty)"
@@ -338,12 +358,44 @@ async def run_checks(settings: Settings, *, out: TextIO | None = None) -> int:
     return await _Checks(settings, out if out is not None else sys.stdout).run()
 
 
-async def show_status(settings: Settings, *, out: TextIO | None = None) -> int:
+async def preflight(settings: Settings) -> None:
+    """The local checks of ``check``, for ``run`` before it claims anything.
+
+    Raises ``PreflightError`` with the first failure in one sentence: a worker that cannot
+    run its agent or git, or write its folders, would only fail (or release) every task.
+    """
+    checks = _Checks(settings, None)
+    for step in checks.local_steps():
+        await step()
+    failed = [check for check in checks.results if check.outcome == "FAIL"]
+    if failed:
+        first = failed[0]
+        raise PreflightError(
+            f"Start-up check failed: {first.label}: {first.detail}"
+            " (`taskinfa-worker check` runs every check)."
+        )
+
+
+async def show_status(
+    settings: Settings, *, out: TextIO | None = None, watch: float | None = None
+) -> int:
     """Print what each slot does: from the health port if it answers, else the status file.
 
-    Returns 1 when neither source exists (no worker with these settings is running).
+    Says plainly when the worker that wrote the file no longer runs (its pid is gone on this
+    host). Returns 1 when no worker with these settings is running. With ``watch``, prints
+    again every ``watch`` seconds until interrupted.
     """
     stream = out if out is not None else sys.stdout
+    while True:
+        if watch is not None and stream.isatty():
+            print("\x1b[H\x1b[2J", end="", file=stream)  # clear the screen, like watch(1)
+        code = await _show_status_once(settings, stream, sys.stderr if out is None else stream)
+        if watch is None:
+            return code
+        await anyio.sleep(watch)
+
+
+async def _show_status_once(settings: Settings, stream: TextIO, errors: TextIO) -> int:
     note = ""
     if settings.health_port:
         url = f"{_local_url(settings.health_host, settings.health_port)}/status"
@@ -361,13 +413,39 @@ async def show_status(settings: Settings, *, out: TextIO | None = None) -> int:
         print(
             f"{note.removeprefix('# ')}no status file at {status.path}: is a worker with "
             f"BOT_NAME={settings.bot_name} and LOG_DIR={settings.log_dir} running?",
-            file=sys.stderr if out is None else stream,
+            file=errors,
             flush=True,
         )
         return 1
+    snapshot = status.read_data()
+    gone = _gone(snapshot)
+    if gone:
+        print(f"# NOT RUNNING: {gone}; below is what it last wrote, {age:.0f} s ago", file=stream)
+    if snapshot is not None:
+        text = render(snapshot, None if gone else time.time())
     print(text, end="", file=stream, flush=True)
     print(f"{note or '# '}from {status.path}, written {age:.0f} s ago", file=stream, flush=True)
-    return 0
+    return 1 if gone else 0
+
+
+def _gone(data: dict[str, Any] | None) -> str:
+    """Why the worker that wrote this snapshot is known not to run, or "" (it may run)."""
+    if data is None or data.get("host") != socket.gethostname():
+        return ""  # written elsewhere (a shared volume): its pid means nothing here
+    pid = data.get("pid")
+    if not isinstance(pid, int) or _alive(pid):
+        return ""
+    return f"the worker {data.get('bot_name', '?')} (pid {pid}) is no longer running"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: it exists
+    return True
 
 
 def _local_url(host: str, port: int) -> str:

@@ -4,8 +4,10 @@ The worker's flags are derived from ``Settings`` (one flag per field, named afte
 setting cannot exist without its flag, env var and ``--help`` line. Flags default to
 "not given", so the environment and ``.env`` stay in force unless a flag overrides them.
 
-Exit status: 0 done, 1 unexpected error, 2 bad settings, 3 the board refused the key,
-4 the agent's key was refused (with --exit-when-idle), 130 a third signal.
+Exit status: 0 done, 1 unexpected error, 2 bad settings or flags, 3 the board refused the
+key, 4 a worker fault stopped the claims (with --exit-when-idle: the agent's key refused,
+the agent or git missing, the workspace or network unusable), 5 another live worker runs
+under this BOT_NAME, 6 the start-up checks failed, 130 a third signal.
 """
 
 from __future__ import annotations
@@ -14,13 +16,13 @@ import argparse
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, NoReturn, get_args
 
 import anyio
 
 from taskinfa_worker import __version__
 from taskinfa_worker.board.profiles import PROFILE_NAMES
-from taskinfa_worker.errors import FatalError
+from taskinfa_worker.errors import EXIT_CONFIG, ConfigError, FatalError
 from taskinfa_worker.settings import (
     Settings,
     env_var,
@@ -80,13 +82,20 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--env-file",
         type=Path,
-        default=Path(".env"),
-        help="Read settings from this file when it exists [default: .env]",
+        default=None,
+        help="Read settings from this file (it must exist) [default: .env when it exists]",
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad flags end like bad settings: one sentence and exit status 2, no usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_CONFIG, f"taskinfa-worker: {message} (see {self.prog} --help).\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="taskinfa-worker",
         description="Run tasks from a Taskinfa board with Claude Code, N at a time.",
     )
@@ -101,6 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="Show what each slot is doing.")
     add_settings_flags(status)
+    status.add_argument(
+        "--watch",
+        nargs="?",
+        const=2.0,
+        default=None,
+        type=float,
+        metavar="SECONDS",
+        help="Show it again every SECONDS (default 2) until Ctrl-C.",
+    )
 
     board = commands.add_parser("board", help="Serve a local board (SQLite) for tests and demos.")
     board.add_argument("--db", type=Path, default=Path("board.db"), help="SQLite file.")
@@ -154,9 +172,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _env_file(args: argparse.Namespace) -> Path:
+    """The .env to read: one named on the command line must exist."""
+    if args.env_file is None:
+        return Path(".env")
+    if not args.env_file.is_file():
+        raise ConfigError(f"--env-file {args.env_file} does not exist.")
+    return Path(args.env_file)
+
+
 def _settings_from(args: argparse.Namespace) -> Settings:
     overrides = {name: getattr(args, name) for name in Settings.model_fields if hasattr(args, name)}
-    return load_settings(overrides, env_file=args.env_file)
+    return load_settings(overrides, env_file=_env_file(args))
 
 
 def _run_async(func: Callable[[], Coroutine[Any, Any, int]]) -> int:
@@ -193,9 +220,12 @@ def _command_status(args: argparse.Namespace) -> int:
     # not needed, so placeholders stand in for them rather than refusing to show anything.
     args.taskinfa_api_url = "http://127.0.0.1/api"
     overrides = {n: getattr(args, n) for n in Settings.model_fields if hasattr(args, n)}
-    settings = load_settings({**overrides, "taskinfa_api_key": "unused"}, args.env_file)
+    settings = load_settings({**overrides, "taskinfa_api_key": "unused"}, _env_file(args))
     _quiet_logging()
-    return _run_async(lambda: show_status(settings))
+    try:
+        return _run_async(lambda: show_status(settings, watch=args.watch))
+    except KeyboardInterrupt:
+        return EXIT_OK
 
 
 def _command_board(args: argparse.Namespace) -> int:

@@ -5,10 +5,17 @@ a board error is about one request (the caller retries, skips or gives up on tha
 workspace and agent errors end one attempt of one task. Fatal and recoverable errors are
 siblings, so ``except BoardError`` never swallows a refused key.
 
+A ``WorkerFault`` is a workspace or agent error that is this worker's, not the task's (the
+agent executable is missing, git is not installed, the disk is full, the network is down):
+the task goes back to ``todo`` without an attempt counted, and the pool stops claiming
+until the fault may have been fixed. ``fix`` says what the operator should do.
+
 TaskinfaWorkerError
 ├── FatalError                 stop the process; ``exit_status`` is the documented status
 │   ├── ConfigError            a setting is missing or invalid: exit status 2
-│   └── AuthError              401/403: the board refused the key: exit status 3
+│   ├── AuthError              401/403: the board refused the key: exit status 3
+│   ├── NameTakenError         another live worker runs under BOT_NAME: exit status 5
+│   └── PreflightError         the agent, git or a folder is unusable at start: exit 6
 ├── BoardError                 one request failed; the process goes on
 │   ├── TransportError         no answer: connection refused, reset, timeout
 │   └── ApiError               an HTTP answer that is not a success
@@ -19,14 +26,20 @@ TaskinfaWorkerError
 │       ├── ServerError        5xx
 │       └── MalformedResponseError  2xx whose body is not what the contract says
 ├── WorkspaceError             preparing or finishing a task's git tree failed
-│   └── UnsafeInputError       a repository URL or id was refused before git ran
-└── AgentError                 the agent could not be started at all
+│   ├── UnsafeInputError       a repository URL or id was refused before git ran
+│   └── WorkspaceUnavailableError  (also a WorkerFault) git missing, disk, network
+├── AgentError                 the agent could not be started at all
+│   └── AgentUnavailableError  (also a WorkerFault) executable missing, folders unusable
+└── WorkerFault                the worker, not the task, is broken; ``fix`` says how
 """
 
 from __future__ import annotations
 
 EXIT_CONFIG = 2
 EXIT_AUTH = 3
+EXIT_WORKER_FAULT = 4  # a worker fault stopped the claims and --exit-when-idle gave up
+EXIT_NAME_TAKEN = 5  # another live process already works under this BOT_NAME
+EXIT_PREFLIGHT = 6  # a start-up check (agent, git, folders) failed before any claim
 
 
 class TaskinfaWorkerError(Exception):
@@ -114,3 +127,31 @@ class UnsafeInputError(WorkspaceError):
 
 class AgentError(TaskinfaWorkerError):
     """The agent could not be started (missing executable, bad template)."""
+
+
+class WorkerFault(TaskinfaWorkerError):
+    """The worker is at fault, not the task: no attempt is counted against the task."""
+
+    def __init__(self, message: str, *, fix: str) -> None:
+        super().__init__(message)
+        self.fix = fix
+
+
+class WorkspaceUnavailableError(WorkspaceError, WorkerFault):
+    """git is missing, the workspace folder is unusable, or the network is down."""
+
+
+class AgentUnavailableError(AgentError, WorkerFault):
+    """The agent executable is missing or not executable, or its folders cannot be made."""
+
+
+class NameTakenError(FatalError):
+    """Another live process works under this ``BOT_NAME``."""
+
+    exit_status = EXIT_NAME_TAKEN
+
+
+class PreflightError(FatalError):
+    """A check ``run`` makes before claiming anything failed (agent, git, folders)."""
+
+    exit_status = EXIT_PREFLIGHT

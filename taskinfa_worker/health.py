@@ -2,8 +2,9 @@
 
 - ``/healthz`` 200 ``ok`` whenever the event loop answers: liveness. It stays 200 while the
   pool drains, so a long drain is never mistaken for a hang.
-- ``/readyz`` 200 only when the board has accepted our key (``PoolState.board_ready``) and
-  the pool is not draining; otherwise 503 with the reason. Invalid settings never get
+- ``/readyz`` 200 only when the board has accepted our key (``PoolState.board_ready``), the
+  pool is not draining and no fault of the worker paused its claims (``worker_fault``);
+  otherwise 503 with the reason. Invalid settings never get
   this far: the process exits before the server starts.
 - ``/metrics`` the Prometheus text exposition of ``Metrics``.
 - ``/status`` the pool's slots as JSON (``status_file.snapshot``), read by
@@ -20,6 +21,7 @@ from contextlib import asynccontextmanager
 
 from aiohttp import web
 
+from taskinfa_worker.errors import ConfigError
 from taskinfa_worker.metrics import Metrics
 from taskinfa_worker.pool.state import PoolState
 from taskinfa_worker.settings import Settings
@@ -38,6 +40,8 @@ METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 def readiness(state: PoolState) -> str | None:
     """Why the worker is not ready, or None when it is."""
+    if state.worker_fault is not None:
+        return f"worker fault, not taking new tasks: {state.worker_fault}"
     if state.draining:
         return "draining: not taking new tasks"
     if not state.board_ready:
@@ -121,13 +125,20 @@ async def serve_health(
     """Serve the health port for the duration of the block.
 
     Yields the running ``HealthServer``, or None when ``settings.health_port`` is unset
-    (the port is off). A port that cannot be bound raises ``OSError`` at entry.
+    (the port is off). A port that cannot be bound raises ``ConfigError`` naming
+    ``HEALTH_PORT`` at entry (an operator's choice, told in one sentence).
     """
     if settings.health_port is None:
         yield None
         return
     server = HealthServer(state, metrics, host=settings.health_host, port=settings.health_port)
-    await server.start()
+    try:
+        await server.start()
+    except OSError as exc:
+        raise ConfigError(
+            f"HEALTH_PORT {settings.health_port} on {settings.health_host} cannot be used "
+            f"({exc.strerror or exc}); pick a free port or unset HEALTH_PORT."
+        ) from None
     try:
         yield server
     finally:

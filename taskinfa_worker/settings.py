@@ -13,6 +13,7 @@ command-line flag (a flag would show the key in ``ps`` output).
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import socket
@@ -313,6 +314,9 @@ class Settings(BaseSettings):
             return None
         if not re.match(r"^https?://[^\s/]+", value):
             raise ValueError("expected an http:// or https:// URL")
+        if "@" in value.split("://", 1)[1].split("/", 1)[0]:
+            # user:pass@host would be logged with every request; keys go in their settings.
+            raise ValueError("must not contain credentials (user:pass@); remove them")
         return value.rstrip("/")
 
     @field_validator("taskinfa_api_key")
@@ -391,10 +395,27 @@ def load_settings(overrides: dict[str, Any], env_file: Path | None = Path(".env"
     from .errors import ConfigError
 
     env_path = env_file if env_file is not None and env_file.is_file() else None
+    if env_path is not None:
+        check_env_file(env_path)
     try:
         return Settings(_env_file=env_path, **overrides)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc)) from None
+
+
+def check_env_file(path: Path) -> None:
+    """Refuse a ``.env`` line that sets no setting: a typo would silently be ignored."""
+    from dotenv import dotenv_values
+
+    from .errors import ConfigError
+
+    known = [env_var(name) for name in Settings.model_fields]
+    for key in dotenv_values(path):
+        if key.upper() in known:
+            continue
+        close = difflib.get_close_matches(key.upper(), known, n=1)
+        hint = f"; did you mean {close[0]}?" if close else "; see .env.example for the names."
+        raise ConfigError(f"Unknown setting {key} in {path}{hint}")
 
 
 def describe_validation_error(exc: Any) -> str:

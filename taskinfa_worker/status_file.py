@@ -6,14 +6,18 @@ The seed's operators run ``cat /var/log/worker/status.log``; here the file lives
 atomically (temporary file + ``os.replace``), so a reader never sees half a file.
 
 The same text is rendered from a JSON snapshot (``snapshot``), which the health server's
-``/status`` route returns, so ``taskinfa-worker status`` prints the same table whichever
-source it reads.
+``/status`` route returns and ``status.json`` beside the file keeps, so
+``taskinfa-worker status`` prints the same table whichever source it reads, with each
+slot's elapsed time as of the reading, and can tell from the snapshot's host and pid
+whether the worker that wrote it still runs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import socket
 import tempfile
 import time
 from collections.abc import Mapping
@@ -21,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from taskinfa_worker.pool.reporting import format_duration
 from taskinfa_worker.pool.state import PoolState
 
 __all__ = ["StatusFile", "render", "snapshot"]
@@ -32,6 +37,7 @@ def snapshot(state: PoolState, now: float | None = None) -> dict[str, Any]:
     """The pool's state as JSON-ready data (the ``/status`` body)."""
     return {
         "bot_name": state.bot_name,
+        "host": socket.gethostname(),
         "pid": os.getpid(),
         "started_at": state.started_at,
         "updated_at": time.time() if now is None else now,
@@ -40,6 +46,8 @@ def snapshot(state: PoolState, now: float | None = None) -> dict[str, Any]:
         "completed": state.completed,
         "failed": state.failed,
         "released": state.released,
+        "worker_faults": state.worker_faults,
+        "worker_fault": state.worker_fault,
         "busy": state.busy,
         "slots": [
             {
@@ -54,14 +62,21 @@ def snapshot(state: PoolState, now: float | None = None) -> dict[str, Any]:
     }
 
 
-def render(data: Mapping[str, Any]) -> str:
+def render(data: Mapping[str, Any], now: float | None = None) -> str:
     """The status text: two header lines, then one line per slot.
 
-    ``name  status  task id  since <UTC time>  title`` with the title trimmed to
+    ``name  status  task id  since <UTC time> (for <elapsed>)  title`` with the elapsed
+    time as of ``now`` (default: when the snapshot was taken) and the title trimmed to
     ``TITLE_WIDTH`` characters and put on one line.
     """
     slots: list[Mapping[str, Any]] = list(data.get("slots", []))
-    flags = ["draining" if data.get("draining") else "", _board_flag(data)]
+    at = now if now is not None else data.get("updated_at")
+    fault = data.get("worker_fault")
+    flags = [
+        "draining" if data.get("draining") else "",
+        _board_flag(data),
+        f"worker fault: {_one_line(fault, 200)}" if fault else "",
+    ]
     lines = [
         f"# taskinfa-worker {data.get('bot_name', '?')}  pid {data.get('pid', '?')}  "
         f"started {_when(data.get('started_at'))}  updated {_when(data.get('updated_at'))}",
@@ -75,7 +90,7 @@ def render(data: Mapping[str, Any]) -> str:
         task_id = str(slot.get("task_id") or "-")
         line = (
             f"{slot.get('name', '?')!s:<{name_width}}  {slot.get('status', '?')!s:<8}  "
-            f"{task_id:<{task_width}}  since {_when(slot.get('since'))}"
+            f"{task_id:<{task_width}}  since {_when(slot.get('since'))}{_elapsed(slot, at)}"
         )
         title = _one_line(slot.get("task_title"))
         lines.append(f"{line}  {title}" if title else line)
@@ -92,12 +107,19 @@ def _when(timestamp: Any) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _one_line(title: Any) -> str:
+def _elapsed(slot: Mapping[str, Any], now: Any) -> str:
+    since = slot.get("since")
+    if not isinstance(since, int | float) or not isinstance(now, int | float):
+        return ""
+    return f" (for {format_duration(int(max(0.0, now - since) * 1000))})"
+
+
+def _one_line(title: Any, width: int = TITLE_WIDTH) -> str:
     if not title:
         return ""
     # A title is user text: newlines or tabs would break the one-line-per-slot layout.
     text = " ".join(str(title).split())
-    return text if len(text) <= TITLE_WIDTH else text[: TITLE_WIDTH - 1] + "…"
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 class StatusFile:
@@ -106,23 +128,40 @@ class StatusFile:
     def __init__(self, path: Path) -> None:
         self.path = path
 
+    @property
+    def data_path(self) -> Path:
+        """``status.json``: the snapshot the text was rendered from."""
+        return self.path.with_suffix(".json")
+
     def write(self, state: PoolState) -> None:
-        """Replace the file with the current state, atomically."""
-        self.write_text(render(snapshot(state)))
+        """Replace the file (and its snapshot) with the current state, atomically."""
+        data = snapshot(state)
+        self._replace(self.data_path, json.dumps(data) + "\n")
+        self.write_text(render(data))
 
     def write_text(self, text: str) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._replace(self.path, text)
+
+    def read_data(self) -> dict[str, Any] | None:
+        """The last snapshot, or None when there is none (or it cannot be read)."""
+        try:
+            data = json.loads(self.data_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    @staticmethod
+    def _replace(path: Path, text: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
         # The temporary file must be in the same directory: os.replace is only atomic
         # within one filesystem.
-        fd, temporary = tempfile.mkstemp(
-            dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp"
-        )
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write(text)
             # mkstemp creates 0600; operators and log shippers read this file.
             os.chmod(temporary, 0o644)
-            os.replace(temporary, self.path)
+            os.replace(temporary, path)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(temporary)

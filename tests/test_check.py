@@ -249,7 +249,9 @@ async def test_status_from_the_health_port(tmp_path: Path) -> None:
         out = io.StringIO()
         assert await show_status(reader, out=out) == 0
     text = out.getvalue()
-    assert re.search(r"^checker-2 +working +task_42 +since \S+ +Write the docs$", text, re.M)
+    assert re.search(
+        r"^checker-2 +working +task_42 +since \S+ \(for [^)]+\) +Write the docs$", text, re.M
+    )
     assert text.rstrip().endswith(f"# from http://127.0.0.1:{server.port}/status")
 
 
@@ -259,7 +261,9 @@ async def test_status_falls_back_to_the_file(tmp_path: Path) -> None:
     out = io.StringIO()
     assert await show_status(settings, out=out) == 0
     text = out.getvalue()
-    assert re.search(r"^checker-2 +working +task_42 +since \S+ +Write the docs$", text, re.M)
+    assert re.search(
+        r"^checker-2 +working +task_42 +since \S+ \(for [^)]+\) +Write the docs$", text, re.M
+    )
     assert "did not answer" in text.splitlines()[-1]
     assert f"from {settings.status_file}, written " in text.splitlines()[-1]
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from taskinfa_worker.metrics import Metrics
 from taskinfa_worker.settings import Settings
 from tests.deployfiles import COMPOSE, KUBERNETES, ROOT
 
@@ -62,3 +63,20 @@ def test_operations_quotes_the_shipped_grace_periods() -> None:
     kill_grace = Settings.model_fields["kill_grace"].default
     assert f"`DRAIN_TIMEOUT` seconds (default {drain:.0f})" in text
     assert f"`KILL_GRACE` seconds (default {kill_grace:.0f})" in text
+
+
+def test_metric_names_in_the_docs_are_the_exposed_ones() -> None:
+    exposed = {
+        line.split()[2]
+        for line in Metrics().render().decode().splitlines()
+        if line.startswith("# TYPE ")
+    }
+    docs = Path(__file__).parents[1] / "docs"
+    named = {
+        name
+        for page in docs.glob("*.md")
+        for name in re.findall(r"`(taskinfa_[a-z_]+)`", page.read_text())
+        if name != "taskinfa_worker"
+    }
+    assert named, "the docs name no metric"
+    assert named <= exposed, sorted(named - exposed)

@@ -49,7 +49,7 @@ def test_readable_by_others_and_no_temporary_files_left(tmp_path: Path) -> None:
     status = StatusFile(tmp_path / "status.log")
     status.write(make_state())
     status.write(make_state())
-    assert [path.name for path in tmp_path.iterdir()] == ["status.log"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["status.json", "status.log"]
     assert stat.S_IMODE(status.path.stat().st_mode) == 0o644
     assert status.age() >= 0
 

@@ -22,6 +22,8 @@ AUTH_FAILURE = re.compile(
     re.IGNORECASE,
 )
 AUTH_STATUSES = frozenset({401, 403})
+AUTH_FIX = "check ANTHROPIC_API_KEY, or the Claude login in CLAUDE_CONFIG_SOURCE"
+
 RESUME_MISSING = "No conversation found"
 
 
@@ -144,6 +146,7 @@ class ClaudeAgent(SupervisedAgent):
             session_id=(result.session_id if result is not None else None) or stream.session_id,
             stderr_tail=redact(run.stderr_tail),
             auth_failed=auth_failed,
+            worker_fault=AUTH_FIX if auth_failed else "",
             resume_not_found=resume_not_found,
         )
 

@@ -26,7 +26,7 @@ from loguru import logger
 
 from taskinfa_worker.agent.reaper import identity
 from taskinfa_worker.child_env import COMMON, inherit
-from taskinfa_worker.errors import AgentError
+from taskinfa_worker.errors import AgentUnavailableError
 from taskinfa_worker.settings import Settings
 
 # Names the agent inherits from the worker's environment. Not GIT_DIR, GIT_WORK_TREE,
@@ -90,7 +90,10 @@ def prepare_runtime(settings: Settings, slot: str) -> AgentRuntime:
     try:
         return _prepare_runtime(settings, slot)
     except OSError as exc:
-        raise AgentError(f"cannot prepare the agent's folders: {exc}") from exc
+        raise AgentUnavailableError(
+            f"cannot prepare the agent's folders: {exc}",
+            fix="make WORKSPACE_DIR writable and give its disk free space",
+        ) from exc
 
 
 def _prepare_runtime(settings: Settings, slot: str) -> AgentRuntime:

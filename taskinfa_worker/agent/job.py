@@ -56,6 +56,10 @@ class AgentOutcome:
     # The agent's own credentials were refused: every task would fail the same way, so the
     # pool pauses claiming instead of burning attempts.
     auth_failed: bool = False
+    # Set when the worker, not the task, is at fault (refused agent key, missing executable,
+    # git or disk or network trouble): what the operator should fix. The task then goes
+    # back to todo without an attempt counted, and the pool stops claiming for a while.
+    worker_fault: str = ""
     # Resuming the given session failed because it no longer exists; retry fresh.
     resume_not_found: bool = False
 

@@ -35,7 +35,7 @@ from loguru import logger
 
 from taskinfa_worker.agent.reaper import sweep_run
 from taskinfa_worker.agent.stream import LineSplitter
-from taskinfa_worker.errors import AgentError
+from taskinfa_worker.errors import AgentUnavailableError
 from taskinfa_worker.processes import signal_group
 
 # The kernel refuses a single argument over 128 KiB (MAX_ARG_STRLEN); agents get longer
@@ -52,6 +52,8 @@ READ_CHUNK = 256 * 1024
 DRAIN_TIMEOUT = 2.0
 # stderr kept for the failure comment: the end is what explains a failure.
 STDERR_TAIL_BYTES = 16 * 1024
+# A missing agent executable is the worker's fault: every task would fail the same way.
+AGENT_FIX = "install the agent on this worker's PATH, or fix CLAUDE_BIN or AGENT_COMMAND"
 
 
 # Every agent starts through the exec shim that makes it die with the worker (Linux only).
@@ -187,7 +189,9 @@ class Supervisor:
         self._started = self._last_output = time.monotonic()
         executable = shutil.which(spec.argv[0], path=spec.env.get("PATH", os.defpath))
         if executable is None:
-            raise AgentError(f"cannot start {spec.argv[0]!r}: not found or not executable")
+            raise AgentUnavailableError(
+                f"cannot start {spec.argv[0]!r}: not found or not executable", fix=AGENT_FIX
+            )
         try:
             return await anyio.open_process(
                 launch_argv(executable, spec.argv[1:]),
@@ -202,7 +206,9 @@ class Supervisor:
             reason = exc.strerror or str(exc)
             if exc.filename is not None:  # the executable, or the working directory
                 reason += f": {exc.filename}"
-            raise AgentError(f"cannot start {spec.argv[0]!r}: {reason}") from exc
+            raise AgentUnavailableError(
+                f"cannot start {spec.argv[0]!r}: {reason}", fix=AGENT_FIX
+            ) from exc
 
     async def _watch(self) -> ProcessEnd:
         """Wait for the process to exit, or for a limit to be reached."""

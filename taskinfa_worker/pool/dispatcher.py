@@ -69,8 +69,12 @@ class Dispatcher:
         self._wake.set()
 
     def pause(self, seconds: float) -> None:
-        """No claims for a while (the agent's key was refused: every task would fail)."""
+        """No claims for a while (a worker fault: every task would fail the same way)."""
         self._paused_until = time.monotonic() + seconds
+
+    @property
+    def paused(self) -> bool:
+        return self._paused_until > time.monotonic()
 
     def task_ended(self) -> None:
         self._interval = self._settings.poll_interval

@@ -24,6 +24,7 @@ from loguru import logger
 from taskinfa_worker.client.api import BoardClient
 from taskinfa_worker.errors import BoardError
 from taskinfa_worker.pool import budget
+from taskinfa_worker.pool.identity import BeatRecord
 from taskinfa_worker.pool.registry import RunningTasks
 
 DEFAULT_SERVER_INTERVAL = 10.0
@@ -36,11 +37,14 @@ class HeartbeatLoop:
         bot_name: str,
         running: RunningTasks,
         on_board_answer: Callable[[bool], None] = lambda _ok: None,
+        record: BeatRecord | None = None,
     ) -> None:
         self._client = client
         self._bot_name = bot_name
         self._running = running
         self._on_board_answer = on_board_answer
+        # The board's time of our process's beat, so a restart knows its own last beat.
+        self._record = record
         self._server_interval = DEFAULT_SERVER_INTERVAL
         self._working_last_round: set[str] = set()
         self.rounds = 0
@@ -87,6 +91,9 @@ class HeartbeatLoop:
 
     async def _send(self, name: str, status: str, task_id: str | None) -> bool | None:
         """One heartbeat. False when the board has no heartbeat route, None when it failed."""
+        record = self._record if name == self._bot_name else None
+        if record is not None:
+            record.sending()
         try:
             answer = await self._client.heartbeat(name, status, task_id)
         except BoardError as exc:
@@ -95,5 +102,7 @@ class HeartbeatLoop:
         if answer is None:
             return False
         self._on_board_answer(True)
+        if record is not None and answer.worker is not None:
+            record.save(answer.worker.last_heartbeat)
         self._server_interval = max(1.0, answer.next_heartbeat_in)
         return True

@@ -7,7 +7,8 @@ live once:
   the optional fields that depend on what the server sends back (``server_has``);
 - a failure counts an attempt and sends the task back to ``todo`` until ``max_attempts``,
   then to the failed status (``blocked`` where the board accepts it, else ``review`` with
-  notes starting "Failed:"); a release (shutdown) counts nothing;
+  notes starting "Failed:"); a release (shutdown, or a fault of the worker rather than the
+  task) counts nothing;
 - endings go in the CRITICAL lane through ``BoardClient.end_task``, retried for minutes so
   that a board down for a while still gets them, but never sent again onto a task that
   has meanwhile left its owner: a lost answer must not take the task from the next worker
@@ -249,6 +250,16 @@ class TaskReporter:
     async def agent_failed(self, task: Task, author: str, outcome: AgentOutcome) -> str:
         """Count the failed attempt of a run, with the failure comment written from it."""
         return await self.fail(task, author, failure_text(outcome), session_id=outcome.session_id)
+
+    async def worker_fault(self, task: Task, author: str, outcome: AgentOutcome) -> None:
+        """The worker, not the task, failed: say so and what to fix; no attempt counted."""
+        reason = outcome.reason.strip().rstrip(".")
+        await self.release(
+            task,
+            author,
+            f"the worker {author} is at fault, not the task: {reason}. "
+            f"To fix on the worker: {outcome.worker_fault}. The worker stops claiming for a while.",
+        )
 
     async def release(self, task: Task, author: str, why: str) -> None:
         """Hand a task back to todo, unassigned, without counting an attempt."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
@@ -21,8 +22,14 @@ from loguru import logger
 
 from taskinfa_worker.agent import Agent, AgentJob, AgentOutcome
 from taskinfa_worker.client.api import BoardClient, Lane
-from taskinfa_worker.client.models import Task, taken_away
-from taskinfa_worker.errors import AgentError, AuthError, BoardError, WorkspaceError
+from taskinfa_worker.client.models import Task, TaskStatus, taken_away
+from taskinfa_worker.errors import (
+    AgentError,
+    AuthError,
+    BoardError,
+    WorkerFault,
+    WorkspaceError,
+)
 from taskinfa_worker.metrics import Metrics
 from taskinfa_worker.pool import budget
 from taskinfa_worker.pool.handover import wait_for_handover
@@ -41,7 +48,28 @@ class TaskEnding(Enum):
     FAILED = "failed"
     RELEASED = "released"
     STOPPED_BY_BOARD = "stopped_by_board"
-    AGENT_AUTH_FAILED = "agent_auth_failed"
+    # The worker, not the task, failed (agent missing, its key refused, git, disk, network):
+    # the task went back to todo without an attempt, and the pool stops claiming a while.
+    WORKER_FAULT = "worker_fault"
+
+
+# Endings an operator should look at; the rest are logged at INFO.
+_WARN_ENDINGS = {TaskEnding.FAILED: "WARNING", TaskEnding.WORKER_FAULT: "ERROR"}
+WORKSPACE_FIX = "make WORKSPACE_DIR writable and give its disk free space"
+
+
+@dataclass(frozen=True)
+class Ended:
+    """A task's run in a slot, as the pool counts it and the log line tells it."""
+
+    ending: TaskEnding
+    reason: str = ""
+    gave_up: bool = False  # a failure that used the last attempt: the task needs a person
+
+
+def _fault_outcome(reason: str, fix: str) -> AgentOutcome:
+    """A failed run; the worker's fault when ``fix`` says what to do about it."""
+    return AgentOutcome(success=False, reason=reason, worker_fault=fix)
 
 
 def _safe_name(text: str) -> str:
@@ -70,23 +98,37 @@ class TaskRunner:
         self._metrics = metrics
         self._running = running
 
-    async def run(self, slot: str, claimed: Claimed) -> TaskEnding:
+    async def run(self, slot: str, claimed: Claimed) -> Ended:
         task = claimed.task
         handle = self._running.add(task, slot)
         started = time.monotonic()
-        ending = TaskEnding.FAILED
+        ended = Ended(TaskEnding.FAILED, "the ending could not be written to the board")
         try:
             with logger.contextualize(slot=slot, task_id=task.id):
-                ending = await self._run(slot, claimed, handle)
-                logger.info("task {} ended: {}", task.id, ending.value)
+                ended = await self._run(slot, claimed, handle)
         finally:
             self._running.remove(handle)
-            self._metrics.task_duration_seconds.labels(ending.value).observe(
-                time.monotonic() - started
-            )
-        return ending
+            duration = time.monotonic() - started
+            self._metrics.task_duration_seconds.labels(ended.ending.value).observe(duration)
+            self._log_ending(task, slot, ended, duration)
+        return ended
 
-    async def _run(self, slot: str, claimed: Claimed, handle: RunningTask) -> TaskEnding:
+    def _log_ending(self, task: Task, slot: str, ended: Ended, duration: float) -> None:
+        """One line per ending: what, which attempt, how long, and why (3 a.m. material)."""
+        level = _WARN_ENDINGS.get(ended.ending, "INFO")
+        why = " ".join(ended.reason.split())[:300]
+        logger.bind(slot=slot, task_id=task.id).log(
+            level,
+            "task {} ended: {} ◆ attempt {} of {} ◆ {:.1f} s{}",
+            task.id,
+            ended.ending.value,
+            task.error_count + 1,
+            self._settings.max_attempts,
+            duration,
+            f" ◆ {why}" if why else "",
+        )
+
+    async def _run(self, slot: str, claimed: Claimed, handle: RunningTask) -> Ended:
         task = claimed.task
         attempt = task.error_count + 1
         logger.info("claimed {} ({!r}), attempt {}", task.id, task.title[:80], attempt)
@@ -107,22 +149,27 @@ class TaskRunner:
         if handle.stop_kind in (StopKind.BOARD, StopKind.DELETED):
             assert handle.stop_kind is not None
             await self._reporter.stopped(task, slot, handle.stop_kind, handle.stop_reason)
-            return TaskEnding.STOPPED_BY_BOARD
+            return Ended(TaskEnding.STOPPED_BY_BOARD, handle.stop_reason)
         if outcome is None or (handle.stop_kind is StopKind.SHUTDOWN and not outcome.success):
             await self._reporter.release(task, slot, handle.stop_reason)
             self._metrics.tasks_released.inc()
-            return TaskEnding.RELEASED
+            return Ended(TaskEnding.RELEASED, handle.stop_reason)
         if outcome.cost_usd:
             self._metrics.agent_cost_usd.inc(outcome.cost_usd)
         if not await self._still_ours(task, slot):
-            return TaskEnding.STOPPED_BY_BOARD
+            return Ended(TaskEnding.STOPPED_BY_BOARD, "the task was changed on the board")
         if outcome.success:
             await self._reporter.succeeded(task, slot, outcome, result)
             self._metrics.tasks_completed.inc()
-            return TaskEnding.COMPLETED
-        await self._reporter.agent_failed(task, slot, outcome)
+            return Ended(TaskEnding.COMPLETED)
+        if outcome.worker_fault:
+            await self._reporter.worker_fault(task, slot, outcome)
+            self._metrics.tasks_released.inc()
+            return Ended(TaskEnding.WORKER_FAULT, f"{outcome.reason} (fix: {outcome.worker_fault})")
+        status = await self._reporter.agent_failed(task, slot, outcome)
         self._metrics.tasks_failed.inc()
-        return TaskEnding.AGENT_AUTH_FAILED if outcome.auth_failed else TaskEnding.FAILED
+        gave_up = status != TaskStatus.TODO
+        return Ended(TaskEnding.FAILED, f"{outcome.reason} (now {status})", gave_up)
 
     async def _work(
         self,
@@ -136,14 +183,23 @@ class TaskRunner:
         task = claimed.task
         try:
             workspace = await self._workspaces.prepare(task, claimed.project)
+        except WorkerFault as exc:
+            return _fault_outcome(f"Workspace: {exc}", exc.fix), WorkspaceResult()
         except WorkspaceError as exc:
             return AgentOutcome(success=False, reason=f"Workspace: {exc}"), WorkspaceResult()
+        except OSError as exc:
+            # The workspace folder itself (permissions, a full or read-only disk).
+            reason = f"Workspace: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
+            return _fault_outcome(reason, WORKSPACE_FIX), WorkspaceResult()
         try:
             outcome = await self._run_agent(slot, claimed, workspace, attempt, history, fresh)
             if not outcome.success:
                 return outcome, WorkspaceResult()
             try:
                 return outcome, await self._workspaces.finish(workspace, task)
+            except WorkerFault as exc:
+                reason = f"The agent finished, but its work could not be saved: {exc}"
+                return _fault_outcome(reason, exc.fix), WorkspaceResult()
             except WorkspaceError as exc:
                 failed = AgentOutcome(
                     success=False,
@@ -191,9 +247,8 @@ class TaskRunner:
                 try:
                     outcome = await self._agent.run(job)
                 except AgentError as exc:
-                    outcome = AgentOutcome(
-                        success=False, reason=f"The agent could not start: {exc}"
-                    )
+                    fix = exc.fix if isinstance(exc, WorkerFault) else ""
+                    outcome = _fault_outcome(f"The agent could not start: {exc}", fix)
                 group.cancel_scope.cancel()
         except* AuthError as refused:
             # A progress comment met the refused key: the agent was stopped with the group,

@@ -35,9 +35,17 @@ class PoolState:
     draining: bool = False
     # The board answered with our key at least once and has not refused it since.
     board_ready: bool = False
+    # Runs by how they ended ("failed" counts attempts: one task may fail several times).
     completed: int = 0
     failed: int = 0
     released: int = 0
+    worker_faults: int = 0
+    # The tasks (ids) this process ran, whatever the number of runs each took.
+    tasks: set[str] = field(default_factory=set)
+    # Failures that used a task's last attempt.
+    gave_up: int = 0
+    # Set while claims are paused after a fault of this worker: what is wrong and the fix.
+    worker_fault: str | None = None
 
     @property
     def busy(self) -> int:

@@ -29,15 +29,16 @@ from taskinfa_worker.agent import Agent
 from taskinfa_worker.agent.environment import OWNER_VAR, owner_entry
 from taskinfa_worker.agent.reaper import kill_owned_now, sweep_leftovers
 from taskinfa_worker.client.api import BoardClient
-from taskinfa_worker.errors import EXIT_AUTH, AuthError, BoardError
+from taskinfa_worker.errors import EXIT_WORKER_FAULT, AuthError, BoardError, FatalError
 from taskinfa_worker.metrics import Metrics
 from taskinfa_worker.pool.dispatcher import Dispatcher
 from taskinfa_worker.pool.heartbeat import HeartbeatLoop
+from taskinfa_worker.pool.identity import BeatRecord, ensure_name_free
 from taskinfa_worker.pool.periodic import Upkeep, run_upkeep
 from taskinfa_worker.pool.recovery import LeaseSweeper, recover_own_tasks
 from taskinfa_worker.pool.registry import RunningTasks, StopKind
 from taskinfa_worker.pool.reporting import TaskReporter
-from taskinfa_worker.pool.runner import TaskEnding, TaskRunner
+from taskinfa_worker.pool.runner import Ended, TaskEnding, TaskRunner
 from taskinfa_worker.pool.state import PoolState, SlotState
 from taskinfa_worker.pool.takeaway import TakeawayWatcher
 from taskinfa_worker.redact import Redactor
@@ -45,13 +46,13 @@ from taskinfa_worker.settings import Settings
 from taskinfa_worker.workspace import Workspaces
 
 EXIT_OK = 0
-EXIT_AGENT_AUTH = 4  # the agent's key was refused and --exit-when-idle gave up
 EXIT_IMMEDIATE = 130
 
-# After the agent's own API key is refused, no slot claims for this long (doubling on each
-# repeat): every task would fail the same way, and a person has to fix the key.
-AGENT_AUTH_PAUSE = 300.0
-AGENT_AUTH_PAUSE_MAX = 3600.0
+# After a fault of the worker (the agent's key refused, the agent or git missing, the disk
+# or the network failing), no slot claims for this long, doubling on each repeat: every task
+# would fail the same way until a person fixes the worker (or the network comes back).
+WORKER_FAULT_PAUSE = 60.0
+WORKER_FAULT_PAUSE_MAX = 3600.0
 # The longest a slot waits to tell the board it is idle before it looks for work again.
 SLOT_BEAT_TIMEOUT = 5.0
 
@@ -84,13 +85,16 @@ class WorkerPool:
             settings, client, agent, workspaces, self._reporter, metrics, self.running
         )
         self._dispatcher = Dispatcher(settings, client, self.running, on_done=self.drain)
-        self._heartbeats = HeartbeatLoop(
-            client, settings.bot_name, self.running, self._board_answered
-        )
         self._signals = 0
         self._stopping = False
         self._draining = anyio.Event()  # the pool is built inside the event loop
-        self._agent_auth_pause = AGENT_AUTH_PAUSE
+        # Start-up's board requests are retried for minutes; a signal must not wait for them.
+        self._startup_scope = anyio.CancelScope()
+        self._fault_pause = WORKER_FAULT_PAUSE
+        self._beats = BeatRecord(settings.bot_log_dir / "last-heartbeat")
+        self._heartbeats = HeartbeatLoop(
+            client, settings.bot_name, self.running, self._board_answered, self._beats
+        )
         self.exit_code = EXIT_OK
         metrics.slots_total.set(settings.concurrency)
 
@@ -103,8 +107,14 @@ class WorkerPool:
         )
 
     def _counters(self) -> str:
+        """Tasks and runs apart: one task may take several attempts."""
         s = self.state
-        return f"{s.completed} completed ◆ {s.failed} failed ◆ {s.released} released"
+        runs = s.completed + s.failed + s.released + s.worker_faults
+        return (
+            f"{_count(len(s.tasks), 'task')} in {_count(runs, 'run')}: {s.completed} completed, "
+            f"{s.failed} failed ({s.gave_up} out of attempts), {s.released} released, "
+            f"{_count(s.worker_faults, 'worker fault')}"
+        )
 
     # --- Stopping ------------------------------------------------------------------------
     def drain(self) -> None:
@@ -113,6 +123,7 @@ class WorkerPool:
             return
         self.state.draining = True
         self._draining.set()
+        self._startup_scope.cancel()
         self._dispatcher.close()
         self._on_change()
         if self.running:
@@ -130,11 +141,11 @@ class WorkerPool:
         self._stopping = True
         self.running.stop_all(StopKind.SHUTDOWN, why)
 
-    def _fatal(self, exc: AuthError) -> None:
+    def _fatal(self, exc: FatalError) -> None:
         logger.error("{}", exc)
-        self.exit_code = EXIT_AUTH
+        self.exit_code = exc.exit_status
         self.state.board_ready = False
-        self.stop_now("the worker stopped because the board refused its key.")
+        self.stop_now(f"the worker stopped: {exc}")
 
     async def _watch_signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -180,8 +191,9 @@ class WorkerPool:
         )
         try:
             await self._run()
-        except AuthError as exc:
-            self._fatal(exc)
+        except* FatalError as group:
+            # Raised in a task group, the error arrives wrapped; the operator gets its sentence.
+            self._fatal(_first(group))
         uptime = time.time() - self.state.started_at
         logger.info(
             "taskinfa-worker {} stopped ◆ {} ◆ up {:.0f} s", s.bot_name, self._counters(), uptime
@@ -217,10 +229,12 @@ class WorkerPool:
             if self._handle_signals:
                 background.start_soon(self._watch_signals)
             await self._startup()
-            # The process is known to the board before any slot claims: a slot that dies
-            # before its own first heartbeat is then still covered by the lease.
-            with contextlib.suppress(BoardError):
-                await heartbeats.beat()
+            with self._startup_scope:
+                await self._meet_the_board()
+                # The process is known to the board before any slot claims: a slot that
+                # dies before its own first heartbeat is then still covered by the lease.
+                with contextlib.suppress(BoardError):
+                    await heartbeats.beat()
             for loop in self._upkeep(heartbeats):
                 background.start_soon(self._guarded, run_upkeep, loop)
             background.start_soon(self._guarded, self._drain_deadline)
@@ -241,9 +255,15 @@ class WorkerPool:
         if leftovers:
             logger.warning("stopped {} agent process(es) left by an earlier run", leftovers)
         await self._workspaces.prune_stale()
+
+    async def _meet_the_board(self) -> None:
+        """Our name is free, our previous life's tasks recovered; waits for the board."""
         delay = self.settings.poll_interval
         while not self.state.draining:
             try:
+                # Before recovery: another live process under our name would see its running
+                # tasks failed as a crash's leftovers.
+                await ensure_name_free(self.client, self.settings.bot_name, self._beats)
                 recovered = await recover_own_tasks(
                     self.client, self._reporter, self.settings.slot_names(), self.settings.bot_name
                 )
@@ -256,6 +276,7 @@ class WorkerPool:
                 delay = min(delay * 2, self.settings.max_poll_interval)
                 continue
             self.state.board_ready = True
+            self._on_change()  # the status file exists from the start, busy or not
             if recovered:
                 logger.info("recovered {} task(s) left in progress by a previous run", recovered)
             return
@@ -277,9 +298,10 @@ class WorkerPool:
                 if claimed is None:
                     return
                 self.metrics.tasks_claimed.inc()
+                self.state.tasks.add(claimed.task.id)
                 await self._heartbeats.slot_started(slot, claimed.task.id)
                 try:
-                    ending = await self._runner.run(slot, claimed)
+                    ended = await self._runner.run(slot, claimed)
                 finally:
                     # Never in place of the runner's own exception: a refused key meets
                     # the next claim anyway.
@@ -294,31 +316,59 @@ class WorkerPool:
                 # task stays in progress and the lease or our restart recovers it.
                 logger.error("{} could not report a task's ending: {}", slot, exc)
                 continue
-            self._count(ending)
+            self._count(ended)
             self._dispatcher.task_ended()
-            if ending is TaskEnding.AGENT_AUTH_FAILED:
-                await self._pause_after_agent_auth_failure()
+            if ended.ending is TaskEnding.WORKER_FAULT:
+                self._pause_after_worker_fault(ended.reason)
+            elif ended.ending in (TaskEnding.COMPLETED, TaskEnding.FAILED):
+                self._worker_works()
 
-    def _count(self, ending: TaskEnding) -> None:
-        if ending is TaskEnding.COMPLETED:
-            self.state.completed += 1
-        elif ending in (TaskEnding.FAILED, TaskEnding.AGENT_AUTH_FAILED):
-            self.state.failed += 1
-        elif ending is TaskEnding.RELEASED:
-            self.state.released += 1
+    def _count(self, ended: Ended) -> None:
+        s = self.state
+        if ended.ending is TaskEnding.COMPLETED:
+            s.completed += 1
+        elif ended.ending is TaskEnding.FAILED:
+            s.failed += 1
+            s.gave_up += ended.gave_up
+        elif ended.ending is TaskEnding.RELEASED:
+            s.released += 1
+        elif ended.ending is TaskEnding.WORKER_FAULT:
+            s.worker_faults += 1
         self._on_change()
 
-    async def _pause_after_agent_auth_failure(self) -> None:
+    def _pause_after_worker_fault(self, reason: str) -> None:
+        """Stop claiming: the next task would fail the same way, through no fault of its own."""
+        already = self.state.worker_fault is not None and self._dispatcher.paused
+        self.state.worker_fault = reason
+        self._on_change()
         if self.settings.exit_when_idle:
-            logger.error("the agent's API key was refused: no more claims (--exit-when-idle)")
-            self.exit_code = EXIT_AGENT_AUTH
+            logger.error("a worker fault stopped the claims (--exit-when-idle): exiting")
+            self.exit_code = EXIT_WORKER_FAULT
             self.drain()
             return
-        pause = self._agent_auth_pause
-        self._agent_auth_pause = min(pause * 2, AGENT_AUTH_PAUSE_MAX)
-        logger.error(
-            "the agent's API key was refused (ANTHROPIC_API_KEY or ~/.claude): no slot claims "
-            "for {:.0f} s",
-            pause,
-        )
+        if already:
+            return  # several slots met the same fault at once: one pause, one doubling
+        pause = self._fault_pause
+        self._fault_pause = min(pause * 2, WORKER_FAULT_PAUSE_MAX)
+        logger.error("a worker fault stopped the claims: trying again in {:.0f} s", pause)
         self._dispatcher.pause(pause)
+
+    def _worker_works(self) -> None:
+        """A run got as far as the task's own work: whatever was wrong with us is fixed."""
+        if self.state.worker_fault is not None:
+            logger.info("the worker fault is over: {} ran its task", self.state.bot_name)
+            self.state.worker_fault = None
+            self._on_change()
+        self._fault_pause = WORKER_FAULT_PAUSE
+
+
+def _first(group: BaseExceptionGroup[FatalError]) -> FatalError:
+    """The first fatal error in a (possibly nested) exception group."""
+    first = group.exceptions[0]
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"

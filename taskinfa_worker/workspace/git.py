@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from taskinfa_worker import processes
-from taskinfa_worker.errors import WorkspaceError
+from taskinfa_worker.errors import WorkspaceError, WorkspaceUnavailableError
 from taskinfa_worker.redact import Redactor
 from taskinfa_worker.workspace.gitenv import GitEnv
 from taskinfa_worker.workspace.safety import RepoUrl
@@ -61,7 +61,10 @@ async def run_process(
             f"{_verb(argv)} took longer than {timeout:g} s and was stopped"
         ) from None
     except OSError as exc:
-        raise WorkspaceError(f"could not start {argv[0]}: {exc.strerror or exc}") from None
+        raise WorkspaceUnavailableError(
+            f"could not start {argv[0]}: {exc.strerror or exc}",
+            fix=f"install {os.path.basename(argv[0])} on this worker's PATH",
+        ) from None
     return GitResult(
         argv=done.argv,
         returncode=done.returncode,
@@ -115,6 +118,17 @@ _AUTH_HINTS = (
 )
 
 
+# git's words when the network, not the repository, failed: the worker's fault.
+_NETWORK_HINTS = (
+    "could not resolve host",
+    "temporary failure in name resolution",
+    "network is unreachable",
+    "no route to host",
+    "connection timed out",
+)
+NETWORK_FIX = "check this worker's network and DNS (the repository host could not be reached)"
+
+
 class Git:
     """git with the worker's environment, options, timeout and redacted errors."""
 
@@ -146,7 +160,10 @@ class Git:
         except GitTimeoutError as exc:
             raise GitTimeoutError(self._redact(f"could not {action}: {exc}")) from None
         if check and not result.ok:
-            raise WorkspaceError(self.failure(action, result))
+            message = self.failure(action, result)
+            if any(hint in describe(result).lower() for hint in _NETWORK_HINTS):
+                raise WorkspaceUnavailableError(message, fix=NETWORK_FIX)
+            raise WorkspaceError(message)
         return result
 
     def failure(self, action: str, result: GitResult) -> str:

@@ -1,0 +1,115 @@
+"""A broken worker must not break the board: its faults cost the task nothing.
+
+The agent executable is missing, or the repository host cannot be reached: every task
+would fail the same way, so the task goes back to todo without an attempt counted, with a
+comment saying the worker is at fault and what to fix, and the pool stops claiming.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from taskinfa_worker.app import build_pool
+from taskinfa_worker.client.api import BoardClient
+from taskinfa_worker.errors import EXIT_WORKER_FAULT
+from taskinfa_worker.health import readiness
+from taskinfa_worker.metrics import Metrics
+from taskinfa_worker.redact import Redactor
+from tests.pool.support import Scene, running_pool, wait_for, worker_settings
+
+
+async def comments(client: BoardClient, task_id: str) -> list[str]:
+    return [c.content for c in (await client.list_comments(task_id, limit=100)).comments]
+
+
+async def test_a_missing_agent_releases_the_task_without_an_attempt_and_pauses_claims(
+    board: Any, scene: Scene, tmp_path: Path
+) -> None:
+    missing = tmp_path / "no-such-agent"
+    settings = worker_settings(
+        board.url, board.api_key, scene, agent_command=f"{missing} {{task_id}}", concurrency=1
+    )
+    async with BoardClient.from_settings(settings) as client:
+        first = await client.create_task("first", "default")
+        second = await client.create_task("second", "default")
+        async with running_pool(settings) as (pool, _):
+            await wait_for(lambda: pool.state.worker_faults == 1, what="a worker fault")
+            reason = readiness(pool.state)
+            assert reason is not None
+            assert "worker fault" in reason
+            assert "no-such-agent" in reason
+        task = await client.get_task(first.id)
+        assert task is not None
+        assert (task.status, task.assigned_to, task.error_count) == ("todo", None, 0)
+        notes = await comments(client, first.id)
+        released = [n for n in notes if n.startswith("Released:")]
+        assert len(released) == 1
+        assert "is at fault, not the task" in released[0]
+        assert "To fix on the worker: install the agent" in released[0]
+        assert "No attempt was counted" in released[0]
+        # Claims stopped: the other task was never touched.
+        untouched = await client.get_task(second.id)
+        assert untouched is not None
+        assert (untouched.status, untouched.error_count) == ("todo", 0)
+        assert await comments(client, second.id) == []
+        assert pool.state.failed == 0
+
+
+async def test_a_missing_agent_with_exit_when_idle_exits_with_status_4(
+    board: Any, scene: Scene, tmp_path: Path
+) -> None:
+    settings = worker_settings(
+        board.url,
+        board.api_key,
+        scene,
+        agent_command=f"{tmp_path / 'gone'} {{task_id}}",
+        exit_when_idle=True,
+    )
+    async with BoardClient.from_settings(settings, Metrics()) as client:
+        tasks = [await client.create_task(f"task {i}", "default") for i in range(3)]
+        pool = build_pool(settings, client, Metrics(), Redactor(), handle_signals=False)
+        with anyio.fail_after(60):
+            code = await pool.run()
+        assert code == EXIT_WORKER_FAULT
+        for task in tasks:
+            final = await client.get_task(task.id)
+            assert final is not None
+            assert (final.status, final.error_count) == ("todo", 0)  # nothing blocked
+        assert pool.state.worker_faults == 1
+
+
+async def test_an_unreachable_repository_host_is_the_workers_fault(
+    board: Any, scene: Scene
+) -> None:
+    # `.invalid` never resolves (RFC 2606): git fails on DNS, as when the network is down.
+    settings = worker_settings(board.url, board.api_key, scene, max_attempts=1)
+    async with BoardClient.from_settings(settings) as client:
+        project = await client.create_task_list(
+            "remote", repository_url="https://git.example.invalid/team/repo.git"
+        )
+        task = await client.create_task("clone me", project.id)
+        async with running_pool(settings) as (pool, _):
+            await wait_for(lambda: pool.state.worker_faults == 1, what="a worker fault")
+        final = await client.get_task(task.id)
+        assert final is not None
+        assert (final.status, final.error_count) == ("todo", 0)  # not blocked at 1 attempt
+        released = [n for n in await comments(client, task.id) if n.startswith("Released:")]
+        assert "network and DNS" in released[0]
+        assert scene.starts() == []  # the agent never ran
+
+
+async def test_a_task_of_its_own_fault_still_counts_attempts(board: Any, scene: Scene) -> None:
+    # The contrast: the agent ran and failed, which is the task's (it ends blocked).
+    settings = worker_settings(board.url, board.api_key, scene, max_attempts=1)
+    async with BoardClient.from_settings(settings) as client:
+        task = await client.create_task("broken [fail]", "default")
+        async with running_pool(settings) as (pool, _):
+            await wait_for(lambda: pool.state.failed == 1, what="a failed attempt")
+            assert readiness(pool.state) is None
+        final = await client.get_task(task.id)
+        assert final is not None
+        assert (final.status, final.error_count) == ("blocked", 1)
+        assert pool.state.worker_faults == 0
