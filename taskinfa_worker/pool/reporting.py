@@ -112,6 +112,7 @@ class TaskReporter:
         comment_type: str,
         *,
         loop_number: int | None = None,
+        into_notes: bool = True,
     ) -> bool:
         """Post a note that explains an ending: at least once, shown once (the client reads
         back an unknown outcome). False when it could not be delivered: the caller then
@@ -124,6 +125,7 @@ class TaskReporter:
                 content=text,
                 comment_type=comment_type,
                 loop_number=loop_number,
+                into_notes=into_notes,
             )
         except BoardError as exc:  # a refusal (400, 404): the note has no place on the board
             logger.warning("note on {} not posted: {}", task.id, exc)
@@ -171,12 +173,14 @@ class TaskReporter:
         logger.info("stopped {}: {}", task.id, reason)
         if kind is StopKind.DELETED:
             return  # nothing left to comment on
-        # Never into completion_notes when it cannot be posted: the task is a person's now.
+        # Never into completion_notes, even on a board without comments: the task is a
+        # person's now, and so are its notes.
         await self.note(
             task,
             author,
             f"{STOPPED}{author}: {reason} The agent was stopped; the task is left as set.",
             CommentType.PROGRESS,
+            into_notes=False,
         )
 
     async def complete(self, task: Task, author: str, notes: str, **fields: Any) -> None:

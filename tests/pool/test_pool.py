@@ -422,3 +422,28 @@ async def test_a_persons_move_hands_a_task_to_another_process_without_overlap(
             alpha.kill()
             if beta is not None:
                 beta.kill()
+
+
+async def test_a_stop_never_overwrites_the_notes_of_a_task_a_person_took_over(
+    make_board: Any, scene: Scene
+) -> None:
+    # The worker-era release has no comments: notes are the only place a worker can write,
+    # and after a person's move they are the person's.
+    board = await make_board(profile="v1")
+    settings = worker_settings(board.url, board.api_key, scene)
+    async with BoardClient.from_settings(settings) as client:
+        (task,) = await add_tasks(client, 1, title="long [hang]")
+        await client.update_task(task.id, status="todo")
+        async with running_pool(settings) as (pool, _):
+            await wait_for(lambda: scene.starts(task.id), what="the agent to start")
+            await client.update_task(
+                task.id, status="backlog", assigned_to=None, completion_notes="Dana: paused."
+            )
+            await wait_for(
+                lambda: any(e[0] == "stop" and e[1] == task.id for e in scene.entries()),
+                what="the agent to be stopped",
+            )
+            await wait_for(lambda: not pool.running, what="the slot to be free")
+        final = await client.get_task(task.id)
+    assert final is not None
+    assert (final.status, final.completion_notes) == ("backlog", "Dana: paused.")
