@@ -265,6 +265,14 @@ class Settings(BaseSettings):
         group="Operations",
         help="Address the health port listens on.",
     )
+    status_titles: Literal["local", "all", "none"] = setting(
+        "local",
+        group="Operations",
+        help=(
+            "Who sees task titles in the health port's /status: local (loopback only, so "
+            "`taskinfa-worker status` in the pod or container), all, or none."
+        ),
+    )
 
     # --- Validation ----------------------------------------------------------------------
     @field_validator("allowed_tools", "disallowed_tools", "agent_env_allow", mode="before")
