@@ -3,6 +3,7 @@ image, the seed's variable names and the worker's drain timeout."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -122,3 +123,44 @@ def test_local_board_profile() -> None:
     assert board["healthcheck"] == {"disable": True}
     # The worker starts after the board when the profile is on, and without it otherwise.
     assert services["worker"]["depends_on"]["board"]["required"] is False
+
+
+# The newest Compose features the file uses, with the release that brought each: the oldest
+# Compose that accepts the file is the latest of these. Compose v1 knows none of them.
+MINIMUM_COMPOSE = "2.24.0"
+FEATURES = {
+    "env_file entries with path/required (optional .env)": "2.24.0",
+    "depends_on with required: false (optional board)": "2.20.0",
+}
+
+
+def _uses_optional_env_file(file: dict[str, Any]) -> bool:
+    entries = file["services"]["worker"].get("env_file", [])
+    return any(isinstance(entry, dict) and "required" in entry for entry in entries)
+
+
+def _uses_optional_depends_on(file: dict[str, Any]) -> bool:
+    depends = file["services"]["worker"].get("depends_on", {})
+    return isinstance(depends, dict) and any("required" in v for v in depends.values())
+
+
+def test_the_stated_minimum_compose_version_is_the_one_the_file_needs() -> None:
+    file = compose()
+    used = {
+        "env_file entries with path/required (optional .env)": _uses_optional_env_file(file),
+        "depends_on with required: false (optional board)": _uses_optional_depends_on(file),
+    }
+    needed = max(
+        (FEATURES[name] for name, present in used.items() if present),
+        key=lambda version: tuple(int(part) for part in version.split(".")),
+    )
+    # Dropping the feature that needs the minimum without lowering the docs fails here too.
+    assert needed == MINIMUM_COMPOSE
+    stated = f"Docker Compose v{MINIMUM_COMPOSE} or newer"
+    for doc in ["README.md", "docs/quickstart.md", "docs/migration.md"]:
+        text = " ".join((ROOT / doc).read_text().split())
+        assert stated in text, f"{doc} does not say {stated!r}"
+        # No other minimum may be stated beside it.
+        others = set(re.findall(r"Docker Compose v(\d+\.\d+\.\d+) or newer", text))
+        assert others == {MINIMUM_COMPOSE}, (doc, others)
+    assert f"Docker Compose v{MINIMUM_COMPOSE} or newer" in COMPOSE.read_text().splitlines()[0]
