@@ -172,6 +172,19 @@ def test_example_secret_has_no_values() -> None:
     assert all(value == "" for value in secret["stringData"].values())
 
 
+def test_log_retention_fits_the_logs_volume() -> None:
+    pod = one("Deployment")["spec"]["template"]["spec"]
+    (logs,) = [volume for volume in pod["volumes"] if volume["name"] == "logs"]
+    limit = logs["emptyDir"]["sizeLimit"]
+    assert limit.endswith("Gi"), limit
+    volume_mib = int(limit.removesuffix("Gi")) * 1024
+    data = one("ConfigMap")["data"]
+    cap = int(data.get("LOG_RETENTION_MB", Settings.model_fields["log_retention_mb"].default))
+    # Pruning runs every few minutes: the live log (10 MB rotation) and running tasks'
+    # transcripts grow between rounds, so the cap leaves half the volume free.
+    assert cap <= volume_mib // 2, (cap, volume_mib)
+
+
 def test_probes_use_the_health_port() -> None:
     worker = container()
     port = int(one("ConfigMap")["data"]["HEALTH_PORT"])

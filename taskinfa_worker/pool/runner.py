@@ -10,7 +10,6 @@ without an attempt.
 
 from __future__ import annotations
 
-import re
 import time
 from datetime import UTC, datetime
 from enum import Enum
@@ -28,6 +27,7 @@ from taskinfa_worker.pool import budget
 from taskinfa_worker.pool.progress import ProgressReporter
 from taskinfa_worker.pool.registry import Claimed, RunningTask, RunningTasks, StopKind
 from taskinfa_worker.pool.reporting import TaskReporter
+from taskinfa_worker.pool.retention import transcript_folder
 from taskinfa_worker.settings import Settings
 from taskinfa_worker.workspace import Workspace, WorkspaceResult, Workspaces
 
@@ -40,11 +40,6 @@ class TaskEnding(Enum):
     RELEASED = "released"
     STOPPED_BY_BOARD = "stopped_by_board"
     AGENT_AUTH_FAILED = "agent_auth_failed"
-
-
-def _safe_name(text: str) -> str:
-    name = re.sub(r"[^A-Za-z0-9_.-]", "_", text)[:100].strip(".")
-    return name or "task"
 
 
 class TaskRunner:
@@ -200,7 +195,7 @@ class TaskRunner:
 
     def _transcript_path(self, task: Task, attempt: int) -> Path:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        folder = self._settings.bot_log_dir / _safe_name(task.id)
+        folder = transcript_folder(self._settings.bot_log_dir, task.id)
         return folder / f"attempt-{attempt}-{stamp}.jsonl"
 
     async def _previous_error(self, task: Task) -> str | None:
