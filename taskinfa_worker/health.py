@@ -8,7 +8,10 @@
   this far: the process exits before the server starts.
 - ``/metrics`` the Prometheus text exposition of ``Metrics``.
 - ``/status`` the pool's slots as JSON (``status_file.snapshot``), read by
-  ``taskinfa-worker status``.
+  ``taskinfa-worker status``. Task titles can be private (a customer's name, an incident),
+  and the port listens on every address so the kubelet can probe it: titles are shown
+  only as ``settings.status_titles`` allows, by default to loopback peers alone, which is
+  where ``taskinfa-worker status`` asks from (``kubectl exec``, ``docker compose exec``).
 
 Served on ``settings.health_host:settings.health_port`` by the process's own event loop;
 off when ``health_port`` is unset. Port 0 binds a free port, reported by ``HealthServer.port``.
@@ -16,8 +19,10 @@ off when ``health_port`` is unset. Port 0 binds a free port, reported by ``Healt
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Literal
 
 from aiohttp import web
 
@@ -27,7 +32,9 @@ from taskinfa_worker.pool.state import PoolState
 from taskinfa_worker.settings import Settings
 from taskinfa_worker.status_file import snapshot
 
-__all__ = ["HealthServer", "readiness", "serve_health"]
+__all__ = ["HealthServer", "readiness", "serve_health", "shows_titles"]
+
+TitlePolicy = Literal["local", "all", "none"]
 
 # Probes hold no long connections; a short shutdown keeps a keep-alive client from
 # delaying the process's exit.
@@ -49,13 +56,35 @@ def readiness(state: PoolState) -> str | None:
     return None
 
 
+def shows_titles(policy: TitlePolicy, remote: str | None) -> bool:
+    """Whether a ``/status`` request from peer address ``remote`` may see task titles."""
+    if policy != "local":
+        return policy == "all"
+    if remote is None:
+        return False
+    try:
+        address = ipaddress.ip_address(remote)
+    except ValueError:  # not an IP peer: nothing says it is local
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # a dual-stack socket reports 127.0.0.1 as ::ffff:...
+    return address.is_loopback
+
+
 class HealthServer:
     """An aiohttp server for the four routes; ``start()`` then ``stop()``."""
 
     def __init__(
-        self, state: PoolState, metrics: Metrics, *, host: str = "127.0.0.1", port: int = 0
+        self,
+        state: PoolState,
+        metrics: Metrics,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        status_titles: TitlePolicy = "local",
     ) -> None:
         self.state = state
+        self.status_titles: TitlePolicy = status_titles
         self.metrics = metrics
         self.host = host
         self.port = port  # the bound port once started (useful with port 0)
@@ -115,7 +144,11 @@ class HealthServer:
         )
 
     async def _status(self, request: web.Request) -> web.Response:
-        return web.json_response(snapshot(self.state))
+        data = snapshot(self.state)
+        if not shows_titles(self.status_titles, request.remote):
+            for slot in data["slots"]:
+                slot["task_title"] = None
+        return web.json_response(data)
 
 
 @asynccontextmanager
@@ -131,7 +164,13 @@ async def serve_health(
     if settings.health_port is None:
         yield None
         return
-    server = HealthServer(state, metrics, host=settings.health_host, port=settings.health_port)
+    server = HealthServer(
+        state,
+        metrics,
+        host=settings.health_host,
+        port=settings.health_port,
+        status_titles=settings.status_titles,
+    )
     try:
         await server.start()
     except OSError as exc:

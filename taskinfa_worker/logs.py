@@ -9,6 +9,11 @@ Convention: a line about a slot carries loguru extras ``slot`` (the slot's worke
 or ``with logger.contextualize(slot=..., task_id=...):`` around the task's work. Text lines
 show them as ``[bot-1 task_abc]``; JSON lines have ``"slot"`` and ``"task_id"`` keys.
 
+Every line also names its process: ``pid`` and ``worker`` (``BOT_NAME``). Two processes
+started with the same ``LOG_DIR`` and ``BOT_NAME`` (a restart that overlaps the old one, two
+containers on one bind mount) append to the same ``worker.log``, and only these tell their
+lines apart. Text lines start ``<time> <level> <pid> <worker>``.
+
 Every record passes a patcher before any sink sees it: the message, each string extra and
 the exception text are run through the ``Redactor``, so a key logged by mistake is masked
 on stderr and in ``{LOG_DIR}/{BOT_NAME}/worker.log`` alike. Tracebacks are formatted here
@@ -48,9 +53,11 @@ _EXCEPTION = "_exception_text"
 _CONTEXT = "_context_text"
 _FIELDS = "_fields_text"
 _JSON = "_json_line"
+_WORKER = "_worker"
 
 _TEXT_TEMPLATE = (
     "<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> <level>{level: <7}</level> "
+    "{process} {extra[" + _WORKER + "]} "
     "{extra[" + _CONTEXT + "]}<level>{message}</level>{extra[" + _FIELDS + "]}\n"
     "{extra[" + _EXCEPTION + "]}"
 )
@@ -71,7 +78,7 @@ def setup_logging(settings: Settings, redactor: Redactor, *, stream: TextIO | No
     use_json = fmt == "json" or (fmt == "auto" and not is_tty)
 
     logger.remove()
-    logger.configure(patcher=_patcher(redactor), extra={})
+    logger.configure(patcher=_patcher(redactor), extra={_WORKER: settings.bot_name})
     # Format *functions*, not strings: for a string format loguru appends its own
     # "{exception}", which would print the traceback unredacted.
     formatter = _json_format if use_json else _text_format
@@ -152,6 +159,8 @@ def _json_format(record: Record) -> str:
         "level": record["level"].name,
         "message": record["message"],
         "logger": record["name"],
+        "pid": record["process"].id,
+        "worker": record["extra"].get(_WORKER, ""),
     }
     for key, value in record["extra"].items():
         if key.startswith("_"):

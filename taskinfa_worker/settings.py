@@ -287,6 +287,35 @@ class Settings(BaseSettings):
         group="Operations",
         help="Address the health port listens on.",
     )
+    log_retention_mb: int = setting(
+        512,
+        group="Operations",
+        help=(
+            "Transcripts and rotated logs of this BOT_NAME are pruned, oldest first, to stay "
+            "under this many MiB (half the 1 GiB logs volume of deploy/kubernetes)."
+        ),
+        ge=1,
+    )
+    log_retention_days: float = setting(
+        14.0,
+        group="Operations",
+        help="Transcripts and rotated logs older than this many days are deleted.",
+        gt=0,
+    )
+    log_retention_interval: float = setting(
+        300.0,
+        group="Operations",
+        help="Seconds between two retention rounds while the worker runs.",
+        gt=0,
+    )
+    status_titles: Literal["local", "all", "none"] = setting(
+        "local",
+        group="Operations",
+        help=(
+            "Who sees task titles in the health port's /status: local (loopback only, so "
+            "`taskinfa-worker status` in the pod or container), all, or none."
+        ),
+    )
 
     # --- Validation ----------------------------------------------------------------------
     @field_validator("allowed_tools", "disallowed_tools", "agent_env_allow", mode="before")

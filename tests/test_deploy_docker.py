@@ -196,3 +196,30 @@ async def test_healthcheck_command_passes_on_a_live_worker_and_fails_without_one
         state.draining = True  # liveness, not readiness: a draining worker is healthy
         assert await run_probe(port) == 0
     assert await run_probe(port) != 0
+
+
+def test_the_build_fetches_nothing_but_its_base_images() -> None:
+    # A "# syntax=" parser directive makes BuildKit pull a frontend image before it builds;
+    # the classic builder ignores it. Directives are leading comments of the form
+    # "# key=value", so the whole leading comment block is checked.
+    for line in DOCKERFILE.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        key = line[1:].strip().partition("=")[0].strip().lower()
+        assert key not in {"syntax", "check"}, f"parser directive: {line}"
+    instructions = dockerfile_instructions()
+    # Only base images from FROM: no ADD of a URL, no COPY --from=<image> outside the stages.
+    stages: set[str] = set()
+    bases: set[str] = set()
+    for instruction in instructions:
+        if instruction.keyword == "FROM":
+            image, _, alias = instruction.args.partition(" AS ")
+            image = substitute(image, arg_defaults(instructions, -1))
+            if image not in stages:
+                bases.add(image)
+            stages.add(alias.strip())
+        assert instruction.keyword != "ADD", "ADD can fetch URLs; use COPY or RUN"
+        for part in instruction.args.split():
+            if part.startswith("--from="):
+                assert part.removeprefix("--from=") in stages, part
+    assert bases == {"python:3.11-slim-bookworm", "node:22-bookworm-slim"}

@@ -18,20 +18,32 @@ import yaml
 
 from taskinfa_worker.settings import Settings, env_var
 from tests.board_support import MakeBoard
-from tests.deployfiles import KUBERNETES
+from tests.deployfiles import KUBERNETES, ROOT
 
 KEDA_SCHEMA = json.loads((Path(__file__).parent / "schemas" / "keda.json").read_text())
 # The oldest Kubernetes still commonly run, and the newest the validator knows.
 VERSIONS = ["1.29.0", kubernetes_validate.latest_version()]
 
 
+# Outside deploy/kubernetes/: `kubectl apply -f deploy/kubernetes/` (with or without -R) must
+# never replace the operator's real Secret with the example's empty values.
+EXAMPLE_SECRET = ROOT / "deploy" / "secret.example.yaml"
+
+
 def documents() -> list[tuple[str, dict[str, Any]]]:
+    """Everything `kubectl apply -R -f deploy/kubernetes/` would apply."""
     found = []
-    for path in sorted(KUBERNETES.glob("*.yaml")):
+    for path in sorted([*KUBERNETES.rglob("*.yaml"), *KUBERNETES.rglob("*.yml")]):
         for document in yaml.safe_load_all(path.read_text()):
             if document is not None:
                 found.append((path.name, document))
     return found
+
+
+def example_secret() -> dict[str, Any]:
+    secret = yaml.safe_load(EXAMPLE_SECRET.read_text())
+    assert isinstance(secret, dict)
+    return secret
 
 
 def one(kind: str) -> dict[str, Any]:
@@ -54,10 +66,18 @@ def test_expected_manifests_are_there() -> None:
         "ConfigMap",
         "Deployment",
         "NetworkPolicy",
+        "PodDisruptionBudget",
         "ScaledObject",
-        "Secret",
         "TriggerAuthentication",
     ]
+
+
+def test_applying_the_folder_never_touches_a_secret() -> None:
+    # The example once sat in the folder under the real name: applying the folder after
+    # `kubectl create secret` blanked the keys. No Secret may be applied from there at all.
+    assert not [name for name, doc in documents() if doc["kind"] == "Secret"]
+    assert example_secret()["kind"] == "Secret"
+    assert not EXAMPLE_SECRET.resolve().is_relative_to(KUBERNETES.resolve())
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -70,6 +90,15 @@ def test_core_manifests_validate_strictly(version: str) -> None:
         kubernetes_validate.validate(document, version, strict=True)
         checked += 1
     assert checked == 4
+    kubernetes_validate.validate(example_secret(), version, strict=True)
+
+
+def test_disruption_budget_evicts_one_worker_pod_at_a_time() -> None:
+    budget = one("PodDisruptionBudget")["spec"]
+    labels = one("Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert budget["selector"]["matchLabels"].items() <= labels.items()
+    # maxUnavailable, not minAvailable: with 1 replica, minAvailable 1 blocks node drains.
+    assert budget == {"maxUnavailable": 1, "selector": budget["selector"]}
 
 
 def test_strict_validation_rejects_a_misspelt_field() -> None:
@@ -125,7 +154,7 @@ def test_termination_grace_covers_drain_and_kill_grace() -> None:
 def test_bot_name_is_the_pod_name_and_keys_come_from_the_secret() -> None:
     env = {item["name"]: item for item in container()["env"]}
     assert env["BOT_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
-    secret = one("Secret")
+    secret = example_secret()
     for name in ["TASKINFA_API_KEY", "ANTHROPIC_API_KEY", "GITHUB_TOKEN"]:
         ref = env[name]["valueFrom"]["secretKeyRef"]
         assert ref["name"] == secret["metadata"]["name"]
@@ -139,10 +168,23 @@ def test_bot_name_is_the_pod_name_and_keys_come_from_the_secret() -> None:
 
 
 def test_example_secret_has_no_values() -> None:
-    secret = one("Secret")
+    secret = example_secret()
     assert "data" not in secret
     assert set(secret["stringData"]) == {"TASKINFA_API_KEY", "ANTHROPIC_API_KEY"}
     assert all(value == "" for value in secret["stringData"].values())
+
+
+def test_log_retention_fits_the_logs_volume() -> None:
+    pod = one("Deployment")["spec"]["template"]["spec"]
+    (logs,) = [volume for volume in pod["volumes"] if volume["name"] == "logs"]
+    limit = logs["emptyDir"]["sizeLimit"]
+    assert limit.endswith("Gi"), limit
+    volume_mib = int(limit.removesuffix("Gi")) * 1024
+    data = one("ConfigMap")["data"]
+    cap = int(data.get("LOG_RETENTION_MB", Settings.model_fields["log_retention_mb"].default))
+    # Pruning runs every few minutes: the live log (10 MB rotation) and running tasks'
+    # transcripts grow between rounds, so the cap leaves half the volume free.
+    assert cap <= volume_mib // 2, (cap, volume_mib)
 
 
 def test_probes_use_the_health_port() -> None:
@@ -230,7 +272,7 @@ def test_keda_authenticates_with_the_board_key_from_the_secret() -> None:
     (trigger,) = one("ScaledObject")["spec"]["triggers"]
     assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
     (ref,) = auth["spec"]["secretTargetRef"]
-    secret = one("Secret")
+    secret = example_secret()
     assert ref["parameter"] == "token"  # metrics-api bearer mode reads "token"
     assert ref["name"] == secret["metadata"]["name"]
     assert ref["key"] == "TASKINFA_API_KEY"

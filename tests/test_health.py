@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from taskinfa_worker.errors import ConfigError
-from taskinfa_worker.health import HealthServer, serve_health
+from taskinfa_worker.health import HealthServer, serve_health, shows_titles
 from taskinfa_worker.metrics import Metrics
 from taskinfa_worker.pool.state import PoolState, SlotState
 from taskinfa_worker.settings import Settings
@@ -139,3 +139,33 @@ async def test_start_stop_pair_without_the_context_manager(
     finally:
         await server.stop()
     await server.stop()  # idempotent
+
+
+@pytest.mark.parametrize(("policy", "shown"), [("local", True), ("all", True), ("none", False)])
+async def test_status_titles_follow_the_setting_for_a_loopback_client(
+    tmp_path: Path, http: aiohttp.ClientSession, policy: str, shown: bool
+) -> None:
+    settings = make_settings(tmp_path, status_titles=policy)
+    async with serve_health(settings, make_state(), Metrics()) as server:
+        assert server is not None
+        async with http.get(server.url + "/status") as response:
+            data = await response.json()
+    title = data["slots"][0]["task_title"]
+    assert title == ("Fix the login bug" if shown else None)
+    assert data["slots"][0]["task_id"] == "task_1"  # ids stay: they are what operators grep
+
+
+def test_titles_are_not_shown_beyond_the_pod_by_default() -> None:
+    assert Settings.model_fields["status_titles"].default == "local"
+    # The kubelet, Prometheus or another pod: a peer on the pod network.
+    for remote in ["10.0.3.7", "192.0.2.10", "2001:db8::5", "::ffff:10.0.3.7", None, "unix"]:
+        assert not shows_titles("local", remote), remote
+    for remote in ["127.0.0.1", "127.0.0.2", "::1", "::ffff:127.0.0.1"]:
+        assert shows_titles("local", remote), remote
+    assert shows_titles("all", "10.0.3.7")
+    assert not shows_titles("none", "127.0.0.1")
+
+
+def test_a_bad_status_titles_value_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="status_titles"):
+        make_settings(tmp_path, status_titles="everyone")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -120,9 +122,10 @@ def test_text_lines_show_slot_and_task(tmp_path: Path, capsys: pytest.CaptureFix
     logger.bind(slot="bot-1").info("idle")
     logger.info("started")
     lines = capsys.readouterr().err.splitlines()
-    assert lines[0].endswith("INFO    [bot-1 task_1] claimed")
-    assert lines[1].endswith("INFO    [bot-1] idle")
-    assert lines[2].endswith("INFO    started")
+    pid = os.getpid()
+    assert lines[0].endswith(f"INFO    {pid} bot [bot-1 task_1] claimed")
+    assert lines[1].endswith(f"INFO    {pid} bot [bot-1] idle")
+    assert lines[2].endswith(f"INFO    {pid} bot started")
     assert "\x1b[" not in "\n".join(lines)  # no colours when stderr is not a terminal
 
 
@@ -160,3 +163,51 @@ def test_calling_again_replaces_the_configuration(
     assert json.loads(line)["message"] == "once"
     assert log_file(first).read_text() == ""
     assert "once" in log_file(second).read_text()
+
+
+_WRITER = """
+import json, os, sys
+from pathlib import Path
+from loguru import logger
+from taskinfa_worker.logs import setup_logging
+from taskinfa_worker.redact import Redactor
+from taskinfa_worker.settings import Settings
+settings = Settings(
+    _env_file=None,
+    taskinfa_api_url="http://127.0.0.1:3000/api",
+    taskinfa_api_key="tk_live_4f9a8b7c6d5e4f3a",
+    bot_name="bot",
+    log_dir=Path(sys.argv[1]),
+    log_format=sys.argv[2],
+)
+setup_logging(settings, Redactor([]))
+logger.info("hello from {}", os.getpid())
+print(os.getpid())
+"""
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_two_processes_sharing_a_folder_are_told_apart_by_pid_and_worker(
+    tmp_path: Path, log_format: str
+) -> None:
+    # Two real processes with the same LOG_DIR and BOT_NAME append to one worker.log.
+    logs = tmp_path / "logs"
+    pids = []
+    for _ in range(2):
+        done = subprocess.run(
+            [sys.executable, "-c", _WRITER, str(logs), log_format],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        pids.append(int(done.stdout.strip()))
+    lines = (logs / "bot" / LOG_FILE_NAME).read_text().splitlines()
+    assert len(lines) == 2
+    for pid, line in zip(pids, lines, strict=True):
+        if log_format == "json":
+            parsed = json.loads(line)
+            assert (parsed["pid"], parsed["worker"]) == (pid, "bot")
+        else:
+            # "<date> <time> <level> <pid> <worker> <message>"
+            assert line.split()[3:6] == [str(pid), "bot", "hello"], line

@@ -10,7 +10,6 @@ without an attempt.
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,6 +36,7 @@ from taskinfa_worker.pool.history import TaskHistory, came_back, read_history
 from taskinfa_worker.pool.progress import ProgressReporter
 from taskinfa_worker.pool.registry import Claimed, RunningTask, RunningTasks, StopKind
 from taskinfa_worker.pool.reporting import TaskReporter
+from taskinfa_worker.pool.retention import transcript_folder
 from taskinfa_worker.settings import Settings
 from taskinfa_worker.workspace import Workspace, WorkspaceResult, Workspaces
 
@@ -70,11 +70,6 @@ class Ended:
 def _fault_outcome(reason: str, fix: str) -> AgentOutcome:
     """A failed run; the worker's fault when ``fix`` says what to do about it."""
     return AgentOutcome(success=False, reason=reason, worker_fault=fix)
-
-
-def _safe_name(text: str) -> str:
-    name = re.sub(r"[^A-Za-z0-9_.-]", "_", text)[:100].strip(".")
-    return name or "task"
 
 
 class TaskRunner:
@@ -263,7 +258,7 @@ class TaskRunner:
 
     def _transcript_path(self, task: Task, attempt: int) -> Path:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        folder = self._settings.bot_log_dir / _safe_name(task.id)
+        folder = transcript_folder(self._settings.bot_log_dir, task.id)
         return folder / f"attempt-{attempt}-{stamp}.jsonl"
 
     async def _still_ours(self, task: Task, slot: str) -> bool:

@@ -30,6 +30,7 @@ from taskinfa_worker.agent.environment import OWNER_VAR, owner_entry
 from taskinfa_worker.agent.reaper import kill_owned_now, sweep_leftovers
 from taskinfa_worker.client.api import BoardClient
 from taskinfa_worker.errors import EXIT_WORKER_FAULT, AuthError, BoardError, FatalError
+from taskinfa_worker.logs import LOG_FILE_NAME
 from taskinfa_worker.metrics import Metrics
 from taskinfa_worker.pool.dispatcher import Dispatcher
 from taskinfa_worker.pool.heartbeat import HeartbeatLoop
@@ -38,6 +39,7 @@ from taskinfa_worker.pool.periodic import Upkeep, run_upkeep
 from taskinfa_worker.pool.recovery import LeaseSweeper, recover_own_tasks
 from taskinfa_worker.pool.registry import RunningTasks, StopKind
 from taskinfa_worker.pool.reporting import TaskReporter
+from taskinfa_worker.pool.retention import LogRetention
 from taskinfa_worker.pool.runner import Ended, TaskEnding, TaskRunner
 from taskinfa_worker.pool.state import PoolState, SlotState
 from taskinfa_worker.pool.takeaway import TakeawayWatcher
@@ -207,6 +209,14 @@ class WorkerPool:
         sweeper = LeaseSweeper(
             self.client, self._reporter, self.running, s.lease_timeout, s.bot_name
         )
+        retention = LogRetention(
+            s.bot_log_dir,
+            self.running,
+            live={s.bot_log_dir / LOG_FILE_NAME, s.status_file},
+            max_bytes=s.log_retention_mb * 1024 * 1024,
+            max_age=s.log_retention_days * 86400,
+            interval=s.log_retention_interval,
+        )
         return [
             Upkeep(
                 "heartbeats",
@@ -221,6 +231,7 @@ class WorkerPool:
                 sweeper.interval,
                 "the board lists no workers: lease checks stop",
             ),
+            Upkeep("log retention", retention.prune, retention.interval, "retention stops"),
         ]
 
     async def _run(self) -> None:
