@@ -45,8 +45,15 @@ def main() -> int:
     task, prompt = args.task, args.prompt
     pid = os.getpid()
 
+    stopped = False
+
     def on_term(signum: int, _frame: object) -> None:
-        ledger(f"stop {task} {pid} signal-{signum}")
+        # Once: a second SIGTERM (the parent-death signal, then a sweep) may come while
+        # exiting, and a second stop line would look like a run that never started.
+        nonlocal stopped
+        if not stopped:
+            stopped = True
+            ledger(f"stop {task} {pid} signal-{signum}")
         sys.exit(128 + signum)
 
     signal.signal(signal.SIGTERM, on_term)
