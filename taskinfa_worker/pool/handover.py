@@ -6,7 +6,8 @@ poll, while the first worker's agent goes on until that worker's next takeaway c
 agent starts, a claimed task whose last run never ended is fenced:
 
 - the last run is the newest "Started by <slot>" note; it ended if an ending note follows it
-  (a summary, an error, a release, a stop note);
+  (a summary, an error, a release, a stop note). On a board without comments (the
+  worker-era release) a live worker whose heartbeat still names the task is the run;
 - an unended run is waited for until its stop note appears (the old worker posts it once its
   agent is stopped and reaped), its worker's heartbeat goes stale past the lease, or the
   bound passes: two takeaway checks and a kill grace, time enough for a live worker with the
@@ -65,7 +66,9 @@ def fence_bound(settings: Settings) -> float:
     return 2 * settings.cancel_check_interval + settings.kill_grace + POLL
 
 
-async def wait_for_handover(client: BoardClient, offered: Task | None, settings: Settings) -> float:
+async def wait_for_handover(
+    client: BoardClient, offered: Task | None, settings: Settings, own_slot: str
+) -> float:
     """Wait until an earlier run of the task has provably stopped (or the bound passed);
     the seconds waited."""
     if not may_still_run(offered):
@@ -77,9 +80,8 @@ async def wait_for_handover(client: BoardClient, offered: Task | None, settings:
     while True:
         slot: str | None = "an unknown slot"
         try:
-            page = await client.list_comments(offered.id, limit=COMMENTS_READ)
-            slot = unended_run(page.comments)
-            if slot is None or not await _alive(client, slot, settings.lease_timeout):
+            slot = await _earlier_run(client, offered.id, settings.lease_timeout, own_slot)
+            if slot is None:
                 return time.monotonic() - started
         except BoardError as exc:  # cannot tell: keep waiting, within the bound
             logger.warning("handover check of {} failed: {}", offered.id, exc)
@@ -102,6 +104,33 @@ async def wait_for_handover(client: BoardClient, offered: Task | None, settings:
             )
             return time.monotonic() - started
         await anyio.sleep(min(POLL, remaining))
+
+
+async def _earlier_run(
+    client: BoardClient, task_id: str, lease_timeout: float, own_slot: str
+) -> str | None:
+    """The slot of a run of ``task_id`` that may still be alive, or None.
+
+    From the task's notes where the board has comments; where it has none (the worker-era
+    release), from the heartbeats: a live worker that still reports the task as its own.
+    """
+    page = await client.list_comments(task_id, limit=COMMENTS_READ)
+    if client.comments_supported is not False:
+        slot = unended_run(page.comments)
+        if slot is None or not await _alive(client, slot, lease_timeout):
+            return None
+        return slot
+    workers = await client.list_workers()
+    if workers is None:
+        return None  # neither notes nor heartbeats: nothing to go by
+    now = datetime.now(UTC)
+    for worker in workers.workers:
+        beat = worker.last_heartbeat
+        fresh = beat is not None and (now - beat).total_seconds() <= lease_timeout
+        theirs = worker.status == "working" and worker.current_task_id == task_id
+        if fresh and theirs and worker.name != own_slot:  # our slot says so since its claim
+            return worker.name
+    return None
 
 
 async def _alive(client: BoardClient, slot: str, lease_timeout: float) -> bool:

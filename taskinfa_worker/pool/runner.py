@@ -131,7 +131,7 @@ class TaskRunner:
         result = WorkspaceResult()
         with handle.scope:
             # Before our own start note, which would otherwise be the newest unended run.
-            waited = await wait_for_handover(self._client, claimed.offered, self._settings)
+            waited = await wait_for_handover(self._client, claimed.offered, self._settings, slot)
             if waited:
                 self._metrics.handover_wait_seconds.inc(waited)
             await self._reporter.started(task, slot, attempt)
