@@ -11,6 +11,7 @@ carries on with the closest thing the server offers. The flags below record what
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Final, Self
@@ -35,6 +36,7 @@ from taskinfa_worker.client.ratelimit import Lane, RateLimiter
 from taskinfa_worker.client.transport import DEFAULT_RETRY_MAX_TIME, BoardTransport
 from taskinfa_worker.client.transport import MAX_BACKOFF as MAX_BACKOFF
 from taskinfa_worker.client.transport import MAX_RATE_LIMITED as MAX_RATE_LIMITED
+from taskinfa_worker.errors import BoardError
 from taskinfa_worker.metrics import Metrics
 from taskinfa_worker.settings import Settings
 
@@ -283,7 +285,9 @@ class BoardClient:
         if self.comments_supported is None:
             # Learn first whether the route exists (a read: safe to retry, unlike the post).
             # A process's first note is often a recovery at start, before any other comment.
-            await self.list_comments(task_id, limit=1)
+            # An unreadable answer teaches nothing: the post below then finds out.
+            with contextlib.suppress(BoardError):
+                await self.list_comments(task_id, limit=1)
         if self.comments_supported is False:
             if not into_notes:
                 return False
