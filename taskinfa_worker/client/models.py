@@ -7,6 +7,7 @@ not know is kept as a plain string rather than failing the whole response.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final
@@ -143,6 +144,13 @@ class Comment(WireModel):
     comment_type: str = "progress"
     loop_number: int | None = None
     created_at: Timestamp = None
+
+
+def newest_first(comments: Sequence[Comment]) -> list[Comment]:
+    """Comments newest first, whatever order the server sent (stable for equal times)."""
+    return sorted(
+        comments, key=lambda c: c.created_at.timestamp() if c.created_at else 0.0, reverse=True
+    )
 
 
 class Worker(WireModel):

@@ -22,19 +22,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import anyio
 from loguru import logger
 
 from taskinfa_worker.client.api import BoardClient
-from taskinfa_worker.client.models import Comment, CommentType, Task
+from taskinfa_worker.client.models import Comment, CommentPage, CommentType, Task, newest_first
 from taskinfa_worker.errors import BoardError
-from taskinfa_worker.pool.recovery import owning_worker
+from taskinfa_worker.pool.history import COMMENTS_READ
+from taskinfa_worker.pool.recovery import age, owning_worker
 from taskinfa_worker.pool.reporting import RELEASED, STARTED, STOPPED
 from taskinfa_worker.settings import Settings
 
-COMMENTS_READ = 20
 POLL = 2.0  # seconds between looks while fenced
 _ENDINGS = (CommentType.SUMMARY, CommentType.ERROR)
 
@@ -48,10 +49,7 @@ def may_still_run(offered: Task | None) -> bool:
 
 def unended_run(comments: Sequence[Comment]) -> str | None:
     """The slot of the task's newest run when no ending note follows its start note."""
-    newest_first = sorted(
-        comments, key=lambda c: c.created_at.timestamp() if c.created_at else 0.0, reverse=True
-    )
-    for comment in newest_first:
+    for comment in newest_first(comments):
         if comment.author_type == "user":
             continue
         text = comment.content
@@ -66,13 +64,18 @@ def fence_bound(settings: Settings) -> float:
     return 2 * settings.cancel_check_interval + settings.kill_grace + POLL
 
 
+@dataclass(frozen=True)
+class Handover:
+    waited: float = 0.0  # seconds
+    comments: CommentPage | None = None  # the task's comments as last read, if they were
+
+
 async def wait_for_handover(
     client: BoardClient, offered: Task | None, settings: Settings, own_slot: str
-) -> float:
-    """Wait until an earlier run of the task has provably stopped (or the bound passed);
-    the seconds waited."""
+) -> Handover:
+    """Wait until an earlier run of the task has provably stopped (or the bound passed)."""
     if not may_still_run(offered):
-        return 0.0
+        return Handover()
     assert offered is not None
     started = time.monotonic()
     deadline = started + fence_bound(settings)
@@ -80,9 +83,10 @@ async def wait_for_handover(
     while True:
         slot: str | None = "an unknown slot"
         try:
-            slot = await _earlier_run(client, offered.id, settings.lease_timeout, own_slot)
+            page = await client.list_comments(offered.id, limit=COMMENTS_READ)
+            slot = await _earlier_run(client, offered.id, page, settings.lease_timeout, own_slot)
             if slot is None:
-                return time.monotonic() - started
+                return Handover(time.monotonic() - started, page)
         except BoardError as exc:  # cannot tell: keep waiting, within the bound
             logger.warning("handover check of {} failed: {}", offered.id, exc)
         if not announced:
@@ -102,19 +106,18 @@ async def wait_for_handover(
                 slot,
                 time.monotonic() - started,
             )
-            return time.monotonic() - started
+            return Handover(time.monotonic() - started)
         await anyio.sleep(min(POLL, remaining))
 
 
 async def _earlier_run(
-    client: BoardClient, task_id: str, lease_timeout: float, own_slot: str
+    client: BoardClient, task_id: str, page: CommentPage, lease_timeout: float, own_slot: str
 ) -> str | None:
     """The slot of a run of ``task_id`` that may still be alive, or None.
 
     From the task's notes where the board has comments; where it has none (the worker-era
     release), from the heartbeats: a live worker that still reports the task as its own.
     """
-    page = await client.list_comments(task_id, limit=COMMENTS_READ)
     if client.comments_supported is not False:
         slot = unended_run(page.comments)
         if slot is None or not await _alive(client, slot, lease_timeout):
@@ -125,8 +128,7 @@ async def _earlier_run(
         return None  # neither notes nor heartbeats: nothing to go by
     now = datetime.now(UTC)
     for worker in workers.workers:
-        beat = worker.last_heartbeat
-        fresh = beat is not None and (now - beat).total_seconds() <= lease_timeout
+        fresh = age(worker.last_heartbeat, now) <= lease_timeout
         theirs = worker.status == "working" and worker.current_task_id == task_id
         if fresh and theirs and worker.name != own_slot:  # our slot says so since its claim
             return worker.name
@@ -140,7 +142,6 @@ async def _alive(client: BoardClient, slot: str, lease_timeout: float) -> bool:
     if workers is None:
         return True
     worker = owning_worker(slot, {w.name: w for w in workers.workers})
-    if worker is None or worker.last_heartbeat is None:
+    if worker is None:
         return False
-    silent = (datetime.now(UTC) - worker.last_heartbeat).total_seconds()
-    return silent <= lease_timeout
+    return age(worker.last_heartbeat, datetime.now(UTC)) <= lease_timeout

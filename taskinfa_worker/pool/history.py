@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from loguru import logger
 
 from taskinfa_worker.client.api import BoardClient
-from taskinfa_worker.client.models import Comment, CommentPage, CommentType, Task
+from taskinfa_worker.client.models import Comment, CommentPage, CommentType, Task, newest_first
 from taskinfa_worker.errors import BoardError
 
 COMMENTS_READ = 50
@@ -38,30 +38,32 @@ def came_back(task: Task) -> bool:
     return task.error_count > 0 or task.loop_count > 0
 
 
-async def read_history(client: BoardClient, task: Task) -> TaskHistory:
-    """The task's history; empty for a first run, or when the comments cannot be read."""
+async def read_history(
+    client: BoardClient, task: Task, known: CommentPage | None = None
+) -> TaskHistory:
+    """The task's history; empty for a first run, or when the comments cannot be read.
+    ``known``: the task's comments as just read by someone else (the handover fence), so
+    they are not read twice."""
     if not came_back(task):
         return TaskHistory()
-    try:
-        page = await client.list_comments(task.id, limit=COMMENTS_READ)
-    except BoardError as exc:
-        logger.warning("the history of {} was not read: {}", task.id, exc)
-        page = CommentPage()
+    page = known
+    if page is None:
+        try:
+            page = await client.list_comments(task.id, limit=COMMENTS_READ)
+        except BoardError as exc:
+            logger.warning("the history of {} was not read: {}", task.id, exc)
+            page = CommentPage()
     return history_of(page.comments, task)
 
 
 def history_of(comments: list[Comment], task: Task | None = None) -> TaskHistory:
     """The history in ``comments`` (in any order; sorted newest first here), and in the
     notes of ``task`` when its last error comment was lost."""
-    newest_first = sorted(
-        comments, key=lambda c: c.created_at.timestamp() if c.created_at else 0.0, reverse=True
-    )
-    previous_error = next(
-        (c.content for c in newest_first if c.comment_type == CommentType.ERROR), None
-    )
+    newest = newest_first(comments)
+    previous_error = next((c.content for c in newest if c.comment_type == CommentType.ERROR), None)
     people: list[Comment] = []
     room = MESSAGES_CHARS
-    for comment in newest_first:
+    for comment in newest:
         if comment.author_type != PERSON and comment.comment_type in _RUN_ENDINGS:
             break  # the last run ended here: older messages were for it
         if comment.author_type != PERSON:

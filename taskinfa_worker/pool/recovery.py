@@ -57,7 +57,8 @@ async def recover_own_tasks(
     return len(tasks)
 
 
-def _age(moment: datetime | None, now: datetime) -> float:
+def age(moment: datetime | None, now: datetime) -> float:
+    """Seconds since ``moment``; infinite when it never happened."""
     if moment is None:
         return float("inf")
     return (now - moment).total_seconds()
@@ -93,8 +94,8 @@ def expired_leases(
         worker = owning_worker(task.assigned_to, by_name)
         if worker is None or task.id in skip:
             continue  # a person's assignment, or our own running task
-        silent = _age(worker.last_heartbeat, now)
-        claimed_ago = _age(task.started_at or task.updated_at, now)
+        silent = age(worker.last_heartbeat, now)
+        claimed_ago = age(task.started_at or task.updated_at, now)
         if silent > lease_timeout and claimed_ago > lease_timeout:
             expired.append((task, silent))
     return expired

@@ -131,11 +131,12 @@ class TaskRunner:
         result = WorkspaceResult()
         with handle.scope:
             # Before our own start note, which would otherwise be the newest unended run.
-            waited = await wait_for_handover(self._client, claimed.offered, self._settings, slot)
-            if waited:
-                self._metrics.handover_wait_seconds.inc(waited)
+            handover = await wait_for_handover(self._client, claimed.offered, self._settings, slot)
+            if handover.waited:
+                self._metrics.handover_wait_seconds.inc(handover.waited)
             await self._reporter.started(task, slot, attempt)
-            history = await read_history(self._client, task)
+            # One read of the comments serves the fence and the history.
+            history = await read_history(self._client, task, handover.comments)
             outcome, result = await self._work(slot, claimed, attempt, history)
             if outcome.resume_not_found:
                 logger.info("the Claude session to resume is gone; starting afresh")
