@@ -45,19 +45,33 @@ def main() -> int:
     task, prompt = args.task, args.prompt
     pid = os.getpid()
 
-    stopped = False
+    how = "crashed"
 
     def on_term(signum: int, _frame: object) -> None:
-        # Once: a second SIGTERM (the parent-death signal, then a sweep) may come while
-        # exiting, and a second stop line would look like a run that never started.
-        nonlocal stopped
-        if not stopped:
-            stopped = True
-            ledger(f"stop {task} {pid} signal-{signum}")
+        # A second SIGTERM (the parent-death signal, then a sweep) may come while exiting;
+        # the stop line is written once, by the `finally` below.
+        nonlocal how
+        if how == "crashed":
+            how = f"signal-{signum}"
         sys.exit(128 + signum)
 
     signal.signal(signal.SIGTERM, on_term)
     ledger(f"start {task} {pid}")
+    try:
+        status = work(task, prompt, Path(args.workspace))
+        how = "ok" if status == 0 else "failed"
+        return status
+    finally:
+        # Every way out writes its stop line, the unplanned ones too: a worker SIGKILLed
+        # just after this agent started leaves its stdout without a reader, and the first
+        # print then raises BrokenPipeError (a run without a stop line looks like a
+        # duplicate run to the tests). A SIGTERM now must not cut the line short.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        ledger(f"stop {task} {pid} {how}")
+
+
+def work(task: str, prompt: str, workspace: Path) -> int:
+    """What the title's markers ask for; the exit status."""
     print(f"fake agent working on {task}", flush=True)
     if "[gate]" in prompt:
         gate = Path(os.environ["FAKE_GATE"])
@@ -75,11 +89,9 @@ def main() -> int:
         sys.stdout.flush()
     if "[fail]" in prompt:
         print("fake agent: this task always fails", file=sys.stderr, flush=True)
-        ledger(f"stop {task} {pid} failed")
         return 1
-    Path(args.workspace, "result.txt").write_text(f"done {task}\n")
+    (workspace / "result.txt").write_text(f"done {task}\n")
     print("wrote result.txt", flush=True)
-    ledger(f"stop {task} {pid} ok")
     return 0
 
 

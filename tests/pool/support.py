@@ -63,14 +63,16 @@ class Scene:
     def assert_no_duplicates(self) -> None:
         """No task ran twice at once, and none started more often than it stopped."""
         open_runs: dict[str, int] = defaultdict(int)
-        for entry in self.entries():
+        entries = self.entries()
+        ledger = "\n".join(" ".join(entry) for entry in entries)
+        for entry in entries:
             kind, task = entry[0], entry[1]
             if kind == "start":
-                assert open_runs[task] == 0, f"{task} started while already running"
+                assert open_runs[task] == 0, f"{task} started while already running:\n{ledger}"
                 open_runs[task] += 1
             else:
                 open_runs[task] -= 1
-        assert all(count == 0 for count in open_runs.values()), dict(open_runs)
+        assert all(count == 0 for count in open_runs.values()), f"{dict(open_runs)}\n{ledger}"
 
 
 def worker_settings(url: str, key: str, scene: Scene, **overrides: Any) -> Settings:
