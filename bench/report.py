@@ -321,6 +321,49 @@ def scale_section(scale: dict[str, Any] | None) -> str:
 
 
 # --- chart ------------------------------------------------------------------------------------
+# Figures of the reader before the change that skims big tool results and redacts bytes
+# (issue 17, measured by the same benchmark on the same kind of machine).
+STREAM_BEFORE = {"stream": (107.0, 4.6)}
+STREAM_TARGET = "≥ 150 MB/s, peak ≤ 3× the longest line"
+STREAM_ROWS = {
+    "split": "cutting lines only",
+    "json": "cutting + json.loads of every line (reference)",
+    "stream": "the reader: parse what the worker needs, redact, write the transcript",
+    "pipe": "the supervisor: `cat` as the agent, real pipes, transcript on disk",
+}
+
+
+def stream_section(stream: dict[str, Any] | None) -> str:
+    if not stream:
+        return "_stream reader: no result_"
+    rows = []
+    for name, what in STREAM_ROWS.items():
+        r = stream[name]
+        before = STREAM_BEFORE.get(name)
+        rows.append(
+            [
+                name,
+                what,
+                _fmt(r["mb_per_s"]),
+                _fmt(r["cpu_seconds"], 2),
+                _fmt(r["peak_per_line"]),
+                f"{before[0]:.0f} MB/s, {before[1]:.1f}×" if before else "",
+            ]
+        )
+    header = ["scenario", "what runs", "MB/s", "CPU (s)", "peak RSS above base / line", "before"]
+    return (
+        f"Input: {stream['size_mb']:.0f} MB, tool results of "
+        f"{stream['longest_line_mb']:.1f} MB between small events; each scenario in a fresh "
+        f"process. Target: {STREAM_TARGET}.\n\n"
+        + table(header, rows)
+        + "\n\nA big `user` event (a tool result, the only kind that reaches megabytes) goes "
+        "to the transcript unparsed: the worker reads nothing in it, and parsing would hold "
+        "its text and its objects beside the bytes. Lines are redacted as bytes (no decode "
+        "and encode copies); what remains is the line itself and the splitter joining its "
+        "pieces. The pipe row adds the agent's pipe and writing the transcript to disk."
+    )
+
+
 def chart(results: dict[str, dict[str, Any] | None], path: Path) -> None:
     import matplotlib
 
@@ -415,6 +458,7 @@ def load() -> dict[str, dict[str, Any] | None]:
         "latency_fast": read_result("latency-fast"),
         "latency_idle": read_result("latency-idle-default"),
         "scale": read_result("scale"),
+        "stream": read_result("stream"),
     }
 
 
@@ -463,6 +507,10 @@ for finishing work) and in line behind the other free slots.
 
 {scale_section(results["scale"])}
 
+## Reading Claude Code's stream-json output
+
+{stream_section(results["stream"])}
+
 ## Reproducing
 
 ```bash
@@ -474,6 +522,7 @@ python -m bench.dispatch --tasks 1000 --slots 32
 python -m bench.latency --part fast
 python -m bench.latency --part idle-default
 python -m bench.scale --slots 256
+python bench/stream_reader.py    # the stream-json reader, 200 MB in 10 MB lines
 python -m bench.report           # tables, this file and the chart from bench/out/*.json
 ```
 """

@@ -21,12 +21,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -35,8 +37,15 @@ CHUNK = 256 * 1024
 
 
 def peak_rss_mb() -> float:
-    # Linux reports ru_maxrss in KiB.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak RSS (``VmHWM``).
+
+    Not ``ru_maxrss``: Linux carries that over ``exec`` from the process that forked, so a
+    scenario started from a big parent (``make bench``) would report the parent's size.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # kB
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def make_transcript(path: Path, size_mb: int, line_mb: int) -> int:
@@ -85,8 +94,6 @@ def make_transcript(path: Path, size_mb: int, line_mb: int) -> int:
 
 def run_scenario(name: str, path: Path, work: Path) -> dict[str, float]:
     """Runs in the child process."""
-    import anyio
-
     from taskinfa_worker.agent.job import Activity
     from taskinfa_worker.agent.process import Limits, ProcessSpec, Supervisor
     from taskinfa_worker.agent.stream import ClaudeStream, LineSplitter
@@ -97,6 +104,7 @@ def run_scenario(name: str, path: Path, work: Path) -> dict[str, float]:
     activities: list[Activity] = []
     baseline = peak_rss_mb()
     started = time.perf_counter()
+    cpu_started = time.process_time()
     lines = 0
 
     if name in ("split", "json", "stream"):
@@ -144,11 +152,62 @@ def run_scenario(name: str, path: Path, work: Path) -> dict[str, float]:
     seconds = time.perf_counter() - started
     return {
         "seconds": seconds,
+        "cpu_seconds": time.process_time() - cpu_started,
         "lines": lines,
         "baseline_mb": baseline,
         "peak_mb": peak_rss_mb(),
         "activities": len(activities),
     }
+
+
+def measure(folder: Path, size_mb: int, line_mb: int) -> dict[str, Any]:
+    """Every scenario in a fresh process, over one input file written into ``folder``."""
+    path = folder / "input.jsonl"
+    size = make_transcript(path, size_mb, line_mb)
+    longest = _longest_line(path)
+    rows: dict[str, dict[str, float]] = {}
+    for name in SCENARIOS:
+        done = subprocess.run(
+            [sys.executable, __file__, "--scenario", name, "--file", str(path)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise SystemExit(f"stream reader scenario {name} failed:\n{done.stderr}")
+        r = json.loads(done.stdout.strip().splitlines()[-1])
+        above = (r["peak_mb"] - r["baseline_mb"]) * 1024 * 1024
+        rows[name] = {
+            "mb_per_s": size / 1024 / 1024 / r["seconds"],
+            "cpu_seconds": r["cpu_seconds"],
+            "peak_above_base_mb": above / 1024 / 1024,
+            "peak_per_line": above / longest,
+        }
+    path.unlink()
+    return {"size_mb": size / 1024 / 1024, "longest_line_mb": longest / 1024 / 1024, **rows}
+
+
+def _longest_line(path: Path) -> int:
+    with path.open("rb") as source:
+        return max(len(line.rstrip(b"\n")) for line in source)
+
+
+def table(result: dict[str, Any]) -> str:
+    header = f"{'scenario':<8} {'MB/s':>8} {'CPU s':>7} {'above base MB':>14} {'x line':>7}"
+    lines = [header, "-" * len(header)]
+    for name in SCENARIOS:
+        r = result[name]
+        lines.append(
+            f"{name:<8} {r['mb_per_s']:>8.1f} {r['cpu_seconds']:>7.2f} "
+            f"{r['peak_above_base_mb']:>14.0f} {r['peak_per_line']:>7.1f}"
+        )
+    return "\n".join(lines)
+
+
+async def run(folder: Path) -> dict[str, Any]:
+    """The ``make bench`` part: the default 200 MB / 10 MB-line input."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return await anyio.to_thread.run_sync(measure, folder, 200, 10)
 
 
 def main() -> int:
@@ -165,32 +224,10 @@ def main() -> int:
         return 0
 
     with tempfile.TemporaryDirectory(prefix="bench-stream-") as folder:
-        path = Path(folder) / "input.jsonl"
-        size = make_transcript(path, args.size_mb, args.line_mb)
-        size_mb = size / 1024 / 1024
-        print(f"input: {size_mb:.0f} MB, lines of {args.line_mb} MB ({path})")
-        print()
-        header = f"{'scenario':<8} {'lines':>7} {'seconds':>8} {'MB/s':>8} {'peak RSS MB':>12}"
-        header += f" {'above base MB':>14}"
-        print(header)
-        print("-" * len(header))
-        for name in SCENARIOS:
-            done = subprocess.run(
-                [sys.executable, __file__, "--scenario", name, "--file", str(path)],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if done.returncode != 0:
-                print(f"{name:<8} failed:\n{done.stderr}")
-                return 1
-            r = json.loads(done.stdout.strip().splitlines()[-1])
-            rate = size_mb / r["seconds"]
-            above = r["peak_mb"] - r["baseline_mb"]
-            print(
-                f"{name:<8} {r['lines']:>7} {r['seconds']:>8.2f} {rate:>8.1f} "
-                f"{r['peak_mb']:>12.0f} {above:>14.0f}"
-            )
+        result = measure(Path(folder), args.size_mb, args.line_mb)
+    print(f"input: {result['size_mb']:.0f} MB, longest line {result['longest_line_mb']:.1f} MB")
+    print()
+    print(table(result))
     return 0
 
 

@@ -12,7 +12,9 @@ the progress comments, and keeps the final ``result`` event.
 
 from __future__ import annotations
 
+import codecs
 import json
+import re
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -37,6 +39,16 @@ _API_ERRORS_KEPT = 5
 # the agent reads a 5 MB file) is handed on in pieces of this size, which do not parse, so
 # an agent printing endless bytes without a newline cannot exhaust the worker's memory.
 MAX_LINE_BYTES = 128 * 1024 * 1024
+
+# Lines at least this long that are ``user`` events (tool results, the only events that
+# reach megabytes: a Read of a big file) go to the transcript unparsed.
+SKIM_BYTES = 256 * 1024
+# How a user event starts: the CLI writes ``type`` first (JSON.stringify, no spaces; any
+# spacing is accepted). Only the line's first bytes are searched.
+_USER_EVENT_START = re.compile(rb'\{\s*"type"\s*:\s*"user"')
+_START_BYTES = 64
+# Pieces of a long line checked for UTF-8 at a time (small, so the check allocates little).
+_UTF8_PIECE = 1024 * 1024
 
 
 class LineSplitter:
@@ -143,10 +155,20 @@ class ClaudeStream:
 
     def feed_line(self, line: bytes) -> None:
         """Handle one line of stdout (without its newline)."""
-        text = line.rstrip(b"\r").decode("utf-8", "replace")
-        if not text.strip():
+        line = line.rstrip(b"\r")
+        if not line.strip():
             return
         self.lines += 1
+        if _is_skimmed(line):
+            # A big tool result: nothing in it for the worker, and parsing it would hold
+            # two more copies of the line (its text and its objects) at once.
+            self._transcript.raw(line)
+            return
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            text = line.decode("utf-8", "replace")
+            line = text.encode("utf-8")  # the transcript holds valid UTF-8 only
         try:
             event = json.loads(text)
         except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
@@ -156,7 +178,8 @@ class ClaudeStream:
             self.unparsed_lines += 1
             self._transcript.note("stdout", text=text)
             return
-        self._transcript.raw(text)
+        del text  # the bytes are written; the decoded copy of a big line can go now
+        self._transcript.raw(line)
         self._handle(event)
 
     def _handle(self, event: dict[str, Any]) -> None:
@@ -227,6 +250,32 @@ class ClaudeStream:
         except Exception:
             # The progress reporter is the pool's; its bug must not fail the task.
             logger.exception("activity callback failed")
+
+
+def _is_skimmed(line: bytes) -> bool:
+    """A big, complete user event in valid UTF-8, safe to keep without parsing it.
+
+    The start and the closing brace are checked so that a piece of an over-long line
+    (``MAX_LINE_BYTES``) or a truncated line still goes through the parser and, failing
+    it, into a note, like any other non-JSON output.
+    """
+    if len(line) < SKIM_BYTES or not _USER_EVENT_START.match(line[:_START_BYTES]):
+        return False
+    if not line.endswith(b"}"):
+        return False
+    return line.isascii() or _is_utf8(line)
+
+
+def _is_utf8(data: bytes) -> bool:
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    view = memoryview(data)
+    try:
+        for start in range(0, len(data), _UTF8_PIECE):
+            decoder.decode(view[start : start + _UTF8_PIECE])
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _blocks(content: Iterable[Any], kind: str) -> list[dict[str, Any]]:

@@ -28,7 +28,7 @@ class Transcript:
     def __init__(self, path: Path, redactor: Redactor) -> None:
         self.path = path
         self._redact = redactor
-        self._file: IO[str] | None = None
+        self._file: IO[bytes] | None = None
         self._failed = False
 
     def __enter__(self) -> Transcript:
@@ -36,7 +36,9 @@ class Transcript:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # Line buffering would flush on every line; the OS buffer is enough, and
             # ``close`` flushes at the end of the run.
-            self._file = self.path.open("a", encoding="utf-8", errors="replace")
+            # Binary: the agent's lines are written as the bytes they came in (after
+            # redaction), without a decode and an encode copy of a 10 MB line.
+            self._file = self.path.open("ab")
         except OSError as exc:
             self._fail(exc)
         return self
@@ -57,21 +59,22 @@ class Transcript:
                 self._fail(exc)
             self._file = None
 
-    def raw(self, line: str) -> None:
-        """A JSON line exactly as the agent printed it (redacted)."""
-        self._write(self._redact(line))
+    def raw(self, line: bytes) -> None:
+        """A JSON line exactly as the agent printed it (valid UTF-8; redacted)."""
+        self._write(self._redact.redact_bytes(line))
 
     def note(self, kind: str, **fields: Any) -> None:
         """A line of our own: ``{"type": "taskinfa_<kind>", ...}`` (redacted)."""
         record = {"type": f"taskinfa_{kind}", **fields}
-        self._write(self._redact(json.dumps(record, ensure_ascii=False, default=str)))
+        text = json.dumps(record, ensure_ascii=False, default=str)
+        self._write(self._redact(text).encode("utf-8", "replace"))
 
-    def _write(self, text: str) -> None:
+    def _write(self, line: bytes) -> None:
         if self._file is None:
             return
         try:
-            self._file.write(text)
-            self._file.write("\n")
+            self._file.write(line)
+            self._file.write(b"\n")
         except OSError as exc:
             self._fail(exc)
 

@@ -192,7 +192,7 @@ def test_transcript_is_redacted_and_survives_write_errors(tmp_path: Path) -> Non
     path = tmp_path / "logs" / "bot" / "task" / "attempt.jsonl"
     redactor = Redactor(["my-secret-value"])
     with Transcript(path, redactor) as transcript:
-        transcript.raw('{"type":"user","content":"my-secret-value and tk_abcdefghijkl"}')
+        transcript.raw(b'{"type":"user","content":"my-secret-value and tk_abcdefghijkl"}')
         transcript.note("stderr", text="key sk-ant-api03-abcdefghijkl")
     text = path.read_text()
     assert "my-secret-value" not in text
@@ -205,7 +205,7 @@ def test_transcript_is_redacted_and_survives_write_errors(tmp_path: Path) -> Non
     blocked = tmp_path / "file"
     blocked.write_text("")
     with Transcript(blocked / "sub" / "t.jsonl", redactor) as transcript:
-        transcript.raw("{}")
+        transcript.raw(b"{}")
         transcript.note("end")
 
 
@@ -221,3 +221,91 @@ def test_fast_redaction_equals_the_reference_pattern() -> None:
     for _ in range(20_000):
         text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 14)))
         assert redactor(text) == _KEY_SHAPES.sub(MASK, text), text
+
+
+def test_byte_redaction_reads_non_ascii_bytes_as_plain_punctuation() -> None:
+    # Transcript lines are redacted as bytes. On ASCII that is exactly the text redaction;
+    # a non-ASCII byte counts as a non-word, non-space character, which is how the text
+    # redaction treats '#'. So the bytes redaction of a text is the text redaction of the
+    # same text with every non-ASCII byte turned into '#'.
+    pieces = ["sk-ant-", "tk_", "ghp_", "gho_", "github_pat_", "Bearer ", "bearer ", "://"]
+    pieces += ["@", ":", "/", " ", "é", "€", "x", "abcdefgh", "ABCDEFGHIJKLMNOPQRSTUV", "-", "_"]
+    as_punctuation = bytes(range(128)) + b"#" * 128
+    rng = random.Random(11)
+    redactor = Redactor(["my-secret-value"])
+    for _ in range(20_000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 14)))
+        if rng.random() < 0.1:
+            text += "my-secret-value"
+        model = text.encode().translate(as_punctuation).decode()
+        masked = redactor.redact_bytes(text.encode()).translate(as_punctuation)
+        assert masked == redactor(model).encode(), text
+        assert b"my-secret-value" not in masked
+
+
+BIG = 1024 * 1024  # well above the size from which tool results are kept unparsed
+
+
+def tool_result(content: str) -> bytes:
+    event = {
+        "type": "user",
+        "message": {"content": [{"type": "tool_result", "tool_use_id": "t1", "content": content}]},
+        "session_id": "s1",
+    }
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def read_transcript(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_bytes().splitlines()]
+
+
+def test_a_big_tool_result_is_kept_as_it_came_and_redacted(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    content = "x = 'ünïcode'\n" * (BIG // 14) + "key tk_abcdefghijkl and my-secret-value"
+    line = tool_result(content)
+    with Transcript(path, Redactor(["my-secret-value"])) as transcript:
+        stream = ClaudeStream(transcript, workspace=tmp_path)
+        stream.feed_line(line)
+        stream.feed_line(b'{"type":"result","subtype":"success","is_error":false,"result":"ok"}')
+    (kept, result) = read_transcript(path)
+    text = kept["message"]["content"][0]["content"]
+    assert text.startswith("x = 'ünïcode'\n")
+    assert "tk_abcdefghijkl" not in text
+    assert "my-secret-value" not in text
+    assert text.endswith(f"key {MASK} and {MASK}")
+    assert result["type"] == "result"
+    assert stream.result is not None
+    assert not stream.result.is_error
+    assert (stream.lines, stream.unparsed_lines) == (2, 0)
+
+
+def test_big_lines_that_are_not_whole_tool_results_are_still_parsed(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    cut = tool_result("y" * BIG)[:-2]  # a piece of an over-long line: not JSON
+    broken = tool_result("z" * BIG).replace(b"zzz", b"z\xffz", 1)  # invalid UTF-8
+    write = json.dumps(
+        {
+            "type": "assistant",
+            "message": {
+                "content": [
+                    {
+                        "type": "tool_use",
+                        "name": "Write",
+                        "input": {"file_path": str(tmp_path / "big.txt"), "content": "w" * BIG},
+                    }
+                ]
+            },
+        }
+    ).encode()
+    activities: list[Activity] = []
+    with Transcript(path, Redactor()) as transcript:
+        stream = ClaudeStream(transcript, workspace=tmp_path, on_activity=activities.append)
+        for line in (cut, broken, write):
+            stream.feed_line(line)
+    note, repaired, kept = read_transcript(path)
+    assert note["type"] == "taskinfa_stdout"
+    assert note["text"] == cut.decode()
+    assert "z\ufffdz" in repaired["message"]["content"][0]["content"]  # valid UTF-8 on disk
+    assert kept["type"] == "assistant"
+    assert activities == [Activity(tool="Write", files=("big.txt",))]
+    assert stream.unparsed_lines == 1
