@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import anyio
 from loguru import logger
 
 from taskinfa_worker.agent import become_subreaper, make_agent
@@ -17,7 +18,7 @@ from taskinfa_worker.pool.identity import hold_name
 from taskinfa_worker.pool.worker_pool import WorkerPool
 from taskinfa_worker.redact import Redactor
 from taskinfa_worker.settings import Settings
-from taskinfa_worker.status_file import StatusFile
+from taskinfa_worker.status_file import StatusFile, StatusWriter
 from taskinfa_worker.workspace import make_workspaces
 
 
@@ -73,15 +74,34 @@ async def run_worker(settings: Settings) -> int:
 
 async def _run_pool(settings: Settings, redactor: Redactor) -> int:
     metrics = Metrics()
-    status_file = StatusFile(settings.status_file)
+    status = StatusWriter(StatusFile(settings.status_file), lambda: pool.state)
     async with BoardClient.from_settings(settings, metrics) as client:
-        pool = build_pool(
-            settings, client, metrics, redactor, on_change=lambda: status_file.write(pool.state)
-        )
+        pool = build_pool(settings, client, metrics, redactor, on_change=status.changed)
         # After the pool is built (its agent has checked AGENT_COMMAND's form), before any
         # claim: a worker that cannot run its agent or git would only release every task.
         await preflight(settings)
         async with serve_health(settings, pool.state, metrics):
-            code = await pool.run()
+            try:
+                code = await _with_status(status, pool)
+            finally:
+                status.flush()  # the last state: idle slots, the final counts
     logger.debug("{!r}", pool)
+    return code
+
+
+async def _with_status(status: StatusWriter, pool: WorkerPool) -> int:
+    """``pool.run()`` with the status writer beside it; the pool's errors come out as they
+    are (a task group would wrap them, and the CLI maps each to its exit status)."""
+    failure: Exception | None = None
+    code = 0
+    async with anyio.create_task_group() as group:
+        group.start_soon(status.run)
+        try:
+            code = await pool.run()
+        except Exception as exc:
+            failure = exc
+        finally:
+            group.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
     return code

@@ -2,8 +2,11 @@
 
 The seed's operators run ``cat /var/log/worker/status.log``; here the file lives at
 ``{LOG_DIR}/{BOT_NAME}/status.log`` (``Settings.status_file``). The pool calls
-``StatusFile.write(state)`` whenever a slot changes; each write replaces the whole file
-atomically (temporary file + ``os.replace``), so a reader never sees half a file.
+``StatusWriter.changed()`` whenever a slot changes, and the writer replaces the whole file
+atomically (temporary file + ``os.replace``), so a reader never sees half a file. Writes
+are coalesced: at most one every ``STATUS_WRITE_INTERVAL``, however many slots change (with
+256 slots ending at once, one write per change rendered 256 lines 256 times and held the
+event loop for hundreds of milliseconds).
 
 The same text is rendered from a JSON snapshot (``snapshot``), which the health server's
 ``/status`` route returns and ``status.json`` beside the file keeps, so
@@ -20,17 +23,22 @@ import os
 import socket
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import anyio
+
 from taskinfa_worker.pool.reporting import format_duration
 from taskinfa_worker.pool.state import PoolState
 
-__all__ = ["StatusFile", "render", "snapshot"]
+__all__ = ["StatusFile", "StatusWriter", "render", "snapshot"]
 
 TITLE_WIDTH = 60
+# The shortest time between two writes of the file. People read it by hand and the CLI
+# shows elapsed times in seconds, so a fifth of a second is as good as every change.
+STATUS_WRITE_INTERVAL = 0.2
 
 
 def snapshot(state: PoolState, now: float | None = None) -> dict[str, Any]:
@@ -174,3 +182,40 @@ class StatusFile:
     def age(self, now: float | None = None) -> float:
         """Seconds since the file was last written."""
         return (time.time() if now is None else now) - self.path.stat().st_mtime
+
+
+class StatusWriter:
+    """Writes the pool's state to its status file soon after it changes, coalescing changes.
+
+    ``changed`` is cheap and may be called on every slot change; ``run`` (a background task)
+    writes the first change at once and later ones at most every ``interval``; ``flush``
+    writes what is pending, for the last state when the pool stops.
+    """
+
+    def __init__(
+        self,
+        file: StatusFile,
+        state: Callable[[], PoolState],
+        interval: float = STATUS_WRITE_INTERVAL,
+    ) -> None:
+        self._file = file
+        self._state = state
+        self._interval = interval
+        self._pending = False
+        self._wake = anyio.Event()
+
+    def changed(self) -> None:
+        self._pending = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            self.flush()
+            await anyio.sleep(self._interval)
+
+    def flush(self) -> None:
+        if self._pending:
+            self._pending = False
+            self._file.write(self._state())

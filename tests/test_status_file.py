@@ -6,10 +6,11 @@ import stat
 import threading
 from pathlib import Path
 
+import anyio
 import pytest
 
 from taskinfa_worker.pool.state import PoolState, SlotState
-from taskinfa_worker.status_file import TITLE_WIDTH, StatusFile, render, snapshot
+from taskinfa_worker.status_file import TITLE_WIDTH, StatusFile, StatusWriter, render, snapshot
 
 
 def make_state(slots: int = 3) -> PoolState:
@@ -89,3 +90,43 @@ def test_readers_never_see_a_partial_file(tmp_path: Path) -> None:
 def test_missing_file_raises(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         StatusFile(tmp_path / "status.log").read()
+
+
+class CountingFile(StatusFile):
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.writes = 0
+
+    def write(self, state: PoolState) -> None:
+        self.writes += 1
+        super().write(state)
+
+
+async def test_a_burst_of_changes_is_one_write_and_the_last_state_is_on_disk(
+    tmp_path: Path,
+) -> None:
+    # 256 slots ending at once change the state 512 times; the file follows in a few
+    # writes, each of the state at that moment, and nothing is left unwritten.
+    state = make_state(256)
+    file = CountingFile(tmp_path / "status.log")
+    writer = StatusWriter(file, lambda: state, interval=3600)  # no second write by time
+    async with anyio.create_task_group() as group:
+        group.start_soon(writer.run)
+        writer.changed()
+        while file.writes == 0:  # the first change is written at once
+            await anyio.sleep(0)
+        for slot in state.slots:
+            slot.set("working", "task_1", "t")
+            writer.changed()
+            slot.set("idle", None, None)
+            writer.changed()
+        state.completed = 256
+        for _ in range(20):  # give the writer every chance to run
+            await anyio.sleep(0)
+        assert file.writes == 1  # the burst waits for the interval...
+        group.cancel_scope.cancel()
+    writer.flush()  # ...and the pool's stop writes what is pending
+    assert file.writes == 2
+    assert "completed 256" in file.read()
+    writer.flush()
+    assert file.writes == 2  # nothing pending, nothing written

@@ -33,7 +33,7 @@ import anyio
 import anyio.abc
 from loguru import logger
 
-from taskinfa_worker.agent.reaper import sweep_run
+from taskinfa_worker.agent.reaper import LIVE_SESSIONS, sweep_run
 from taskinfa_worker.agent.stream import LineSplitter
 from taskinfa_worker.errors import AgentUnavailableError
 from taskinfa_worker.processes import signal_group
@@ -148,6 +148,7 @@ class Supervisor:
         start). Cancelling this stops and reaps the whole tree before re-raising."""
         process = await self._start()
         self.pid = process.pid
+        LIVE_SESSIONS.add(process.pid)  # it leads its own session (until its sweep)
         ending = ProcessEnd.CANCELLED
         swept = False
         leftovers = 0

@@ -29,11 +29,12 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 from loguru import logger
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -148,33 +149,122 @@ def _owned_by_us(pid: int) -> bool:
         return False
 
 
-def has_env_entry(pid: int, entry: bytes) -> bool:
-    """Whether the process was started with exactly ``entry`` (``NAME=value``) in its env."""
+@dataclass(frozen=True)
+class Seen:
+    """One process in a scan: its stat line and, when it matters, its starting environment."""
+
+    info: ProcInfo
+    # None for zombies, processes of live runs (see ``LIVE_SESSIONS``), and those not ours.
+    environ: frozenset[bytes] | None
+
+
+def scan(skip_sessions: frozenset[int] = frozenset()) -> list[Seen]:
+    """Every process of the machine, once (blocking: call it in a thread).
+
+    The environment, the expensive part, is read only where a marker may matter: not for
+    zombies (nothing to read), nor for processes in ``skip_sessions`` (live runs' own
+    sessions: with 256 agents running, one run's sweep read 256 environments it did not
+    need), nor for other users' processes.
+    """
+    me = os.getpid()
+    seen = []
+    for pid in _pids():
+        if pid == me:
+            continue
+        info = read_proc(pid)
+        if info is None:
+            continue
+        environ = None
+        if not info.zombie and info.sid not in skip_sessions and _owned_by_us(pid):
+            environ = _environ(pid)
+        seen.append(Seen(info, environ))
+    return seen
+
+
+def _environ(pid: int) -> frozenset[bytes] | None:
     try:
-        environ = (PROC / str(pid) / "environ").read_bytes()
+        return frozenset((PROC / str(pid) / "environ").read_bytes().split(b"\0"))
     except OSError:
-        return False  # gone, a zombie (no memory left), or not ours to read
-    return entry in environ.split(b"\0")
+        return None  # gone, or not ours to read
 
 
-def find_run_processes(marker_entry: bytes, leader: int | None) -> list[ProcInfo]:
+# Sessions of agents that are running now (each agent leads its own session): their
+# processes belong to a live run, so a sweep of another run does not read their
+# environments. A run's session leaves the set when its sweep starts.
+LIVE_SESSIONS: set[int] = set()
+
+
+class SharedScans:
+    """One scan of ``/proc`` serves every sweep that asks while it is waiting for one.
+
+    256 runs ending together used to make 256 scans, each reading every process, in up
+    to 40 threads fighting the event loop for the GIL (loop lag p99 ~280 ms). A caller
+    never gets a scan that was already under way when it asked (it could predate the fork
+    it must see): it waits for the next one, which serves everyone who asked meanwhile.
+    So a burst of any size costs at most two scans.
+    """
+
+    def __init__(self) -> None:
+        self._loop: object = None
+        self._next: _Batch | None = None
+        self._scanning = False
+        self._scan_done: anyio.Event | None = None
+
+    async def snapshot(self) -> list[Seen]:
+        self._follow_loop()
+        if self._next is None:
+            self._next = _Batch()
+        batch = self._next
+        while not batch.done.is_set():
+            if self._scanning and self._scan_done is not None:
+                await self._scan_done.wait()
+                continue
+            await self._scan_next()
+        return batch.result
+
+    def _follow_loop(self) -> None:
+        # One instance per process, events per event loop: a new loop (the tests make one
+        # per test) starts afresh rather than wait on an event of a loop that is gone.
+        loop = anyio.lowlevel.current_token()
+        if loop != self._loop:
+            self._loop = loop
+            self._next, self._scanning, self._scan_done = None, False, None
+
+    async def _scan_next(self) -> None:
+        batch, self._next = self._next, None
+        assert batch is not None
+        self._scanning = True
+        self._scan_done = done = anyio.Event()
+        try:
+            batch.result = await anyio.to_thread.run_sync(scan, frozenset(LIVE_SESSIONS))
+        finally:
+            self._scanning = False
+            batch.done.set()  # on an error: an empty result (the janitor catches up)
+            done.set()
+
+
+class _Batch:
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.result: list[Seen] = []
+
+
+SCANS = SharedScans()
+
+
+def run_processes(snapshot: list[Seen], marker_entry: bytes, leader: int | None) -> list[ProcInfo]:
     """Live processes of one run: carrying its marker, or in its leader's group or session.
 
     The leader must already be reaped: its pid is then no one's group or session any more
     unless one of its descendants still holds it.
     """
-    me = os.getpid()
     ids = set() if leader is None or _reused(leader) else {leader}
-    found = []
-    for pid in _pids():
-        if pid == me:
-            continue
-        info = read_proc(pid)
-        if info is None or info.zombie or not _owned_by_us(pid):
-            continue
-        if info.pgid in ids or info.sid in ids or has_env_entry(pid, marker_entry):
-            found.append(info)
-    return found
+    return [
+        seen.info
+        for seen in snapshot
+        if seen.environ is not None
+        and (seen.info.pgid in ids or seen.info.sid in ids or marker_entry in seen.environ)
+    ]
 
 
 def _reused(leader: int) -> bool:
@@ -183,16 +273,17 @@ def _reused(leader: int) -> bool:
     return read_proc(leader) is not None
 
 
-def zombie_children_in(ids: set[int]) -> list[int]:
+def zombie_children_in(snapshot: list[Seen], ids: set[int]) -> list[int]:
     """Zombie children of ours whose process group or session is one of ``ids``."""
     me = os.getpid()
     ids = ids - {os.getpgrp(), os.getsid(0)}  # never our own group or session
-    found = []
-    for pid in _pids():
-        info = read_proc(pid)
-        if info and info.zombie and info.ppid == me and (info.pgid in ids or info.sid in ids):
-            found.append(pid)
-    return found
+    return [
+        seen.info.pid
+        for seen in snapshot
+        if seen.info.zombie
+        and seen.info.ppid == me
+        and (seen.info.pgid in ids or seen.info.sid in ids)
+    ]
 
 
 def _alive(info: ProcInfo) -> bool:
@@ -257,16 +348,29 @@ async def sweep_run(marker_entry: bytes, leader: int | None, grace: float) -> in
     seconds, SIGKILL; repeated while marked processes keep appearing (a dying parent may
     have forked). Run it under a shield: it must finish even when the run is cancelled.
     """
-    return await _sweep(lambda: find_run_processes(marker_entry, leader), leader, grace)
+    if leader is not None:
+        LIVE_SESSIONS.discard(leader)  # its session's members, if any, are leftovers now
+    return await _sweep(
+        SCANS.snapshot,
+        lambda snapshot: run_processes(snapshot, marker_entry, leader),
+        leader,
+        grace,
+    )
 
 
-async def _sweep(find: Callable[[], list[ProcInfo]], leader: int | None, grace: float) -> int:
-    """SIGTERM, grace, SIGKILL and reap what ``find`` returns, until it returns nothing."""
+async def _sweep(
+    take_snapshot: Callable[[], Awaitable[list[Seen]]],
+    find: Callable[[list[Seen]], list[ProcInfo]],
+    leader: int | None,
+    grace: float,
+) -> int:
+    """SIGTERM, grace, SIGKILL and reap what ``find`` finds, until it finds nothing."""
     if not HAVE_PROC:
         return 0
     signalled: dict[tuple[int, int], ProcInfo] = {}
+    snapshot = await take_snapshot()
     for _ in range(_SWEEP_ROUNDS):
-        found = await anyio.to_thread.run_sync(find)
+        found = find(snapshot)
         if not found:
             break
         for info in found:
@@ -281,13 +385,17 @@ async def _sweep(find: Callable[[], list[ProcInfo]], leader: int | None, grace: 
                 "processes {} survived SIGKILL (uninterruptible sleep?)", [i.pid for i in stuck]
             )
             break
+        snapshot = await take_snapshot()
     unreaped = await _wait_settled(list(signalled.values()), _REAP_WAIT)
     # Members of the run's groups and sessions that died before the scan (SIGTERM to the
-    # group, or on their own) and re-parented to us as zombies: reap them now.
+    # group, or on their own) and re-parented to us as zombies: reap them now. With nothing
+    # found alive, the first scan saw every such zombie: nothing of the run was left to die.
+    if signalled:
+        snapshot = await take_snapshot()
     ids = {i for info in signalled.values() for i in (info.pid, info.pgid, info.sid)}
     if leader is not None and not _reused(leader):
         ids.add(leader)
-    for pid in await anyio.to_thread.run_sync(zombie_children_in, ids):
+    for pid in zombie_children_in(snapshot, ids):
         reap(pid)
     if unreaped:
         logger.warning("leftover processes not reaped yet: {}", [i.pid for i in unreaped])
@@ -306,40 +414,25 @@ def identity(pid: int) -> str | None:
     return None if info is None else f"{pid} {info.start}"
 
 
-def env_value(pid: int, name: bytes) -> bytes | None:
-    """The value of one variable in a process's starting environment, if readable."""
-    try:
-        environ = (PROC / str(pid) / "environ").read_bytes()
-    except OSError:
-        return None
-    prefix = name + b"="
-    for entry in environ.split(b"\0"):
-        if entry.startswith(prefix):
-            return entry[len(prefix) :]
-    return None
-
-
-def find_orphaned_agents(owner_var: bytes, bot_name: str) -> list[ProcInfo]:
+def orphaned_agents(snapshot: list[Seen], owner_var: bytes, bot_name: str) -> list[ProcInfo]:
     """Agent processes of workers named ``bot_name`` that are no longer alive.
 
     The owner variable holds ``"<bot name> <worker pid> <worker start>"``; a process whose
     worker still runs (another process with the same name, by mistake) is left alone.
     """
-    me = os.getpid()
+    prefix = owner_var + b"="
     found = []
-    for pid in _pids():
-        if pid == me or not _owned_by_us(pid):
+    for seen in snapshot:
+        if seen.environ is None:
             continue
-        value = env_value(pid, owner_var)
+        value = next((e[len(prefix) :] for e in seen.environ if e.startswith(prefix)), None)
         parts = value.decode(errors="replace").split() if value else []
         if len(parts) != 3 or parts[0] != bot_name:
             continue
         owner = read_proc(int(parts[1])) if parts[1].isdigit() else None
         if owner is not None and str(owner.start) == parts[2] and not owner.zombie:
             continue  # its worker is alive
-        info = read_proc(pid)
-        if info is not None and not info.zombie:
-            found.append(info)
+        found.append(seen.info)
     return found
 
 
@@ -353,14 +446,21 @@ async def sweep_leftovers(owner_var: bytes, bot_name: str, grace: float) -> int:
     """
     if not HAVE_PROC:
         return 0
-    return await _sweep(lambda: find_orphaned_agents(owner_var, bot_name), None, grace)
+
+    async def take_snapshot() -> list[Seen]:
+        return await anyio.to_thread.run_sync(scan)
+
+    def find(snapshot: list[Seen]) -> list[ProcInfo]:
+        return orphaned_agents(snapshot, owner_var, bot_name)
+
+    return await _sweep(take_snapshot, find, None, grace)
 
 
 def kill_owned_now(owner_entry: bytes) -> int:
     """SIGKILL every agent process of this worker, at once (the worker exits right after)."""
     if not HAVE_PROC:
         return 0
-    found = find_run_processes(owner_entry, None)
+    found = run_processes(scan(), owner_entry, None)  # live runs included: all must go
     for info in found:
         _signal(info, signal.SIGKILL)
     return len(found)

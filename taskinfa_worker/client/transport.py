@@ -55,6 +55,13 @@ MAX_RATE_LIMITED: Final = 5
 Model = TypeVar("Model", bound=BaseModel)
 
 
+# Requests in flight at once; the rest wait for a connection. The budget allows far fewer
+# requests a second than this carries even to a distant board, and when 256 slots end at
+# once, 256 requests in flight fill each turn of the event loop with their callbacks (its
+# lag reached 100 ms); a queue for connections holds them without costing the loop.
+MAX_IN_FLIGHT = 16
+
+
 class BoardTransport:
     """One aiohttp session to the board, shared by every request of the process. Close it.
 
@@ -179,6 +186,7 @@ class BoardTransport:
             # Made on first use, inside the running loop, so that the client itself can be
             # built from synchronous code (the CLI).
             self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=MAX_IN_FLIGHT),
                 headers={
                     "Authorization": f"Bearer {self._api_key.get_secret_value()}",
                     "Accept": "application/json",

@@ -169,9 +169,9 @@ class GitWorkspaces:
             raise WorkspaceError(f"{workspace.path} is not a workspace prepared by this worker")
         tree = workspace.path
         if active.repo is None:
-            return WorkspaceResult(
-                files_changed=changes.compare_snapshots(active.snapshot, changes.snapshot(tree))
-            )
+            # A walk of the agent's whole tree: in a thread, the loop serves the other slots.
+            after = await anyio.to_thread.run_sync(changes.snapshot, tree)
+            return WorkspaceResult(files_changed=changes.compare_snapshots(active.snapshot, after))
         git = self._git
         base = workspace.base_commit
         if self._settings.commit:

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from taskinfa_worker.agent.environment import OWNER_VAR
-from taskinfa_worker.agent.reaper import find_orphaned_agents, identity, sweep_leftovers
+from taskinfa_worker.agent.reaper import identity, orphaned_agents, scan, sweep_leftovers
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
 
@@ -37,7 +37,7 @@ async def test_only_agents_of_a_dead_worker_with_the_same_name_are_swept(
     of_live_worker = start_agent(f"botA {live_owner}")
     other_name = start_agent(f"botB {dead_identity}")
     try:
-        found = {info.pid for info in find_orphaned_agents(OWNER_VAR.encode(), "botA")}
+        found = {info.pid for info in orphaned_agents(scan(), OWNER_VAR.encode(), "botA")}
         assert found == {orphan.pid}
         assert await sweep_leftovers(OWNER_VAR.encode(), "botA", grace=2.0) == 1
         assert orphan.wait(timeout=10) is not None

@@ -6,18 +6,21 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 
 import anyio
 import pytest
 
+from taskinfa_worker.agent import reaper
 from taskinfa_worker.agent.reaper import (
     ZombieJanitor,
     become_subreaper,
-    find_run_processes,
     is_subreaper,
     read_proc,
+    run_processes,
+    scan,
     sweep_run,
 )
 from tests.agent.support import gone, state, wait_until_gone
@@ -76,7 +79,7 @@ async def test_sweep_kills_and_reaps_marked_orphans() -> None:
         info = read_proc(victim)
         assert info is not None
         assert info.ppid == os.getpid()  # adopted by us, the subreaper
-        found = await anyio.to_thread.run_sync(find_run_processes, marker.encode(), -1)
+        found = run_processes(await anyio.to_thread.run_sync(scan), marker.encode(), -1)
         assert [p.pid for p in found] == [victim]
 
         # It ignores SIGTERM: the sweep must escalate to SIGKILL, then reap it.
@@ -111,3 +114,38 @@ def test_janitor_reaps_old_orphan_zombies_and_leaves_young_ones() -> None:
 
 async def test_sweep_without_marked_processes_finds_nothing() -> None:
     assert await sweep_run(f"TASKINFA_AGENT_RUN={uuid.uuid4().hex}".encode(), -1, grace=5) == 0
+
+
+async def test_sweeps_that_ask_together_share_one_scan_and_never_an_older_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 256 runs ending at once used to scan /proc 256 times. A caller must still never get
+    # a scan that began before it asked: it could miss a fork that happened just before.
+    release = threading.Event()
+    scans: list[int] = []
+
+    def counting_scan(skip_sessions: frozenset[int] = frozenset()) -> list[reaper.Seen]:
+        scans.append(len(scans) + 1)
+        if len(scans) == 1:
+            release.wait(timeout=30)
+        info = reaper.ProcInfo(pid=len(scans), ppid=1, pgid=1, sid=1, state="S", start=0)
+        return [reaper.Seen(info, frozenset())]
+
+    monkeypatch.setattr(reaper, "scan", counting_scan)
+    shared = reaper.SharedScans()
+    results: list[int] = []
+
+    async def ask() -> None:
+        results.append((await shared.snapshot())[0].info.pid)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(ask)
+        while not scans:  # the first scan is under way
+            await anyio.sleep(0.01)
+        for _ in range(50):
+            group.start_soon(ask)
+        for _ in range(10):
+            await anyio.sleep(0)
+        release.set()
+    assert scans == [1, 2]
+    assert sorted(results) == [1] + [2] * 50
