@@ -16,6 +16,7 @@ from taskinfa_worker.logs import setup_logging
 from taskinfa_worker.metrics import Metrics
 from taskinfa_worker.pool.identity import hold_name
 from taskinfa_worker.pool.worker_pool import WorkerPool
+from taskinfa_worker.processes import watch_children_with_pidfd
 from taskinfa_worker.redact import Redactor
 from taskinfa_worker.settings import Settings
 from taskinfa_worker.status_file import StatusFile, StatusWriter
@@ -55,6 +56,7 @@ async def run_worker(settings: Settings) -> int:
     log folder, a health port in use) ends as a ``FatalError``: one sentence, no traceback.
     """
     name_lock = hold_name(settings)  # first: nothing of a live namesake is touched
+    watch_children_with_pidfd()
     try:
         redactor = make_redactor(settings)
         try:
