@@ -122,10 +122,31 @@ def layouts_section(layouts: dict[str, Any] | None, budget: dict[str, Any] | Non
     ]
     return (
         table(header, rows)
+        + _orchestrator_throughput(layouts["runs"])
         + f"\n\nTasks: 10·N (at least 20), agent `{layouts['agent']}`. Throughput settings: "
         "board rate limit off, RATE_LIMIT=100000, POLL_INTERVAL=0.2, MAX_POLL_INTERVAL=0.5 "
         "(both layouts). Idle requests per minute: default intervals, from the budget part "
         "below. Worker CPU: all worker processes, start-up included."
+    )
+
+
+# Taskinfa's own orchestrator, by default: it looks for work every 15 minutes and runs at
+# most 3 sessions at once. Its figures below are computed from those two numbers and this
+# run's measurements, not measured (it needs the dashboard and Claude Code to run).
+ORCHESTRATOR_POLL_SECONDS = 15 * 60
+ORCHESTRATOR_SESSIONS = 3
+
+
+def _orchestrator_throughput(runs: list[dict[str, Any]]) -> str:
+    one = next((run for run in runs if run["slots"] == 1), None)
+    if one is None:
+        return ""
+    ceiling = ORCHESTRATOR_SESSIONS * one["tasks_per_second"]
+    return (
+        f"\n\nReference (computed from this run): Taskinfa's own orchestrator runs at most "
+        f"{ORCHESTRATOR_SESSIONS} sessions at once, so with these tasks it could finish at most "
+        f"{ORCHESTRATOR_SESSIONS} × {one['tasks_per_second']:.1f} = {ceiling:.1f} tasks / s "
+        "(three times the one-slot row, an upper bound), whatever the number of tasks waiting."
     )
 
 
@@ -286,6 +307,19 @@ def latency_section(fast: dict[str, Any] | None, idle: dict[str, Any] | None) ->
         "busy, budget-bound: slot frees → next claim",
         "default poll, RATE_LIMIT=100, board limit 100/min, 0.3 s tasks",
         (fast or {}).get("busy_budget_bound"),
+    )
+    # A task created at a random moment waits for the orchestrator's next look: uniformly
+    # between 0 and the whole interval.
+    poll = ORCHESTRATOR_POLL_SECONDS
+    rows.append(
+        [
+            "reference: Taskinfa's orchestrator, idle (computed)",
+            "15-minute poll (its default)",
+            "–",
+            _ms(poll * 0.5),
+            _ms(poll * 0.9),
+            _ms(poll),
+        ]
     )
     return table(["case", "settings", "n", "p50", "p90", "max"], rows)
 
