@@ -33,7 +33,7 @@ import anyio
 import anyio.abc
 from loguru import logger
 
-from taskinfa_worker.agent.reaper import LIVE_SESSIONS, sweep_run
+from taskinfa_worker.agent.reaper import LIVE_SESSIONS, read_proc, sweep_run
 from taskinfa_worker.agent.stream import LineSplitter
 from taskinfa_worker.errors import AgentUnavailableError
 from taskinfa_worker.processes import signal_group
@@ -138,6 +138,7 @@ class Supervisor:
         self._drained = 0
         self._pipes_closed = anyio.Event()
         self.pid: int | None = None
+        self._leader_start: int | None = None
 
     def result_seen(self) -> None:
         """The agent printed its final result: from now on it gets ``result_grace``."""
@@ -151,6 +152,8 @@ class Supervisor:
         process = await self._start()
         self.pid = process.pid
         LIVE_SESSIONS.add(process.pid)  # it leads its own session (until its sweep)
+        started = read_proc(process.pid)  # nothing older than the agent is of its run
+        self._leader_start = None if started is None else started.start
         ending = ProcessEnd.CANCELLED
         swept = False
         leftovers = 0
@@ -291,7 +294,12 @@ class Supervisor:
 
     async def _sweep(self, leader: int) -> int:
         try:
-            return await sweep_run(self._spec.marker.encode(), leader, self._limits.kill_grace)
+            return await sweep_run(
+                self._spec.marker.encode(),
+                leader,
+                self._limits.kill_grace,
+                since=self._leader_start,
+            )
         except Exception:
             # Never let cleanup hide the run's own result; the janitor catches up later.
             logger.exception("sweeping the agent's leftover processes failed")

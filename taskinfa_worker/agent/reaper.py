@@ -149,36 +149,34 @@ def _owned_by_us(pid: int) -> bool:
         return False
 
 
-@dataclass(frozen=True)
 class Seen:
-    """One process in a scan: its stat line and, when it matters, its starting environment."""
+    """One process in a scan: its stat line, and its starting environment when asked for.
 
-    info: ProcInfo
-    # None for zombies, processes of live runs (see ``LIVE_SESSIONS``), and those not ours.
-    environ: frozenset[bytes] | None
-
-
-def scan(skip_sessions: frozenset[int] = frozenset()) -> list[Seen]:
-    """Every process of the machine, once (blocking: call it in a thread).
-
-    The environment, the expensive part, is read only where a marker may matter: not for
-    zombies (nothing to read), nor for processes in ``skip_sessions`` (live runs' own
-    sessions: with 256 agents running, one run's sweep read 256 environments it did not
-    need), nor for other users' processes.
+    The environment is the expensive part (a file read, and a stat for the owner), so a
+    scan reads only stat lines and a sweep reads the environments of the few processes
+    that could be its run's: not zombies, not live runs' sessions, none older than the run.
     """
+
+    __slots__ = ("_environ", "_read", "info")
+
+    def __init__(self, info: ProcInfo) -> None:
+        self.info = info
+        self._environ: frozenset[bytes] | None = None
+        self._read = False
+
+    def environ(self) -> frozenset[bytes] | None:
+        """Its starting environment's entries; None for a zombie or a process not ours."""
+        if not self._read:
+            self._read = True
+            if not self.info.zombie and _owned_by_us(self.info.pid):
+                self._environ = _environ(self.info.pid)
+        return self._environ
+
+
+def scan() -> list[Seen]:
+    """Every process of the machine, its stat line only (blocking: call it in a thread)."""
     me = os.getpid()
-    seen = []
-    for pid in _pids():
-        if pid == me:
-            continue
-        info = read_proc(pid)
-        if info is None:
-            continue
-        environ = None
-        if not info.zombie and info.sid not in skip_sessions and _owned_by_us(pid):
-            environ = _environ(pid)
-        seen.append(Seen(info, environ))
-    return seen
+    return [Seen(info) for pid in _pids() if pid != me and (info := read_proc(pid)) is not None]
 
 
 def _environ(pid: int) -> frozenset[bytes] | None:
@@ -236,7 +234,7 @@ class SharedScans:
         self._scanning = True
         self._scan_done = done = anyio.Event()
         try:
-            batch.result = await anyio.to_thread.run_sync(scan, frozenset(LIVE_SESSIONS))
+            batch.result = await anyio.to_thread.run_sync(scan)
         finally:
             self._scanning = False
             batch.done.set()  # on an error: an empty result (the janitor catches up)
@@ -252,19 +250,38 @@ class _Batch:
 SCANS = SharedScans()
 
 
-def run_processes(snapshot: list[Seen], marker_entry: bytes, leader: int | None) -> list[ProcInfo]:
+def run_processes(
+    snapshot: list[Seen],
+    marker_entry: bytes,
+    leader: int | None,
+    *,
+    since: int | None = None,
+    skip_sessions: frozenset[int] = frozenset(),
+) -> list[ProcInfo]:
     """Live processes of one run: carrying its marker, or in its leader's group or session.
 
     The leader must already be reaped: its pid is then no one's group or session any more
-    unless one of its descendants still holds it.
+    unless one of its descendants still holds it. ``since`` (the leader's start, in clock
+    ticks) and ``skip_sessions`` (other runs that are still running) rule processes out
+    before their environments are read: nothing started before the run is the run's, and a
+    live run's session holds only that run's processes.
     """
     ids = set() if leader is None or _reused(leader) else {leader}
-    return [
-        seen.info
-        for seen in snapshot
-        if seen.environ is not None
-        and (seen.info.pgid in ids or seen.info.sid in ids or marker_entry in seen.environ)
-    ]
+    found = []
+    for seen in snapshot:
+        info = seen.info
+        if info.zombie or info.sid in skip_sessions:
+            continue
+        if since is not None and info.start < since:
+            continue
+        if info.pgid in ids or info.sid in ids:
+            if _owned_by_us(info.pid):
+                found.append(info)
+            continue
+        environ = seen.environ()
+        if environ is not None and marker_entry in environ:
+            found.append(info)
+    return found
 
 
 def _reused(leader: int) -> bool:
@@ -341,21 +358,24 @@ async def _wait_settled(infos: list[ProcInfo], timeout: float) -> list[ProcInfo]
     return pending
 
 
-async def sweep_run(marker_entry: bytes, leader: int | None, grace: float) -> int:
+async def sweep_run(
+    marker_entry: bytes, leader: int | None, grace: float, *, since: int | None = None
+) -> int:
     """Stop and reap every process one run left behind; returns how many were signalled.
 
     Call after the run's leader process has exited and been reaped. SIGTERM, ``grace``
     seconds, SIGKILL; repeated while marked processes keep appearing (a dying parent may
     have forked). Run it under a shield: it must finish even when the run is cancelled.
+    ``since``: the leader's start (``ProcInfo.start``), when known.
     """
     if leader is not None:
         LIVE_SESSIONS.discard(leader)  # its session's members, if any, are leftovers now
-    return await _sweep(
-        SCANS.snapshot,
-        lambda snapshot: run_processes(snapshot, marker_entry, leader),
-        leader,
-        grace,
-    )
+
+    def find(snapshot: list[Seen]) -> list[ProcInfo]:
+        others = frozenset(LIVE_SESSIONS)
+        return run_processes(snapshot, marker_entry, leader, since=since, skip_sessions=others)
+
+    return await _sweep(SCANS.snapshot, find, leader, grace)
 
 
 async def _sweep(
@@ -423,9 +443,10 @@ def orphaned_agents(snapshot: list[Seen], owner_var: bytes, bot_name: str) -> li
     prefix = owner_var + b"="
     found = []
     for seen in snapshot:
-        if seen.environ is None:
+        environ = seen.environ()
+        if environ is None:
             continue
-        value = next((e[len(prefix) :] for e in seen.environ if e.startswith(prefix)), None)
+        value = next((e[len(prefix) :] for e in environ if e.startswith(prefix)), None)
         parts = value.decode(errors="replace").split() if value else []
         if len(parts) != 3 or parts[0] != bot_name:
             continue

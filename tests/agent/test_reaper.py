@@ -124,12 +124,12 @@ async def test_sweeps_that_ask_together_share_one_scan_and_never_an_older_one(
     release = threading.Event()
     scans: list[int] = []
 
-    def counting_scan(skip_sessions: frozenset[int] = frozenset()) -> list[reaper.Seen]:
+    def counting_scan() -> list[reaper.Seen]:
         scans.append(len(scans) + 1)
         if len(scans) == 1:
             release.wait(timeout=30)
         info = reaper.ProcInfo(pid=len(scans), ppid=1, pgid=1, sid=1, state="S", start=0)
-        return [reaper.Seen(info, frozenset())]
+        return [reaper.Seen(info)]
 
     monkeypatch.setattr(reaper, "scan", counting_scan)
     shared = reaper.SharedScans()
