@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import collections
 import itertools
 import math
 import time
@@ -137,6 +138,11 @@ class RateLimiter:
         """How many 429 answers were reported through ``on_rate_limited``."""
         self.total_wait_seconds = 0.0
         """Seconds callers spent in ``acquire`` altogether."""
+        # When this process's requests of the last window left, and what the board last
+        # said the key had used of its window (when, and how many): together, the share
+        # of the key's traffic that is ours (``own_share``).
+        self._sent: collections.deque[float] = collections.deque()
+        self._key_used: tuple[float, int] | None = None
 
     # --- what the pool reads ------------------------------------------------------------
     @property
@@ -173,6 +179,26 @@ class RateLimiter:
     def waiting(self) -> int:
         """Callers waiting in ``acquire``."""
         return len(self._queue)
+
+    def own_share(self) -> float:
+        """The share of the key's recent requests that are this process's (0 < share ≤ 1).
+
+        From the board's ``X-RateLimit-Remaining`` (the key's window: every process on the
+        key) against this process's own count over the same window. 1 where the board says
+        nothing, or said it more than a window ago: alone, as far as anyone can tell.
+        """
+        if self._key_used is None:
+            return 1.0
+        at, used = self._key_used
+        if self._clock() - at > self._window:
+            return 1.0
+        own = self._sent_between(at - self._window, at)
+        if used <= own or used <= 0:
+            return 1.0
+        return max(own, 1) / used
+
+    def _sent_between(self, start: float, end: float) -> int:
+        return bisect.bisect_right(self._sent, end) - bisect.bisect_right(self._sent, start)
 
     def paused_for(self) -> float:
         """Seconds until requests may flow again after a 429 or an exhausted budget."""
@@ -241,6 +267,8 @@ class RateLimiter:
         remaining = _int_header(headers, "X-RateLimit-Remaining")
         if remaining is None:
             return
+        key_limit = self._server_limit if self._server_limit is not None else self._configured
+        self._key_used = (now, max(0, key_limit - remaining))
         self._refill(now)
         # Other processes may spend the same key: never count on more than the board has.
         self._tokens = min(self._tokens, float(max(0, remaining)))
@@ -339,6 +367,9 @@ class RateLimiter:
         if self._tokens + _EPS < self._needed(lane):
             return False
         self._tokens -= 1.0
+        self._sent.append(now)
+        while self._sent and self._sent[0] < now - 2 * self._window:
+            self._sent.popleft()
         return True
 
     def _delay(self, lane: Lane, now: float) -> float:

@@ -18,6 +18,11 @@ from typing import Protocol
 HEARTBEAT_SHARE = 0.40
 PROGRESS_SHARE = 0.20
 WATCH_SHARE = 0.10  # cancellation checks and lease sweeps
+# Polls while no task is waiting, for the whole key: the processes on one key divide it
+# by their share of the key's traffic (the board's X-RateLimit-Remaining says how much
+# the key used), so ten idle replicas poll as often together as one alone. 15 % of 100
+# requests a minute is a poll every 4 s: a new task waits 2 s on average.
+IDLE_POLL_SHARE = 0.15
 
 # The board shows a worker offline after 120 s without a heartbeat; stay well under it even
 # when one heartbeat round is slow to get through the limiter.
@@ -27,6 +32,10 @@ HEARTBEAT_CEILING = 100.0
 class BudgetSource(Protocol):
     @property
     def rate_per_minute(self) -> float: ...
+
+
+class KeyBudgetSource(BudgetSource, Protocol):
+    def own_share(self) -> float: ...
 
 
 def stretched(base: float, requests_per_cycle: int, share: float, budget: BudgetSource) -> float:
@@ -49,6 +58,12 @@ def progress_interval(base: float, busy_slots: int, budget: BudgetSource) -> flo
 
 def watch_interval(base: float, requests_per_cycle: int, budget: BudgetSource) -> float:
     return stretched(base, requests_per_cycle, WATCH_SHARE, budget)
+
+
+def idle_poll_interval(floor: float, ceiling: float, budget: KeyBudgetSource) -> float:
+    """Seconds between polls of an idle process: its part of the key's idle-poll share."""
+    per_second = max(budget.rate_per_minute, 1e-6) / 60.0 * IDLE_POLL_SHARE * budget.own_share()
+    return min(max(floor, 1.0 / per_second), ceiling)
 
 
 def jittered(seconds: float, spread: float = 0.1) -> float:

@@ -5,10 +5,12 @@ for the next task of its projects (``offers.py``: ``/tasks/next``, checked again
 ``TASK_LIST_ID``, or each project's todo list where the board ignores the filter), claims
 what it gets and hands the lock on, so a busy queue is drained one
 claim at a time with no prefetch, and an empty queue costs one jittered poll per interval
-whatever the number of slots. The interval backs off from ``poll_interval`` to
-``max_poll_interval`` while the queue stays empty and snaps back (and the poller wakes at
-once) when any task ends, because an ending often puts work back (a retry) or frees the
-slot that should take the next task.
+whatever the number of slots. The interval is the process's part of the key's idle-poll
+budget (``budget.idle_poll_interval``: a share of the rate, divided among the processes on
+the key by their part of its traffic), between ``poll_interval`` and ``max_poll_interval``;
+a board that cannot be asked doubles it each time, up to ``max_poll_interval``. The poller
+wakes at once when any task ends, because an ending often puts work back (a retry) or
+frees the slot that should take the next task.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from loguru import logger
 
 from taskinfa_worker.client.api import BoardClient
 from taskinfa_worker.errors import BoardError
-from taskinfa_worker.pool.budget import jittered
+from taskinfa_worker.pool.budget import idle_poll_interval, jittered
 from taskinfa_worker.pool.offers import Offers
 from taskinfa_worker.pool.registry import Claimed, RunningTasks
 from taskinfa_worker.settings import Settings
@@ -58,7 +60,7 @@ class Dispatcher:
         self._on_done = on_done
         self._paused_until = 0.0
         self._lock = anyio.Lock()
-        self._interval = settings.poll_interval
+        self._failures = 0  # board errors in a row: the idle wait doubles with each
         self._wake = anyio.Event()
         self._closed = False
         self.claimed = 0
@@ -77,7 +79,6 @@ class Dispatcher:
         return self._paused_until > time.monotonic()
 
     def task_ended(self) -> None:
-        self._interval = self._settings.poll_interval
         self._wake.set()
 
     def _limit_reached(self) -> bool:
@@ -97,9 +98,9 @@ class Dispatcher:
                     await self._sleep(self._paused_until - time.monotonic())
                     continue
                 claimed = await self._try_once(slot_name)
+                self._failures = self._failures + 1 if claimed is Miss.ERROR else 0
                 if isinstance(claimed, Claimed):
                     self.claimed += 1
-                    self._interval = self._settings.poll_interval
                     return claimed
                 if claimed is Miss.LOST and lost_in_a_row < MAX_LOST_IN_A_ROW:
                     lost_in_a_row += 1
@@ -134,8 +135,12 @@ class Dispatcher:
         return Claimed(task, offer.project, offered=offer.task)
 
     async def _idle_wait(self) -> None:
-        wait = self._interval
-        self._interval = min(wait * 2, self._settings.max_poll_interval)
+        settings = self._settings
+        wait = idle_poll_interval(
+            settings.poll_interval, settings.max_poll_interval, self._client.limiter
+        )
+        if self._failures:
+            wait = min(wait * 2 ** min(self._failures, 16), settings.max_poll_interval)
         await self._sleep(jittered(wait))
 
     async def _sleep(self, seconds: float) -> None:

@@ -17,7 +17,7 @@ from taskinfa_worker.client.ratelimit import (
     parse_reset,
     parse_retry_after,
 )
-from taskinfa_worker.pool.budget import stretched
+from taskinfa_worker.pool.budget import IDLE_POLL_SHARE, idle_poll_interval, stretched
 from tests.client.virtual_time import WALL_START, ManualClock
 
 
@@ -239,3 +239,70 @@ def test_invalid_construction() -> None:
         RateLimiter(0)
     with pytest.raises(ValueError, match="window"):
         RateLimiter(10, window=0)
+
+
+class SlidingWindowKey:
+    """The board's side of one key: requests counted over a sliding window, as a header."""
+
+    def __init__(self, clock: ManualClock, limit: int = 100, window: float = 60.0) -> None:
+        self.clock, self.limit, self.window = clock, limit, window
+        self.times: list[float] = []
+
+    def answer(self) -> dict[str, str]:
+        now = self.clock()
+        self.times.append(now)
+        used = sum(1 for t in self.times if t > now - self.window)
+        return {
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(self.limit - used),
+        }
+
+    def per_minute(self, start: float, end: float) -> float:
+        return sum(1 for t in self.times if start <= t < end) * 60.0 / (end - start)
+
+
+async def idle_replicas(clock: ManualClock, replicas: int, minutes: float) -> tuple[float, float]:
+    """Idle processes polling one key with the paced interval: (requests a minute on the key
+    over the last half of the run, one process's own share as it sees it at the end)."""
+    key = SlidingWindowKey(clock)
+    limiters = [make_limiter(clock, 100) for _ in range(replicas)]
+
+    async def poll_forever(limiter: RateLimiter, offset: float) -> None:
+        await clock.sleep(offset)
+        while True:
+            await limiter.acquire(Lane.BACKGROUND)
+            limiter.observe(key.answer())
+            await clock.sleep(idle_poll_interval(0.5, 60.0, limiter))
+
+    pollers = [
+        asyncio.create_task(poll_forever(limiter, 1.7 * i)) for i, limiter in enumerate(limiters)
+    ]
+    start = clock()
+    await clock.advance(minutes * 60)
+    for poller in pollers:
+        poller.cancel()
+    await clock.settle()
+    return key.per_minute(start + minutes * 30, clock()), limiters[0].own_share()
+
+
+async def test_ten_idle_replicas_on_one_key_poll_as_often_together_as_one_alone(
+    clock: ManualClock,
+) -> None:
+    # The board's X-RateLimit-Remaining counts every process on the key; each process
+    # takes its part of the idle-poll share by its part of that count.
+    alone, alone_share = await idle_replicas(clock, 1, 10)
+    together, one_of_ten = await idle_replicas(clock, 10, 10)
+    assert alone_share == 1.0
+    assert one_of_ten < 0.5  # it knows it is not alone
+    expected = make_limiter(clock).rate_per_minute * IDLE_POLL_SHARE
+    assert alone == pytest.approx(expected, rel=0.1)
+    assert together == pytest.approx(alone, rel=0.35)
+
+
+def test_without_the_board_s_count_a_process_assumes_it_is_alone(clock: ManualClock) -> None:
+    limiter = make_limiter(clock)
+    assert limiter.own_share() == 1.0
+    limiter.observe({"X-RateLimit-Limit": "100", "X-RateLimit-Remaining": "40"})
+    assert limiter.own_share() == pytest.approx(1 / 60)  # 60 used, none of them ours
+    clock.now += 61  # what the board said is older than a window: no longer known
+    assert limiter.own_share() == 1.0
