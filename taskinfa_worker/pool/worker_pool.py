@@ -41,6 +41,7 @@ from taskinfa_worker.pool.registry import RunningTasks, StopKind
 from taskinfa_worker.pool.reporting import TaskReporter
 from taskinfa_worker.pool.retention import LogRetention
 from taskinfa_worker.pool.runner import Ended, TaskEnding, TaskRunner
+from taskinfa_worker.pool.spacing import RetrySpacing
 from taskinfa_worker.pool.state import PoolState, SlotState
 from taskinfa_worker.pool.takeaway import TakeawayWatcher
 from taskinfa_worker.redact import Redactor
@@ -82,7 +83,9 @@ class WorkerPool:
         self.metrics = metrics
         self._handle_signals = handle_signals
         self._on_change = on_change
-        self._reporter = TaskReporter(client, redactor, settings.max_attempts)
+        self._reporter = TaskReporter(
+            client, redactor, settings.max_attempts, RetrySpacing.from_settings(settings)
+        )
         self._runner = TaskRunner(
             settings, client, agent, workspaces, self._reporter, metrics, self.running
         )

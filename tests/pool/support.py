@@ -91,6 +91,8 @@ def worker_settings(url: str, key: str, scene: Scene, **overrides: Any) -> Setti
         "kill_grace": 2.0,
         "rate_limit": 6000,
         "progress_interval": 0.5,
+        # Retries at once: tests of spacing set their own wait.
+        "retry_backoff": 0,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)
@@ -177,6 +179,7 @@ def process_env(url: str, key: str, scene: Scene, **extra: str) -> dict[str, str
         "KILL_GRACE": "2",
         "RATE_LIMIT": "6000",
         "LOG_FORMAT": "text",
+        "RETRY_BACKOFF": "0",
         **scene.agent_env(),
     }
     env.update(extra)
