@@ -26,7 +26,8 @@ RELIABILITY = ROOT / "docs" / "reliability.md"
 # Rows met by a test elsewhere, where the pool runs in the test's event loop.
 MET_ELSEWHERE = {
     # tests/pool/test_worker_faults.py
-    "agent executable vanishes while running, agent key refused, repository host unreachable",
+    "agent executable vanishes while running, agent key refused, repository host unreachable, "
+    "board refuses a run's ending",
 }
 
 

@@ -326,9 +326,9 @@ class WorkerPool:
                 self._fatal(exc)
                 return
             except BoardError as exc:
-                # The runner's endings are retried by the client for minutes; past that the
-                # task stays in progress and the lease or our restart recovers it.
-                logger.error("{} could not report a task's ending: {}", slot, exc)
+                # The runner makes the board's failures a worker fault of their own and the
+                # heartbeats log theirs; this keeps a future one from ending the process.
+                logger.error("{} met a board error outside a task's run: {}", slot, exc)
                 continue
             self._count(ended)
             self._dispatcher.task_ended()
