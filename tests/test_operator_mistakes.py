@@ -131,10 +131,22 @@ def busy_port() -> socket.socket:
             "workspace writable: /proc/no-such-folder",
         ),
         (
-            "agent executable missing (`AGENT_COMMAND`, `CLAUDE_BIN`)",
+            "`AGENT_COMMAND`'s executable missing",
             {"AGENT_COMMAND": "/no/such/agent {prompt}"},
             [],
             "/no/such/agent",
+        ),
+        (
+            "`AGENT=claude` and no `claude` (`CLAUDE_BIN`) on `PATH`",
+            {"AGENT": "claude", "CLAUDE_BIN": "/no/such/claude"},
+            [],
+            "/no/such/claude",
+        ),
+        (
+            "a value a setting cannot take (`CONCURRENCY=0`)",
+            {"CONCURRENCY": "0"},
+            [],
+            "CONCURRENCY",
         ),
         ("git not installed", {"PATH": "/no/such/bin"}, [], "git is not on PATH"),
         ("`--agent nope`", {}, ["--agent", "nope"], "argument --agent: invalid choice: 'nope'"),
@@ -145,7 +157,16 @@ def busy_port() -> socket.socket:
             "--env-file missing.env does not exist",
         ),
     ],
-    ids=["log-dir", "workspace-dir", "agent-missing", "git-missing", "bad-agent", "env-file"],
+    ids=[
+        "log-dir",
+        "workspace-dir",
+        "agent-missing",
+        "claude-missing",
+        "bad-value",
+        "git-missing",
+        "bad-agent",
+        "env-file",
+    ],
 )
 async def test_a_mistake_at_start_is_one_sentence_and_a_documented_status(
     board: Any,
