@@ -15,8 +15,9 @@ read and the first task in the board's order that does not wait is offered, so a
 task holds up no other and nobody's order is changed. When every task waits, nothing is
 offered and ``soonest_retry`` says when the first may be tried.
 
-The fallback cannot see dependencies (the list route does not say whether a task waits),
-so it leaves out subtasks, the part of the rule it can see.
+The fallback leaves out subtasks, and tasks the list marks ``is_blocked`` (the current
+release: a dependency not yet done). The worker-era release's list does not say whether a
+task waits on another, so there the fallback cannot see dependencies.
 """
 
 from __future__ import annotations
@@ -122,6 +123,7 @@ class Offers:
                 if task.status == "todo"
                 and task.assigned_to is None
                 and task.parent_task_id is None
+                and not task.is_blocked
                 and task.task_list_id is not None  # /tasks/next offers project tasks only
                 and self.allows(task)
                 and not self._must_wait(task, now)

@@ -10,8 +10,9 @@ from pydantic import SecretStr
 
 from taskinfa_worker.client.api import BoardClient
 from taskinfa_worker.client.models import Task
+from taskinfa_worker.pool.offers import Offers
 from taskinfa_worker.pool.spacing import RetrySpacing
-from tests.board_support import BoardHandle
+from tests.board_support import BoardHandle, MakeBoard
 from tests.pool.support import Scene, WorkerProcess, process_env
 
 
@@ -119,3 +120,53 @@ def test_only_a_task_whose_last_attempt_failed_waits(
     assert (spacing.wait(task, datetime.now(UTC)) > 0) is waits
     # Long after the failure, nothing waits.
     assert spacing.wait(failed_task(failures, notes, ago=10_000), datetime.now(UTC)) == 0
+
+
+def failed_once(board: BoardHandle, title: str, priority: str) -> str:
+    """A todo task whose last attempt just failed, as the worker leaves one."""
+    task = board.create_task(title, priority=priority)
+    board.store.update_task(task["id"], {"error_count": 1, "completion_notes": "Failed: boom"})
+    return str(task["id"])
+
+
+async def test_a_waiting_offer_gives_way_to_the_next_in_board_order(
+    any_board: BoardHandle,
+) -> None:
+    board = any_board
+    failed_once(board, "flaky", "urgent")
+    second = board.create_task("second", priority="high")
+    board.create_task("third", priority="low")
+    async with BoardClient(board.url, SecretStr(board.api_key)) as client:
+        offers = Offers(client, (), RetrySpacing(600, 3600, max_attempts=3))
+        offer = await offers.next()
+    assert offer.task is not None
+    assert offer.task.id == second["id"]
+    assert offer.project is not None
+    assert offer.project.id == "default"
+
+
+async def test_only_waiting_tasks_offer_nothing_and_say_when_the_first_is_due(
+    any_board: BoardHandle,
+) -> None:
+    failed_once(any_board, "flaky", "urgent")
+    async with BoardClient(any_board.url, SecretStr(any_board.api_key)) as client:
+        offers = Offers(client, (), RetrySpacing(600, 3600, max_attempts=3))
+        offer = await offers.next()
+    assert offer.task is None
+    assert offers.soonest_retry is not None
+    assert 590 < offers.soonest_retry <= 601
+
+
+async def test_the_way_around_a_waiting_task_respects_dependencies_on_the_current_release(
+    make_board: MakeBoard,
+) -> None:
+    board = await make_board(profile="v2")
+    failed_once(board, "flaky", "urgent")
+    unfinished = board.create_task("not done yet", status="review")
+    waits = board.create_task("needs the other one", priority="high")
+    board.store.add_dependency(waits["id"], unfinished["id"])
+    free = board.create_task("free", priority="low")
+    async with BoardClient(board.url, SecretStr(board.api_key)) as client:
+        offer = await Offers(client, (), RetrySpacing(600, 3600, max_attempts=3)).next()
+    assert offer.task is not None
+    assert offer.task.id == free["id"]  # not the one /tasks/next would skip, nor the flaky one
