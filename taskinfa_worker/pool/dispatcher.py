@@ -8,7 +8,10 @@ claim at a time with no prefetch, and an empty queue costs one jittered poll per
 whatever the number of slots. The interval backs off from ``poll_interval`` to
 ``max_poll_interval`` while the queue stays empty and snaps back (and the poller wakes at
 once) when any task ends, because an ending often puts work back (a retry) or frees the
-slot that should take the next task.
+slot that should take the next task. A failed task waiting for its next attempt
+(``spacing.py``) is passed over for the next task in the board's order; when only waiting
+tasks are left, the poller sleeps until the first of them may be tried, and the queue does
+not count as empty for ``--exit-when-idle``.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from taskinfa_worker.errors import BoardError
 from taskinfa_worker.pool.budget import jittered
 from taskinfa_worker.pool.offers import Offers
 from taskinfa_worker.pool.registry import Claimed, RunningTasks
+from taskinfa_worker.pool.spacing import RetrySpacing
 from taskinfa_worker.settings import Settings
 
 # A lost claim moves on at once; this many in a row means the board keeps offering tasks we
@@ -53,7 +57,7 @@ class Dispatcher:
     ) -> None:
         self._settings = settings
         self._client = client
-        self._offers = Offers(client, settings.task_list_ids)
+        self._offers = Offers(client, settings.task_list_ids, RetrySpacing.from_settings(settings))
         self._running = running
         self._on_done = on_done
         self._paused_until = 0.0
@@ -105,11 +109,17 @@ class Dispatcher:
                     lost_in_a_row += 1
                     continue
                 lost_in_a_row = 0
-                if claimed is Miss.EMPTY and self._settings.exit_when_idle and not self._running:
+                retry_in = self._offers.soonest_retry if claimed is Miss.EMPTY else None
+                if (
+                    claimed is Miss.EMPTY
+                    and retry_in is None
+                    and self._settings.exit_when_idle
+                    and not self._running
+                ):
                     logger.info("the queue is empty and no slot is busy (--exit-when-idle)")
                     self._on_done()
                     break
-                await self._idle_wait()
+                await self._idle_wait(retry_in)
             return None
 
     async def _try_once(self, slot_name: str) -> Claimed | Miss:
@@ -133,10 +143,12 @@ class Dispatcher:
             return Miss.LOST
         return Claimed(task, offer.project, offered=offer.task)
 
-    async def _idle_wait(self) -> None:
+    async def _idle_wait(self, retry_in: float | None = None) -> None:
+        """One idle interval (backing off), or less when a waiting task is due sooner."""
         wait = self._interval
         self._interval = min(wait * 2, self._settings.max_poll_interval)
-        await self._sleep(jittered(wait))
+        wait = jittered(wait)
+        await self._sleep(wait if retry_in is None else min(wait, retry_in))
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, but wake at once when a task ends or claiming stops."""
