@@ -91,6 +91,8 @@ class ChaosConfig:
             "stall_timeout": self.stall_timeout,
             "lease_timeout": self.lease_timeout,
             "max_attempts": self.max_attempts,
+            # Short, so that failed tasks are retried within the run, spaced all the same.
+            "retry_backoff": 1.0,
             "drain_timeout": self.drain_timeout,
             "kill_grace": self.kill_grace,
             "poll_interval": 0.2,

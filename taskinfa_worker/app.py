@@ -10,7 +10,7 @@ from loguru import logger
 from taskinfa_worker.agent import become_subreaper, make_agent
 from taskinfa_worker.check import preflight
 from taskinfa_worker.client.api import BoardClient
-from taskinfa_worker.errors import ConfigError
+from taskinfa_worker.errors import PreflightError
 from taskinfa_worker.health import serve_health
 from taskinfa_worker.logs import setup_logging
 from taskinfa_worker.metrics import Metrics
@@ -53,7 +53,8 @@ async def run_worker(settings: Settings) -> int:
     """Run the pool until it drains; returns the process exit status.
 
     Whatever an operator can get wrong here (a second process under our name, an unusable
-    log folder, a health port in use) ends as a ``FatalError``: one sentence, no traceback.
+    log folder, a health port in use) ends as a ``FatalError``: one sentence, no traceback,
+    before any task is claimed.
     """
     name_lock = hold_name(settings)  # first: nothing of a live namesake is touched
     watch_children_with_pidfd()
@@ -62,10 +63,7 @@ async def run_worker(settings: Settings) -> int:
         try:
             setup_logging(settings, redactor)
         except OSError as exc:
-            raise ConfigError(
-                f"LOG_DIR {settings.log_dir} is not usable ({exc.strerror or exc}); "
-                "set LOG_DIR to a writable folder."
-            ) from None
+            raise PreflightError.unusable_folder("LOG_DIR", settings.log_dir, exc) from None
         # Orphans of the agents (Bash-tool children in their own session) re-parent to us,
         # so they can be found and killed when their task ends.
         become_subreaper()
@@ -80,7 +78,8 @@ async def _run_pool(settings: Settings, redactor: Redactor) -> int:
     async with BoardClient.from_settings(settings, metrics) as client:
         pool = build_pool(settings, client, metrics, redactor, on_change=status.changed)
         # After the pool is built (its agent has checked AGENT_COMMAND's form), before any
-        # claim: a worker that cannot run its agent or git would only release every task.
+        # claim: a worker that cannot run its agent or git would only release every task,
+        # and one whose health port is taken would never turn ready.
         await preflight(settings)
         async with serve_health(settings, pool.state, metrics):
             try:

@@ -2,7 +2,7 @@
 
 ``run_checks`` tries everything a run needs, one line per check, before any task is
 claimed: the board (reachable, key accepted, atomic claim route), the agent executable,
-git, and the folders the worker writes to::
+git, the folders the worker writes to, and the health port::
 
     ok    settings valid (BOT_NAME=bot, CONCURRENCY=4, AGENT=claude)
     ok    board reachable (http://localhost:3000/api)
@@ -43,6 +43,7 @@ from taskinfa_worker.errors import (
     ServerError,
     TransportError,
 )
+from taskinfa_worker.health import port_problem
 from taskinfa_worker.processes import run_process
 from taskinfa_worker.redact import Redactor
 from taskinfa_worker.settings import Settings, env_var, is_secret
@@ -86,9 +87,11 @@ class Check:
 class _Checks:
     """Runs the checks in order, printing each line as soon as it is known."""
 
-    def __init__(self, settings: Settings, out: TextIO | None) -> None:
+    def __init__(self, settings: Settings, out: TextIO | None, *, for_run: bool = False) -> None:
         self.settings = settings
         self.out = out
+        # `run` refuses a taken health port; `check` may run beside the worker holding it.
+        self.for_run = for_run
         self.redact = Redactor(
             [settings.taskinfa_api_key, settings.anthropic_api_key, settings.github_token]
         )
@@ -109,6 +112,7 @@ class _Checks:
             self.check_git,
             self.check_workspace,
             self.check_log_dir,
+            self.check_health_port,
         ]
 
     async def run(self) -> int:
@@ -313,6 +317,20 @@ class _Checks:
     async def check_log_dir(self) -> None:
         self.report(_writable("log dir writable", self.settings.bot_log_dir))
 
+    async def check_health_port(self) -> None:
+        s = self.settings
+        if s.health_port is None:
+            self.report(Check("skip", "health port", "(HEALTH_PORT unset)"))
+            return
+        problem = port_problem(s)
+        if problem is None:
+            self.report(Check("ok", "health port free", f"({s.health_host}:{s.health_port})"))
+        elif self.for_run:
+            self.report(Check("FAIL", "health port free", str(problem)))
+        else:
+            detail = f"{problem} (a worker running here may be holding it)"
+            self.report(Check("warn", "health port free", detail))
+
 
 def _json_object(body: bytes) -> bool:
     try:
@@ -362,16 +380,17 @@ async def preflight(settings: Settings) -> None:
     """The local checks of ``check``, for ``run`` before it claims anything.
 
     Raises ``PreflightError`` with the first failure in one sentence: a worker that cannot
-    run its agent or git, or write its folders, would only fail (or release) every task.
+    run its agent or git, or write its folders, would only fail (or release) every task,
+    and one that cannot serve its health port would never be seen ready.
     """
-    checks = _Checks(settings, None)
+    checks = _Checks(settings, None, for_run=True)
     for step in checks.local_steps():
         await step()
     failed = [check for check in checks.results if check.outcome == "FAIL"]
     if failed:
         first = failed[0]
         raise PreflightError(
-            f"Start-up check failed: {first.label}: {first.detail}"
+            f"Start-up check failed: {first.label}: {first.detail.rstrip('.')}"
             " (`taskinfa-worker check` runs every check)."
         )
 

@@ -7,7 +7,8 @@ setting cannot exist without its flag, env var and ``--help`` line. Flags defaul
 Exit status: 0 done, 1 unexpected error, 2 bad settings or flags, 3 the board refused the
 key, 4 a worker fault stopped the claims (with --exit-when-idle: the agent's key refused,
 the agent or git missing, the workspace or network unusable), 5 another live worker runs
-under this BOT_NAME, 6 the start-up checks failed, 130 a third signal.
+under this BOT_NAME, 6 the start-up checks failed (the agent, git, a folder, the health port),
+130 a third signal.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import anyio
 
 from taskinfa_worker import __version__
 from taskinfa_worker.board.profiles import PROFILE_NAMES
+from taskinfa_worker.docs_gen import default_words
 from taskinfa_worker.errors import EXIT_CONFIG, ConfigError, FatalError
 from taskinfa_worker.settings import (
     Settings,
@@ -48,18 +50,6 @@ def _choices(name: str) -> list[str] | None:
     return None
 
 
-def _default_text(name: str) -> str:
-    field = Settings.model_fields[name]
-    if field.default_factory is not None:
-        return {"bot_name": "host name", "claude_config_source": "~/.claude"}.get(name, "none")
-    if field.is_required():
-        return "required"
-    default = field.default
-    if isinstance(default, list):
-        return ",".join(default) or "none"
-    return "none" if default is None else str(default)
-
-
 def add_settings_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per settings field that has one, grouped like the docs."""
     groups: dict[str, argparse._ArgumentGroup] = {}
@@ -69,7 +59,7 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
         group_name = field_group(name)
         group = groups.get(group_name) or parser.add_argument_group(group_name)
         groups[group_name] = group
-        help_text = f"{field.description} [env {env_var(name)}; default: {_default_text(name)}]"
+        help_text = f"{field.description} [env {env_var(name)}; default: {default_words(name)}]"
         kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
         if _bool_field(name):
             kwargs["action"] = argparse.BooleanOptionalAction

@@ -84,13 +84,19 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-def default_for_docs(name: str) -> str:
+def default_words(name: str) -> str:
+    """The default in words, as ``--help`` and the docs both say it."""
     if is_required(name):
         return "required"
     if name in DYNAMIC_DEFAULTS:
         return DYNAMIC_DEFAULTS[name]
-    value = default_value(name)
-    return f"`{value}`" if value else "unset"
+    return default_value(name) or "unset"
+
+
+def default_for_docs(name: str) -> str:
+    words = default_words(name)
+    literal = not is_required(name) and name not in DYNAMIC_DEFAULTS and words != "unset"
+    return f"`{words}`" if literal else words
 
 
 def env_example() -> str:

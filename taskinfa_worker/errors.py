@@ -15,7 +15,7 @@ TaskinfaWorkerError
 │   ├── ConfigError            a setting is missing or invalid: exit status 2
 │   ├── AuthError              401/403: the board refused the key: exit status 3
 │   ├── NameTakenError         another live worker runs under BOT_NAME: exit status 5
-│   └── PreflightError         the agent, git or a folder is unusable at start: exit 6
+│   └── PreflightError         the agent, git, a folder or the port is unusable: exit 6
 ├── BoardError                 one request failed; the process goes on
 │   ├── TransportError         no answer: connection refused, reset, timeout
 │   └── ApiError               an HTTP answer that is not a success
@@ -39,7 +39,7 @@ EXIT_CONFIG = 2
 EXIT_AUTH = 3
 EXIT_WORKER_FAULT = 4  # a worker fault stopped the claims and --exit-when-idle gave up
 EXIT_NAME_TAKEN = 5  # another live process already works under this BOT_NAME
-EXIT_PREFLIGHT = 6  # a start-up check (agent, git, folders) failed before any claim
+EXIT_PREFLIGHT = 6  # a start-up check (agent, git, folders, port) failed before any claim
 
 
 class TaskinfaWorkerError(Exception):
@@ -152,6 +152,14 @@ class NameTakenError(FatalError):
 
 
 class PreflightError(FatalError):
-    """A check ``run`` makes before claiming anything failed (agent, git, folders)."""
+    """A check ``run`` makes before claiming anything failed (agent, git, folders, port)."""
 
     exit_status = EXIT_PREFLIGHT
+
+    @classmethod
+    def unusable_folder(cls, setting: str, path: object, exc: OSError) -> PreflightError:
+        """The folder a setting names cannot be written (permissions, a full disk)."""
+        return cls(
+            f"{setting} {path} is not usable ({exc.strerror or exc}); "
+            f"set {setting} to a writable folder."
+        )

@@ -20,19 +20,21 @@ off when ``health_port`` is unset. Port 0 binds a free port, reported by ``Healt
 from __future__ import annotations
 
 import ipaddress
+import os
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Literal
 
 from aiohttp import web
 
-from taskinfa_worker.errors import ConfigError
+from taskinfa_worker.errors import PreflightError
 from taskinfa_worker.metrics import Metrics
 from taskinfa_worker.pool.state import PoolState
 from taskinfa_worker.settings import Settings
 from taskinfa_worker.status_file import snapshot
 
-__all__ = ["HealthServer", "readiness", "serve_health", "shows_titles"]
+__all__ = ["HealthServer", "port_problem", "readiness", "serve_health", "shows_titles"]
 
 TitlePolicy = Literal["local", "all", "none"]
 
@@ -151,6 +153,31 @@ class HealthServer:
         return web.json_response(data)
 
 
+def port_unusable(settings: Settings, exc: OSError) -> PreflightError:
+    """The one sentence for a health port that cannot be served (an operator's choice)."""
+    # The errno's own words: socket.create_server appends the address to strerror.
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    return PreflightError(
+        f"HEALTH_PORT {settings.health_port} on {settings.health_host} cannot be used "
+        f"({reason}); pick a free port or unset HEALTH_PORT."
+    )
+
+
+def port_problem(settings: Settings) -> PreflightError | None:
+    """Why the health port could not be served now, or None (free, or the port is off).
+
+    Bound and let go at once, the way the server binds it (``SO_REUSEADDR``, so a port
+    left in TIME_WAIT by a previous run counts as free, as it is for the server)."""
+    if settings.health_port is None:
+        return None
+    try:
+        with socket.create_server((settings.health_host, settings.health_port)):
+            pass
+    except OSError as exc:
+        return port_unusable(settings, exc)
+    return None
+
+
 @asynccontextmanager
 async def serve_health(
     settings: Settings, state: PoolState, metrics: Metrics
@@ -158,8 +185,9 @@ async def serve_health(
     """Serve the health port for the duration of the block.
 
     Yields the running ``HealthServer``, or None when ``settings.health_port`` is unset
-    (the port is off). A port that cannot be bound raises ``ConfigError`` naming
-    ``HEALTH_PORT`` at entry (an operator's choice, told in one sentence).
+    (the port is off). A port that cannot be bound raises ``PreflightError`` naming
+    ``HEALTH_PORT`` at entry (``run`` checks it before, with ``port_problem``; this is for a
+    port taken in between).
     """
     if settings.health_port is None:
         yield None
@@ -174,10 +202,7 @@ async def serve_health(
     try:
         await server.start()
     except OSError as exc:
-        raise ConfigError(
-            f"HEALTH_PORT {settings.health_port} on {settings.health_host} cannot be used "
-            f"({exc.strerror or exc}); pick a free port or unset HEALTH_PORT."
-        ) from None
+        raise port_unusable(settings, exc) from None
     try:
         yield server
     finally:

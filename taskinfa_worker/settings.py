@@ -152,6 +152,16 @@ class Settings(BaseSettings):
     max_attempts: int = setting(
         3, group="Pool", help="Failures after which a task gets the failed status.", ge=1
     )
+    retry_backoff: float = setting(
+        60.0,
+        group="Pool",
+        help="Seconds a failed task waits before its next attempt, doubling per failure "
+        "(0 = no wait).",
+        ge=0,
+    )
+    retry_backoff_max: PositiveSeconds = setting(
+        3600.0, group="Pool", help="The wait between attempts grows up to this many seconds."
+    )
     cancel_check_interval: PositiveSeconds = setting(
         30.0, group="Pool", help="Seconds between checks that running tasks are still ours."
     )

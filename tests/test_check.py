@@ -233,6 +233,26 @@ async def test_unwritable_folders_fail(tmp_path: Path, board: BoardHandle) -> No
     assert lines["log dir writable"].startswith(f"FAIL  log dir writable: {blocker}")
 
 
+async def test_the_health_port_is_checked_and_a_taken_one_only_warns(
+    tmp_path: Path, board: BoardHandle
+) -> None:
+    port = free_port()
+    settings = make_settings(tmp_path, board, health_host="127.0.0.1", health_port=port)
+    status, lines = await checks(settings)
+    assert status == 0
+    assert lines["health port free"] == f"ok    health port free (127.0.0.1:{port})"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        status, lines = await checks(settings)
+    # `check` may run beside the worker that holds the port (`run` refuses it instead).
+    assert status == 0
+    assert lines["health port free"].startswith(
+        f"warn  health port free: HEALTH_PORT {port} on 127.0.0.1 cannot be used "
+        "(Address already in use)"
+    )
+
+
 # --- status -----------------------------------------------------------------------------------
 def busy_state() -> PoolState:
     state = PoolState("checker", [SlotState("checker-1"), SlotState("checker-2")])

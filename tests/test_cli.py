@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from taskinfa_worker.settings import Settings
+from tests.deployfiles import ROOT
 
 
 def run_cli(
@@ -83,3 +85,43 @@ def test_module_and_console_entry_points(tmp_path: Path, entry: list[str]) -> No
     )
     assert done.returncode == 0
     assert done.stdout.startswith("taskinfa-worker 0.")
+
+
+def help_entries(text: str) -> dict[str, tuple[str, str]]:
+    """{flag: (env var, default)} of every option whose help names its env var."""
+    entries: list[str] = []
+    for line in text.splitlines():
+        if re.match(r"^  -", line):
+            entries.append(line)
+        elif entries and line.startswith("    "):
+            entries[-1] += " " + line.strip()
+    found = {}
+    for entry in entries:
+        match = re.search(r"\[env ([A-Z0-9_]+); default: ([^\]]*)\]$", entry)
+        if match:
+            flag = entry.split()[0].rstrip(",")
+            found[flag] = (match.group(1), match.group(2))
+    return found
+
+
+def documented_flags() -> dict[str, tuple[str, str]]:
+    """{flag: (env var, default)} from docs/configuration.md."""
+    found = {}
+    for line in (ROOT / "docs" / "configuration.md").read_text().splitlines():
+        match = re.match(r"^\| `([A-Z0-9_]+)` \| `(--[a-z0-9-]+)` \| (.+?) \| ", line)
+        if match:
+            found[match.group(2)] = (match.group(1), match.group(3).strip("`"))
+    return found
+
+
+@pytest.mark.parametrize("command", ["run", "check", "status"])
+def test_help_and_the_configuration_page_agree(tmp_path: Path, command: str) -> None:
+    done = run_cli(command, "--help", env={"COLUMNS": "200"}, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    shown = help_entries(done.stdout)
+    documented = documented_flags()
+    assert len(documented) > 40
+    assert sorted(shown) == sorted(documented)  # the same flags, none missing on either side
+    for flag, (env, default) in documented.items():
+        assert shown[flag][0] == env, flag
+        assert shown[flag][1] == default, flag

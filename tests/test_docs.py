@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from taskinfa_worker import errors
+from taskinfa_worker.cli import EXIT_ERROR, EXIT_OK
 from taskinfa_worker.metrics import Metrics
+from taskinfa_worker.pool.worker_pool import EXIT_IMMEDIATE
 from taskinfa_worker.settings import Settings
 from tests.deployfiles import COMPOSE, KUBERNETES, ROOT
 
@@ -66,17 +69,37 @@ def test_operations_quotes_the_shipped_grace_periods() -> None:
 
 
 def test_metric_names_in_the_docs_are_the_exposed_ones() -> None:
-    exposed = {
-        line.split()[2]
-        for line in Metrics().render().decode().splitlines()
-        if line.startswith("# TYPE ")
-    }
-    docs = Path(__file__).parents[1] / "docs"
+    exposed = set()
+    for line in Metrics().render().decode().splitlines():
+        if line.startswith("# TYPE "):
+            name, kind = line.split()[2:4]
+            exposed.add(name)
+            if kind == "histogram":
+                exposed |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
+    # Every mention, in prose, tables, code and queries (`name{label}` too), on every page
+    # an operator reads and in the deployment files.
+    readable = [*PAGES, ROOT / "README.md", *sorted((ROOT / "deploy").rglob("*.yaml"))]
     named = {
         name
-        for page in docs.glob("*.md")
-        for name in re.findall(r"`(taskinfa_[a-z_]+)`", page.read_text())
+        for page in readable
+        for name in re.findall(r"\btaskinfa_[a-z_]+\b", page.read_text())
         if name != "taskinfa_worker"
     }
     assert named, "the docs name no metric"
     assert named <= exposed, sorted(named - exposed)
+
+
+def test_the_exit_statuses_in_operations_are_the_ones_the_code_uses() -> None:
+    text = (DOCS / "operations.md").read_text().split("Exit status:", 1)[1]
+    documented = {int(status) for status in re.findall(r"^\| (\d+) \|", text, re.MULTILINE)}
+    used = {EXIT_OK, EXIT_ERROR, EXIT_IMMEDIATE} | {
+        getattr(errors, name) for name in dir(errors) if name.startswith("EXIT_")
+    }
+    assert documented == used
+    # Each fatal error's status is the one its row describes.
+    rows = dict(re.findall(r"^\| (\d+) \| (.+) \|$", text, re.MULTILINE))
+    assert "invalid settings" in rows[str(errors.ConfigError.exit_status)]
+    assert "refused the key" in rows[str(errors.EXIT_AUTH)]
+    assert "`HEALTH_PORT` in use" in rows[str(errors.PreflightError.exit_status)]
+    assert "`LOG_DIR`" in rows[str(errors.PreflightError.exit_status)]
+    assert "`LOG_DIR`" not in rows[str(errors.ConfigError.exit_status)]

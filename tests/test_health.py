@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from taskinfa_worker.errors import ConfigError
+from taskinfa_worker.errors import PreflightError
 from taskinfa_worker.health import HealthServer, serve_health, shows_titles
 from taskinfa_worker.metrics import Metrics
 from taskinfa_worker.pool.state import PoolState, SlotState
@@ -62,7 +62,7 @@ async def test_a_busy_port_fails_at_start(tmp_path: Path) -> None:
     async with serve_health(make_settings(tmp_path), state, metrics) as first:
         assert first is not None
         taken = make_settings(tmp_path, health_port=first.port)
-        with pytest.raises(ConfigError, match=r"HEALTH_PORT .* cannot be used .*in use"):
+        with pytest.raises(PreflightError, match=r"HEALTH_PORT .* cannot be used .*in use"):
             async with serve_health(taken, state, metrics):
                 pass
 

@@ -1,10 +1,12 @@
 """Each mistake an operator can make at start, as they meet it: `taskinfa-worker run` in a
 process against the local board, one sentence on stderr naming what to fix, no traceback,
-no secret, and the exit status docs/reliability.md lists."""
+no secret, and the exit status docs/reliability.md lists: each test looks its row up in that
+table, and every row is met by a test."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import sys
@@ -15,11 +17,52 @@ from typing import Any
 import anyio
 import pytest
 
-from taskinfa_worker.errors import EXIT_AUTH, EXIT_CONFIG, EXIT_NAME_TAKEN, EXIT_PREFLIGHT
 from taskinfa_worker.settings import Settings
+from tests.deployfiles import ROOT
 from tests.pool.support import AGENT_COMMAND, WorkerProcess, wait_for
 
 KEY = "tk_operator_test_key_0001"
+RELIABILITY = ROOT / "docs" / "reliability.md"
+# Rows met by a test elsewhere, where the pool runs in the test's event loop.
+MET_ELSEWHERE = {
+    # tests/pool/test_worker_faults.py
+    "agent executable vanishes while running, agent key refused, repository host unreachable, "
+    "board refuses a run's ending",
+}
+
+
+def documented(mistake: str) -> tuple[str, str]:
+    """What docs/reliability.md says the worker says, and its exit status, for a mistake."""
+    section = RELIABILITY.read_text().split("## Operator mistakes", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and len(cells) == 3:
+            rows[cells[0]] = (cells[1], cells[2])
+    assert mistake in rows, f"docs/reliability.md has no row {mistake!r}"
+    return rows[mistake]
+
+
+def documented_status(mistake: str) -> int:
+    return int(documented(mistake)[1])
+
+
+def documented_words(mistake: str) -> list[str]:
+    """The literal parts of the documented sentence (between the … and /x placeholders)."""
+    said = documented(mistake)[0]
+    quoted = re.findall(r"`([^`]+)`", said)
+    assert quoted, said
+    parts = re.split(r"…|/x|\bx\b|\bN\b|8080", quoted[0])
+    return [part.strip(" ;().") for part in parts if len(part.strip(" ;().")) > 3]
+
+
+def as_documented(done: Done, mistake: str) -> str:
+    """The documented exit status and sentence (one line, no traceback); the sentence."""
+    assert done.returncode == documented_status(mistake), done.stderr
+    sentence = one_sentence(done)
+    for part in documented_words(mistake):
+        assert part in sentence, f"docs/reliability.md says {part!r}; the worker said {sentence}"
+    return sentence
 
 
 def worker_env(board: Any, tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -73,39 +116,78 @@ def busy_port() -> socket.socket:
 
 
 @pytest.mark.parametrize(
-    ("extra", "args", "status", "words"),
+    ("mistake", "extra", "args", "words"),
     [
-        ({"LOG_DIR": "/proc/no-such-folder"}, [], EXIT_CONFIG, "LOG_DIR /proc/no-such-folder"),
         (
+            "`LOG_DIR` not writable",
+            {"LOG_DIR": "/proc/no-such-folder"},
+            [],
+            "LOG_DIR /proc/no-such-folder",
+        ),
+        (
+            "`WORKSPACE_DIR` not writable",
             {"WORKSPACE_DIR": "/proc/no-such-folder"},
             [],
-            EXIT_PREFLIGHT,
             "workspace writable: /proc/no-such-folder",
         ),
-        ({"AGENT_COMMAND": "/no/such/agent {prompt}"}, [], EXIT_PREFLIGHT, "/no/such/agent"),
-        ({"PATH": "/no/such/bin"}, [], EXIT_PREFLIGHT, "git is not on PATH"),
-        ({}, ["--agent", "nope"], EXIT_CONFIG, "argument --agent: invalid choice: 'nope'"),
-        ({}, ["--env-file", "missing.env"], EXIT_CONFIG, "--env-file missing.env does not exist"),
+        (
+            "`AGENT_COMMAND`'s executable missing",
+            {"AGENT_COMMAND": "/no/such/agent {prompt}"},
+            [],
+            "/no/such/agent",
+        ),
+        (
+            "`AGENT=claude` and no `claude` (`CLAUDE_BIN`) on `PATH`",
+            {"AGENT": "claude", "CLAUDE_BIN": "/no/such/claude"},
+            [],
+            "/no/such/claude",
+        ),
+        (
+            "a value a setting cannot take (`CONCURRENCY=0`)",
+            {"CONCURRENCY": "0"},
+            [],
+            "CONCURRENCY",
+        ),
+        ("git not installed", {"PATH": "/no/such/bin"}, [], "git is not on PATH"),
+        ("`--agent nope`", {}, ["--agent", "nope"], "argument --agent: invalid choice: 'nope'"),
+        (
+            "`--env-file` that does not exist",
+            {},
+            ["--env-file", "missing.env"],
+            "--env-file missing.env does not exist",
+        ),
     ],
-    ids=["log-dir", "workspace-dir", "agent-missing", "git-missing", "bad-agent", "env-file"],
+    ids=[
+        "log-dir",
+        "workspace-dir",
+        "agent-missing",
+        "claude-missing",
+        "bad-value",
+        "git-missing",
+        "bad-agent",
+        "env-file",
+    ],
 )
 async def test_a_mistake_at_start_is_one_sentence_and_a_documented_status(
-    board: Any, tmp_path: Path, extra: dict[str, str], args: list[str], status: int, words: str
+    board: Any,
+    tmp_path: Path,
+    mistake: str,
+    extra: dict[str, str],
+    args: list[str],
+    words: str,
 ) -> None:
     env = worker_env(board, tmp_path, **extra)
     if "PATH" in extra:
         env["PATH"] = extra["PATH"]
     done = await run(env, *args, cwd=tmp_path)
-    assert done.returncode == status, done.stderr
-    assert words in one_sentence(done)
+    assert words in as_documented(done, mistake)
     assert all(t["status"] == "todo" for t in board.store.list_tasks()[0])
 
 
 async def test_an_unknown_setting_in_dotenv_says_did_you_mean(board: Any, tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("CONCURENCY=2\n")
     done = await run(worker_env(board, tmp_path), cwd=tmp_path)
-    assert done.returncode == EXIT_CONFIG
-    assert one_sentence(done).endswith(
+    assert as_documented(done, "unknown name in `.env`").endswith(
         "Unknown setting CONCURENCY in .env; did you mean CONCURRENCY?"
     )
 
@@ -115,8 +197,9 @@ async def test_credentials_in_the_url_are_refused_without_echoing_them(
 ) -> None:
     url = board.url.replace("http://", f"http://admin:{KEY}@")
     done = await run(worker_env(board, tmp_path, TASKINFA_API_URL=url), cwd=tmp_path)
-    assert done.returncode == EXIT_CONFIG
-    assert "TASKINFA_API_URL: must not contain credentials" in one_sentence(done)
+    sentence = as_documented(done, "`user:pass@` in `TASKINFA_API_URL`")
+    assert "TASKINFA_API_URL: must not contain credentials" in sentence
+    assert "admin" not in sentence  # the URL is not echoed
 
 
 async def test_a_health_port_in_use_names_the_setting(board: Any, tmp_path: Path) -> None:
@@ -124,15 +207,20 @@ async def test_a_health_port_in_use_names_the_setting(board: Any, tmp_path: Path
         port = str(sock.getsockname()[1])
         env = worker_env(board, tmp_path, HEALTH_PORT=port, HEALTH_HOST="127.0.0.1")
         done = await run(env, cwd=tmp_path)
-    assert done.returncode == EXIT_CONFIG
-    assert f"HEALTH_PORT {port} on 127.0.0.1 cannot be used" in one_sentence(done)
+    sentence = as_documented(done, "`HEALTH_PORT` in use")
+    assert f"HEALTH_PORT {port} on 127.0.0.1 cannot be used" in sentence
+    assert "Start-up check failed: health port free" in sentence
+    # Refused before anything was claimed.
+    assert all(t["status"] == "todo" for t in board.store.list_tasks()[0])
 
 
 async def test_a_refused_key_at_start_exits_3_without_a_traceback(
     board: Any, tmp_path: Path
 ) -> None:
     done = await run(worker_env(board, tmp_path, TASKINFA_API_KEY=KEY), cwd=tmp_path)
-    assert done.returncode == EXIT_AUTH
+    assert done.returncode == documented_status(
+        "board refuses `TASKINFA_API_KEY` (at start or later)"
+    )
     assert "Traceback" not in done.stderr
     assert KEY not in done.stderr
     assert "refused the API key" in done.stderr
@@ -147,8 +235,7 @@ async def test_a_second_process_under_the_same_name_refuses_and_the_first_runs_o
     try:
         await wait_for(lambda: "starting" in first.output(), what="the first worker to start")
         done = await run(env, cwd=tmp_path)
-        assert done.returncode == EXIT_NAME_TAKEN
-        sentence = one_sentence(done)
+        sentence = as_documented(done, "second process, same `BOT_NAME` and `LOG_DIR`")
         assert f"Another worker (pid {first.proc.pid}) already runs as BOT_NAME=mistaken" in (
             sentence
         )
@@ -174,7 +261,8 @@ async def test_a_namesake_elsewhere_with_a_fresh_heartbeat_is_refused(
         await wait_for(beating, what="the first worker's heartbeat")
         elsewhere = worker_env(board, tmp_path, LOG_DIR=str(tmp_path / "other-host-logs"))
         done = await run(elsewhere, cwd=tmp_path)
-        assert done.returncode == EXIT_NAME_TAKEN, done.stderr
+        status = documented_status("same `BOT_NAME` on another host, both live")
+        assert done.returncode == status, done.stderr
         assert "Another live worker sends heartbeats as BOT_NAME=mistaken" in done.stderr
         assert "Traceback" not in done.stderr
         assert first.proc.poll() is None
@@ -196,7 +284,22 @@ async def test_sigterm_while_the_board_is_unreachable_at_start_exits_at_once(
         await wait_for(lambda: "not reachable" in worker.output() or "retry" in worker.output())
         worker.signal(signal.SIGTERM)
         # Far below the minutes a board request is retried for at start.
-        assert await worker.wait(timeout=15) == 0, worker.output()[-2000:]
+        status = documented_status("SIGTERM while the board is unreachable at start")
+        assert await worker.wait(timeout=15) == status, worker.output()[-2000:]
     finally:
         worker.kill()
     assert "stopped" in worker.output()
+
+
+def test_every_mistake_in_the_table_is_met_by_a_test() -> None:
+    section = RELIABILITY.read_text().split("## Operator mistakes", 1)[1].split("\n## ", 1)[0]
+    rows = [
+        line.strip().strip("|").split("|")[0].strip()
+        for line in section.splitlines()
+        if line.startswith("| ") and not line.startswith(("| Mistake", "|---"))
+    ]
+    assert len(rows) >= 10
+    # Each test above names the row it looks up: a row missing from this file is untested.
+    source = Path(__file__).read_text()
+    missing = [row for row in rows if f'"{row}"' not in source and row not in MET_ELSEWHERE]
+    assert not missing, f"rows of docs/reliability.md that no test meets: {missing}"

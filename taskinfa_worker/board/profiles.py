@@ -12,10 +12,11 @@ still override a profile (``options_for("v2", rate_limit=3)``):
   ``offset`` on ``GET /tasks``, no rate limit and no rate-limit headers.
 - ``v2``: the current release. No claim route and no ``/workers`` routes, comments that
   require ``author`` and ``author_type``, ``blocked`` refused, ``/tasks/next`` ignores
-  ``task_list_id`` and skips subtasks and tasks whose dependencies are not all ``done``,
-  ``total`` is the page's length, ``POST /tasks`` creates in ``backlog``, 100 requests a
-  minute per key on the task routes with a reset always a minute ahead, and the agent
-  routes: sessions, events, pending messages, llm-config.
+  ``task_list_id`` and skips subtasks and tasks whose dependencies are not all ``done``
+  (which its list answers mark ``is_blocked``), ``total`` is the page's length,
+  ``POST /tasks`` creates in ``backlog``, 100 requests a minute per key on the task routes
+  with a reset always a minute ahead, and the agent routes: sessions, events, pending
+  messages, llm-config.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ class BoardOptions:
     """False: ``/tasks/next`` ignores ``task_list_id`` (both real releases)."""
     next_skips_waiting: bool = False
     """True: ``/tasks/next`` skips subtasks and tasks with a dependency not yet done."""
+    list_marks_blocked: bool = False
+    """True: list answers mark a task with a dependency not yet done ``is_blocked`` (v2)."""
     exact_total: bool = True
     """False: ``total`` in list answers is the page's length (both real releases)."""
     list_offset: bool = True
@@ -85,6 +88,7 @@ _PROFILES: Final[dict[str, BoardOptions]] = {
         accept_blocked=False,
         next_filters_task_list=False,
         next_skips_waiting=True,
+        list_marks_blocked=True,
         exact_total=False,
         new_task_status="backlog",
         rate_limit_task_routes_only=True,

@@ -244,6 +244,7 @@ async def _list_tasks(request: web.Request) -> web.Response:
         priority=validation.query_enum(query, "priority", validation.PRIORITIES),
         limit=validation.query_int(query, "limit", default=50, minimum=1, maximum=100),
         offset=offset if options.list_offset else 0,
+        mark_blocked=options.list_marks_blocked,
     )
     # Both real releases send the page's length as the "total".
     return web.json_response(

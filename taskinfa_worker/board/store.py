@@ -466,8 +466,11 @@ class BoardStore:
         priority: str | None = None,
         limit: int = 50,
         offset: int = 0,
+        mark_blocked: bool = False,
     ) -> tuple[list[dict[str, Any]], int]:
-        """One page of tasks (board order: ``order``, then oldest first) and the total."""
+        """One page of tasks (board order: ``order``, then oldest first) and the total.
+
+        ``mark_blocked`` adds ``is_blocked`` to each: whether it waits on a task not done."""
         where = ["workspace_id = ?"]
         params: list[Any] = [workspace_id]
         for column, value in (
@@ -491,7 +494,26 @@ class BoardStore:
                 'ORDER BY "order", created_at, rowid LIMIT ? OFFSET ?',
                 [*params, limit, offset],
             ).fetchall()
-        return [_task(row) for row in rows], int(total_row[0])
+            blocked = self._blocked([row["id"] for row in rows]) if mark_blocked else set()
+        tasks = [_task(row) for row in rows]
+        if mark_blocked:
+            for task in tasks:
+                task["is_blocked"] = task["id"] in blocked
+        return tasks, int(total_row[0])
+
+    def _blocked(self, task_ids: list[str]) -> set[str]:
+        """Which of these tasks wait on a dependency that is not done (caller holds the lock)."""
+        if not task_ids:
+            return set()
+        marks = ", ".join("?" for _ in task_ids)
+        # `marks` is placeholders only; the ids are bound.
+        sql = (
+            "SELECT DISTINCT d.task_id FROM task_dependencies d "  # noqa: S608
+            "JOIN tasks dep ON dep.id = d.depends_on_task_id "
+            f"WHERE d.task_id IN ({marks}) AND dep.status != 'done'"
+        )
+        rows = self._db.execute(sql, task_ids).fetchall()
+        return {row[0] for row in rows}
 
     # --- comments --------------------------------------------------------------------------
     def add_comment(

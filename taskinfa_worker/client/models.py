@@ -92,6 +92,8 @@ class Task(WireModel):
     pr_url: str | None = None
     branch_name: str | None = None
     claude_session_id: str | None = None
+    # The current release's list answers: the task waits on a dependency not yet done.
+    is_blocked: bool = False
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,10 @@ budget (``budget.idle_poll_interval``: a share of the rate, divided among the pr
 the key by their part of its traffic), between ``poll_interval`` and ``max_poll_interval``;
 a board that cannot be asked doubles it each time, up to ``max_poll_interval``. The poller
 wakes at once when any task ends, because an ending often puts work back (a retry) or
-frees the slot that should take the next task.
+frees the slot that should take the next task. A failed task waiting for its next attempt
+(``spacing.py``) is passed over for the next task in the board's order; when only waiting
+tasks are left, the poller sleeps until the first of them may be tried, and the queue does
+not count as empty for ``--exit-when-idle``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from taskinfa_worker.errors import BoardError
 from taskinfa_worker.pool.budget import idle_poll_interval, jittered
 from taskinfa_worker.pool.offers import Offers
 from taskinfa_worker.pool.registry import Claimed, RunningTasks
+from taskinfa_worker.pool.spacing import RetrySpacing
 from taskinfa_worker.settings import Settings
 
 # A lost claim moves on at once; this many in a row means the board keeps offering tasks we
@@ -55,7 +59,7 @@ class Dispatcher:
     ) -> None:
         self._settings = settings
         self._client = client
-        self._offers = Offers(client, settings.task_list_ids)
+        self._offers = Offers(client, settings.task_list_ids, RetrySpacing.from_settings(settings))
         self._running = running
         self._on_done = on_done
         self._paused_until = 0.0
@@ -106,11 +110,17 @@ class Dispatcher:
                     lost_in_a_row += 1
                     continue
                 lost_in_a_row = 0
-                if claimed is Miss.EMPTY and self._settings.exit_when_idle and not self._running:
+                retry_in = self._offers.soonest_retry if claimed is Miss.EMPTY else None
+                if (
+                    claimed is Miss.EMPTY
+                    and retry_in is None
+                    and self._settings.exit_when_idle
+                    and not self._running
+                ):
                     logger.info("the queue is empty and no slot is busy (--exit-when-idle)")
                     self._on_done()
                     break
-                await self._idle_wait()
+                await self._idle_wait(retry_in)
             return None
 
     async def _try_once(self, slot_name: str) -> Claimed | Miss:
@@ -134,14 +144,16 @@ class Dispatcher:
             return Miss.LOST
         return Claimed(task, offer.project, offered=offer.task)
 
-    async def _idle_wait(self) -> None:
+    async def _idle_wait(self, retry_in: float | None = None) -> None:
+        """One paced idle interval, or less when a waiting task is due sooner."""
         settings = self._settings
         wait = idle_poll_interval(
             settings.poll_interval, settings.max_poll_interval, self._client.limiter
         )
         if self._failures:
             wait = min(wait * 2 ** min(self._failures, 16), settings.max_poll_interval)
-        await self._sleep(jittered(wait))
+        wait = jittered(wait)
+        await self._sleep(wait if retry_in is None else min(wait, retry_in))
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, but wake at once when a task ends or claiming stops."""

@@ -28,7 +28,7 @@ import anyio
 from loguru import logger
 
 from taskinfa_worker.client.api import BoardClient, Lane
-from taskinfa_worker.errors import ConfigError, NameTakenError
+from taskinfa_worker.errors import NameTakenError, PreflightError
 from taskinfa_worker.settings import Settings
 from taskinfa_worker.workspace.locks import FileLock
 
@@ -47,10 +47,7 @@ def hold_name(settings: Settings) -> FileLock:
         lock = FileLock(folder / "worker.lock")
         taken = lock.try_acquire()
     except OSError as exc:
-        raise ConfigError(
-            f"LOG_DIR {settings.log_dir} is not usable ({exc.strerror or exc}); "
-            "set LOG_DIR to a writable folder."
-        ) from None
+        raise PreflightError.unusable_folder("LOG_DIR", settings.log_dir, exc) from None
     if not taken:
         holder = _read_holder(folder / "worker.pid")
         raise NameTakenError(

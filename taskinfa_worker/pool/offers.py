@@ -9,18 +9,27 @@ listed (``GET /tasks?status=todo&task_list_id=…`` filters on every release) an
 in the board's order is offered: priority (urgent first), then ``order``, then the oldest.
 An empty ``/tasks/next`` means no task is waiting anywhere, so nothing more is asked.
 
-The fallback cannot see dependencies (the list route does not say whether a task waits),
-so it leaves out subtasks, the part of the rule it can see.
+A failed task waits before its next attempt (``spacing.py``), but the board does not know
+that and keeps offering it first. Such an offer is skipped the same way: the todo list is
+read and the first task in the board's order that does not wait is offered, so a waiting
+task holds up no other and nobody's order is changed. When every task waits, nothing is
+offered and ``soonest_retry`` says when the first may be tried.
+
+The fallback leaves out subtasks, and tasks the list marks ``is_blocked`` (the current
+release: a dependency not yet done). The worker-era release's list does not say whether a
+task waits on another, so there the fallback cannot see dependencies.
 """
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 from loguru import logger
 
 from taskinfa_worker.client.api import BoardClient
 from taskinfa_worker.client.models import PRIORITY_RANK, NextTask, Project, Task
+from taskinfa_worker.pool.spacing import RetrySpacing
 
 LIST_LIMIT = 100
 """The most tasks one list request returns (the board's maximum)."""
@@ -36,10 +45,16 @@ def board_order(task: Task) -> tuple[int, int, datetime]:
 class Offers:
     """Finds the next task for this worker's projects (all projects when none is named)."""
 
-    def __init__(self, client: BoardClient, task_list_ids: tuple[str, ...]) -> None:
+    def __init__(
+        self, client: BoardClient, task_list_ids: tuple[str, ...], spacing: RetrySpacing
+    ) -> None:
         self._client = client
         self._allowed = task_list_ids
+        self._spacing = spacing
         self._warned = False
+        self._told: set[tuple[str, int]] = set()  # (task, failures) whose wait was logged
+        self.soonest_retry: float | None = None
+        """After ``next``: seconds until the first waiting task may be tried (None: none)."""
 
     def allows(self, task: Task) -> bool:
         """Whether this worker may take ``task`` (its project is one of ``TASK_LIST_ID``)."""
@@ -47,26 +62,56 @@ class Offers:
 
     async def next(self) -> NextTask:
         """The task to claim next, with its project; both None when there is none."""
+        self.soonest_retry = None
         # One project: ask with the filter, for boards that honour it (the local board).
         only = self._allowed[0] if len(self._allowed) == 1 else None
         offer = await self._client.next_task(only)
-        if offer.task is None or self.allows(offer.task):
+        if offer.task is None:
             return offer
-        if not self._warned:
-            self._warned = True
-            logger.warning(
-                "the board offered task {} of project {!r}, outside TASK_LIST_ID ({}): its "
-                "/tasks/next ignores the filter, so work is found by listing each project's "
-                "todo tasks instead",
-                offer.task.id,
-                offer.task.task_list_id,
-                ", ".join(self._allowed),
-            )
+        if not self.allows(offer.task):
+            self._warn_once(offer.task)
+        elif not self._must_wait(offer.task, datetime.now(UTC)):
+            return offer
         return await self._listed()
+
+    def _warn_once(self, task: Task) -> None:
+        if self._warned:
+            return
+        self._warned = True
+        logger.warning(
+            "the board offered task {} of project {!r}, outside TASK_LIST_ID ({}): its "
+            "/tasks/next ignores the filter, so work is found by listing each project's "
+            "todo tasks instead",
+            task.id,
+            task.task_list_id,
+            ", ".join(self._allowed),
+        )
+
+    def _must_wait(self, task: Task, now: datetime) -> bool:
+        """Whether ``task`` is still waiting for its next attempt; keeps the soonest end."""
+        wait = self._spacing.wait(task, now)
+        if wait <= 0:
+            return False
+        if self.soonest_retry is None or wait < self.soonest_retry:
+            self.soonest_retry = wait
+        if (task.id, task.error_count) not in self._told:
+            self._told.add((task.id, task.error_count))
+            ready = time.strftime("%H:%M:%S", time.gmtime(time.time() + wait))
+            logger.info(
+                "task {} failed {} time(s): attempt {} waits until {} UTC (RETRY_BACKOFF); "
+                "other tasks go first",
+                task.id,
+                task.error_count,
+                task.error_count + 1,
+                ready,
+            )
+        return True
 
     async def _listed(self) -> NextTask:
         candidates: list[Task] = []
-        for task_list_id in self._allowed:
+        now = datetime.now(UTC)
+        # No project named: one list of every project's todo tasks.
+        for task_list_id in self._allowed or (None,):
             page = await self._client.list_tasks(
                 status="todo", task_list_id=task_list_id, limit=LIST_LIMIT
             )
@@ -78,7 +123,10 @@ class Offers:
                 if task.status == "todo"
                 and task.assigned_to is None
                 and task.parent_task_id is None
+                and not task.is_blocked
+                and task.task_list_id is not None  # /tasks/next offers project tasks only
                 and self.allows(task)
+                and not self._must_wait(task, now)
             ]
         if not candidates:
             return NextTask()

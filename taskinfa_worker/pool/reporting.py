@@ -29,6 +29,7 @@ from taskinfa_worker.client.models import CommentType, Task, TaskStatus
 from taskinfa_worker.errors import BadRequestError, BoardError
 from taskinfa_worker.pool.progress import listed
 from taskinfa_worker.pool.registry import StopKind
+from taskinfa_worker.pool.spacing import FAILED, RetrySpacing
 from taskinfa_worker.redact import Redactor
 from taskinfa_worker.workspace.protocol import Delivery, WorkspaceResult
 
@@ -71,10 +72,17 @@ def server_has(task: Task, field: str) -> bool:
 class TaskReporter:
     """Writes comments and final states for the tasks of one process."""
 
-    def __init__(self, client: BoardClient, redactor: Redactor, max_attempts: int) -> None:
+    def __init__(
+        self,
+        client: BoardClient,
+        redactor: Redactor,
+        max_attempts: int,
+        spacing: RetrySpacing | None = None,
+    ) -> None:
         self._client = client
         self._redact = redactor
         self._max_attempts = max_attempts
+        self._spacing = spacing or RetrySpacing(0, 1, max_attempts)
         # Real dashboards reject `blocked` as a PATCH status; learn that once.
         self._blocked_accepted = True
 
@@ -221,18 +229,21 @@ class TaskReporter:
         attempt = task.error_count + 1
         final = attempt >= self._max_attempts
         then = "no more attempts, the task needs a person" if final else "back to todo"
+        wait = 0.0 if final else self._spacing.delay(attempt)
+        if wait:
+            then += f"; the next attempt waits at least {wait:g} s (RETRY_BACKOFF)"
         suffix = f"Attempt {attempt} of {self._max_attempts}: {then}."
         await self.note(
             task,
             author,
-            f"Failed: {reason}\n\n{suffix}",
+            f"{FAILED}{reason}\n\n{suffix}",
             CommentType.ERROR,
             loop_number=task.loop_count + 1,
         )
         # The notes say it too, so the next attempt learns why even if the comment was lost.
         fields: dict[str, Any] = {
             "error_count": attempt,
-            "completion_notes": board_text(self._redact(f"Failed: {reason}"), NOTES_LIMIT),
+            "completion_notes": board_text(self._redact(f"{FAILED}{reason}"), NOTES_LIMIT),
         }
         if session_id and server_has(task, "claude_session_id"):
             fields["claude_session_id"] = session_id  # the retry resumes the session

@@ -20,6 +20,7 @@ import anyio
 from loguru import logger
 
 from taskinfa_worker.agent import Agent, AgentJob, AgentOutcome
+from taskinfa_worker.client.answer import excerpt
 from taskinfa_worker.client.api import BoardClient, Lane
 from taskinfa_worker.client.models import Task, TaskStatus, taken_away
 from taskinfa_worker.errors import (
@@ -56,6 +57,7 @@ class TaskEnding(Enum):
 # Endings an operator should look at; the rest are logged at INFO.
 _WARN_ENDINGS = {TaskEnding.FAILED: "WARNING", TaskEnding.WORKER_FAULT: "ERROR"}
 WORKSPACE_FIX = "make WORKSPACE_DIR writable and give its disk free space"
+BOARD_FIX = "read the board's log for this request; check TASKINFA_API_URL and the board's release"
 
 
 @dataclass(frozen=True)
@@ -97,10 +99,15 @@ class TaskRunner:
         task = claimed.task
         handle = self._running.add(task, slot)
         started = time.monotonic()
-        ended = Ended(TaskEnding.FAILED, "the ending could not be written to the board")
+        # What the log line says when the run is cut short (a refused key, a third signal):
+        # never a failure of the task's.
+        ended = Ended(TaskEnding.WORKER_FAULT, "the worker stopped before the ending was written")
         try:
             with logger.contextualize(slot=slot, task_id=task.id):
-                ended = await self._run(slot, claimed, handle)
+                try:
+                    ended = await self._run(slot, claimed, handle)
+                except BoardError as exc:
+                    ended = await self._board_failed(task, slot, exc)
         finally:
             self._running.remove(handle)
             duration = time.monotonic() - started
@@ -166,6 +173,21 @@ class TaskRunner:
         self._metrics.tasks_failed.inc()
         gave_up = status != TaskStatus.TODO
         return Ended(TaskEnding.FAILED, f"{outcome.reason} (now {status})", gave_up)
+
+    async def _board_failed(self, task: Task, slot: str, exc: BoardError) -> Ended:
+        """The board refused or failed a write of this run, past the client's retries (an
+        ending is retried until the board's state is known, so this is an answer no retry
+        changes). The board's fault or the worker's, never the task's: no attempt counted."""
+        reason = f"the board did not take a write of this run ({excerpt(str(exc))})"
+        outcome = _fault_outcome(reason, BOARD_FIX)
+        try:
+            await self._reporter.worker_fault(task, slot, outcome)
+        except BoardError as again:
+            # Left in progress: our restart's recovery (or the lease) ends it.
+            logger.error("{} stays in progress: its release failed too ({})", task.id, again)
+        else:
+            self._metrics.tasks_released.inc()
+        return Ended(TaskEnding.WORKER_FAULT, f"{reason} (fix: {BOARD_FIX})")
 
     async def _work(
         self,

@@ -41,6 +41,7 @@ from taskinfa_worker.pool.registry import RunningTasks, StopKind
 from taskinfa_worker.pool.reporting import TaskReporter
 from taskinfa_worker.pool.retention import LogRetention
 from taskinfa_worker.pool.runner import Ended, TaskEnding, TaskRunner
+from taskinfa_worker.pool.spacing import RetrySpacing
 from taskinfa_worker.pool.state import PoolState, SlotState
 from taskinfa_worker.pool.takeaway import TakeawayWatcher
 from taskinfa_worker.redact import Redactor
@@ -82,7 +83,9 @@ class WorkerPool:
         self.metrics = metrics
         self._handle_signals = handle_signals
         self._on_change = on_change
-        self._reporter = TaskReporter(client, redactor, settings.max_attempts)
+        self._reporter = TaskReporter(
+            client, redactor, settings.max_attempts, RetrySpacing.from_settings(settings)
+        )
         self._runner = TaskRunner(
             settings, client, agent, workspaces, self._reporter, metrics, self.running
         )
@@ -323,9 +326,9 @@ class WorkerPool:
                 self._fatal(exc)
                 return
             except BoardError as exc:
-                # The runner's endings are retried by the client for minutes; past that the
-                # task stays in progress and the lease or our restart recovers it.
-                logger.error("{} could not report a task's ending: {}", slot, exc)
+                # The runner makes the board's failures a worker fault of their own and the
+                # heartbeats log theirs; this keeps a future one from ending the process.
+                logger.error("{} met a board error outside a task's run: {}", slot, exc)
                 continue
             self._count(ended)
             self._dispatcher.task_ended()

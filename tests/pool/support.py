@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import anyio
+from aiohttp import web
 
 from taskinfa_worker.app import build_pool
 from taskinfa_worker.client.api import BoardClient
@@ -91,6 +93,8 @@ def worker_settings(url: str, key: str, scene: Scene, **overrides: Any) -> Setti
         "kill_grace": 2.0,
         "rate_limit": 6000,
         "progress_interval": 0.5,
+        # Retries at once: tests of spacing set their own wait.
+        "retry_backoff": 0,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)
@@ -177,6 +181,7 @@ def process_env(url: str, key: str, scene: Scene, **extra: str) -> dict[str, str
         "KILL_GRACE": "2",
         "RATE_LIMIT": "6000",
         "LOG_FORMAT": "text",
+        "RETRY_BACKOFF": "0",
         **scene.agent_env(),
     }
     env.update(extra)
@@ -203,3 +208,33 @@ def unanswered_requests(metrics: Metrics) -> float:
             if sample.name == "taskinfa_api_requests_total" and sample.labels.get("status") == "0":
                 total += sample.value
     return total
+
+
+# --- proxies between the pool and the board, for faults aimed by a test ---------------------
+async def forward(upstream: str, request: web.Request, body: bytes) -> tuple[int, bytes, str]:
+    """Send a request on to the board: its status, body and content type."""
+    headers = {k: v for k, v in request.headers.items() if k in ("Authorization", "Content-Type")}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(
+            request.method, upstream + request.path_qs, data=body or None, headers=headers
+        ) as answer,
+    ):
+        content_type = answer.headers.get("Content-Type", "application/json")
+        return answer.status, await answer.read(), content_type
+
+
+@asynccontextmanager
+async def serving(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> AsyncIterator[str]:
+    """Serve a proxy on 127.0.0.1; yields its API base URL."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/api"
+    finally:
+        await runner.cleanup()

@@ -10,12 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import aiohttp
 import pytest
 from aiohttp import web
 from pydantic import SecretStr
@@ -27,7 +24,7 @@ from taskinfa_worker.pool.recovery import LeaseSweeper
 from taskinfa_worker.pool.reporting import TaskReporter
 from taskinfa_worker.redact import Redactor
 from tests.board_support import BoardHandle
-from tests.pool.support import Scene, running_pool, wait_for, worker_settings
+from tests.pool.support import Scene, forward, running_pool, serving, wait_for, worker_settings
 
 SMALL = ChaosConfig(
     seed=7,
@@ -58,35 +55,6 @@ async def test_small_chaos_run_loses_nothing_and_runs_nothing_twice(tmp_path: Pa
 
 
 # --- a finding of the chaos run, reproduced exactly -------------------------------------------
-async def forward(upstream: str, request: web.Request, body: bytes) -> tuple[int, bytes, str]:
-    """Send a request on to the board: its status, body and content type."""
-    headers = {k: v for k, v in request.headers.items() if k in ("Authorization", "Content-Type")}
-    async with (
-        aiohttp.ClientSession() as session,
-        session.request(
-            request.method, upstream + request.path_qs, data=body or None, headers=headers
-        ) as answer,
-    ):
-        content_type = answer.headers.get("Content-Type", "application/json")
-        return answer.status, await answer.read(), content_type
-
-
-@asynccontextmanager
-async def serving(
-    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
-) -> AsyncIterator[str]:
-    """Serve a proxy on 127.0.0.1; yields its API base URL."""
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}/api"
-    finally:
-        await runner.cleanup()
-
-
 class HoldingProxy:
     """Between the pool and the board: the first PATCH that sends a task back to todo is
     applied by the board but answered 502 (the answer is lost); the client's retry of it is

@@ -1,8 +1,9 @@
 """A broken worker must not break the board: its faults cost the task nothing.
 
-The agent executable is missing, or the repository host cannot be reached: every task
-would fail the same way, so the task goes back to todo without an attempt counted, with a
-comment saying the worker is at fault and what to fix, and the pool stops claiming.
+The agent executable is missing, the repository host cannot be reached, or the board
+does not take the run's ending: every task would fail the same way, so the task goes back
+to todo without an attempt counted, with a comment saying the worker is at fault and what
+to fix, and the pool stops claiming.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
+from aiohttp import web
+from pydantic import SecretStr
 
 from taskinfa_worker.app import build_pool
 from taskinfa_worker.client.api import BoardClient
@@ -18,7 +22,7 @@ from taskinfa_worker.errors import EXIT_WORKER_FAULT
 from taskinfa_worker.health import readiness
 from taskinfa_worker.metrics import Metrics
 from taskinfa_worker.redact import Redactor
-from tests.pool.support import Scene, running_pool, wait_for, worker_settings
+from tests.pool.support import Scene, forward, running_pool, serving, wait_for, worker_settings
 
 
 async def comments(client: BoardClient, task_id: str) -> list[str]:
@@ -113,3 +117,76 @@ async def test_a_task_of_its_own_fault_still_counts_attempts(board: Any, scene: 
         assert final is not None
         assert (final.status, final.error_count) == ("blocked", 1)
         assert pool.state.worker_faults == 0
+
+
+class EndingFaults:
+    """Between the pool and the board: the PATCHes that carry ``needle`` (an ending) are
+    answered ``status`` by the proxy, ``times`` times (None: always); the rest go through."""
+
+    def __init__(self, upstream: str, needle: bytes, status: int, times: int | None) -> None:
+        self.upstream = upstream.removesuffix("/api")
+        self.needle = needle
+        self.status = status
+        self.left = times
+        self.refused = 0
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        if request.method == "PATCH" and self.needle in body and self.left != 0:
+            self.refused += 1
+            if self.left is not None:
+                self.left -= 1
+            return web.json_response({"error": "the board is failing"}, status=self.status)
+        status, payload, content_type = await forward(self.upstream, request, body)
+        return web.Response(status=status, body=payload, headers={"Content-Type": content_type})
+
+
+@pytest.mark.parametrize(
+    ("title", "needle", "final_status", "attempts"),
+    [("plain work", b'"review"', "review", 0), ("broken [fail]", b'"error_count"', "todo", 1)],
+    ids=["success", "failure"],
+)
+async def test_a_board_down_while_the_ending_is_written_adds_no_attempt(
+    board: Any, scene: Scene, title: str, needle: bytes, final_status: str, attempts: int
+) -> None:
+    proxy = EndingFaults(board.url, needle, 503, times=3)
+    async with serving(proxy.handle) as url:
+        settings = worker_settings(url, board.api_key, scene, max_attempts=2)
+        async with BoardClient(board.url, SecretStr(board.api_key)) as person:
+            task = await person.create_task(title, "default")
+            async with running_pool(settings) as (pool, _):
+                await wait_for(lambda: pool.state.completed + pool.state.failed == 1, what="an end")
+                assert readiness(pool.state) is None
+            final = await person.get_task(task.id)
+    assert proxy.refused == 3
+    assert final is not None
+    # The ending the agent earned, once the board took it: the board's trouble cost nothing.
+    assert (final.status, final.error_count) == (final_status, attempts)
+    assert len(scene.starts(task.id)) == 1
+    assert pool.state.worker_faults == 0
+
+
+async def test_a_board_that_refuses_the_ending_is_not_the_tasks_fault(
+    board: Any, scene: Scene
+) -> None:
+    # 422: an answer no retry changes (not a 400 the reporter can answer with less).
+    proxy = EndingFaults(board.url, b'"review"', 422, times=None)
+    async with serving(proxy.handle) as url:
+        settings = worker_settings(url, board.api_key, scene, max_attempts=1)
+        async with BoardClient(board.url, SecretStr(board.api_key)) as person:
+            task = await person.create_task("plain work", "default")
+            async with running_pool(settings) as (pool, _):
+                await wait_for(lambda: pool.state.worker_faults == 1, what="a worker fault")
+                reason = readiness(pool.state)
+                assert reason is not None
+                assert "the board did not take a write of this run" in reason
+            final = await person.get_task(task.id)
+            notes = await comments(person, task.id)
+    assert final is not None
+    # Back in todo, no attempt counted, not blocked although MAX_ATTEMPTS is 1.
+    assert (final.status, final.assigned_to, final.error_count) == ("todo", None, 0)
+    (released,) = [n for n in notes if n.startswith("Released:")]
+    assert "is at fault, not the task" in released
+    assert "422" in released
+    assert "To fix on the worker: read the board's log" in released
+    assert pool.state.failed == 0
