@@ -41,6 +41,7 @@ from taskinfa_worker.pool.registry import RunningTasks, StopKind
 from taskinfa_worker.pool.reporting import TaskReporter
 from taskinfa_worker.pool.retention import LogRetention
 from taskinfa_worker.pool.runner import Ended, TaskEnding, TaskRunner
+from taskinfa_worker.pool.sessions import RunSessions
 from taskinfa_worker.pool.state import PoolState, SlotState
 from taskinfa_worker.pool.takeaway import TakeawayWatcher
 from taskinfa_worker.redact import Redactor
@@ -83,8 +84,16 @@ class WorkerPool:
         self._handle_signals = handle_signals
         self._on_change = on_change
         self._reporter = TaskReporter(client, redactor, settings.max_attempts)
+        self._sessions = RunSessions(client, settings.lease_timeout, enabled=settings.sessions)
         self._runner = TaskRunner(
-            settings, client, agent, workspaces, self._reporter, metrics, self.running
+            settings,
+            client,
+            agent,
+            workspaces,
+            self._reporter,
+            metrics,
+            self.running,
+            self._sessions,
         )
         self._dispatcher = Dispatcher(settings, client, self.running, on_done=self.drain)
         self._signals = 0
@@ -217,7 +226,7 @@ class WorkerPool:
             max_age=s.log_retention_days * 86400,
             interval=s.log_retention_interval,
         )
-        return [
+        loops = [
             Upkeep(
                 "heartbeats",
                 heartbeats.beat,
@@ -233,6 +242,16 @@ class WorkerPool:
             ),
             Upkeep("log retention", retention.prune, retention.interval, "retention stops"),
         ]
+        if self._sessions.active:
+            loops.append(
+                Upkeep(
+                    "session keep-alives",
+                    self._sessions.keep_alive,
+                    self._sessions.interval,
+                    "the board has no sessions: session keep-alives stop",
+                )
+            )
+        return loops
 
     async def _run(self) -> None:
         heartbeats = self._heartbeats
@@ -311,6 +330,8 @@ class WorkerPool:
                 self.metrics.tasks_claimed.inc()
                 self.state.tasks.add(claimed.task.id)
                 await self._heartbeats.slot_started(slot, claimed.task.id)
+                await self._sessions.begin(slot, claimed.task)
+                ended: Ended | None = None
                 try:
                     ended = await self._runner.run(slot, claimed)
                 finally:
@@ -319,6 +340,8 @@ class WorkerPool:
                     with anyio.CancelScope(shield=True), contextlib.suppress(AuthError):
                         with anyio.move_on_after(SLOT_BEAT_TIMEOUT):
                             await self._heartbeats.slot_ended(slot)
+                        with anyio.move_on_after(SLOT_BEAT_TIMEOUT):
+                            await self._sessions.end(slot, ended)
             except AuthError as exc:
                 self._fatal(exc)
                 return
