@@ -37,7 +37,7 @@ from taskinfa_worker.errors import BoardError
 from taskinfa_worker.pool import budget
 from taskinfa_worker.pool.runner import Ended, TaskEnding
 
-_OWNER: Final = re.compile(r"^taskinfa-worker (?P<slot>\S+) runs (?P<task>\S+)")
+_OWNER: Final = re.compile(r"^taskinfa-worker (?P<slot>\S+) runs (?P<task>[^\s:]+)")
 
 
 def owner_mark(slot: str, task_id: str) -> str:

@@ -2,8 +2,8 @@
 
     run()
     ├── startup: prune stale workspaces, recover our own tasks left in progress
-    ├── background (one task group): the upkeep loops (heartbeats, takeaway checks, lease
-    │   sweeps), signals and the drain deadline
+    ├── background (one task group): the upkeep loops (heartbeats, session keep-alives,
+    │   takeaway checks, lease sweeps), signals and the drain deadline
     └── slots 1..N: claim (dispatcher) → run the task (runner) → again, until told to stop
 
 Stopping comes in tiers (signal handlers only count signals; the pool decides):
@@ -41,6 +41,7 @@ from taskinfa_worker.pool.registry import RunningTasks, StopKind
 from taskinfa_worker.pool.reporting import TaskReporter
 from taskinfa_worker.pool.retention import LogRetention
 from taskinfa_worker.pool.runner import Ended, TaskEnding, TaskRunner
+from taskinfa_worker.pool.session_lease import SessionLease
 from taskinfa_worker.pool.sessions import RunSessions
 from taskinfa_worker.pool.state import PoolState, SlotState
 from taskinfa_worker.pool.takeaway import TakeawayWatcher
@@ -215,8 +216,21 @@ class WorkerPool:
         """The loops that run beside the slots, for as long as the pool runs."""
         s = self.settings
         watcher = TakeawayWatcher(self.client, self.running, s.cancel_check_interval)
+        by_sessions = SessionLease(
+            self.client,
+            self._reporter,
+            self.running,
+            set(s.slot_names()),
+            s.lease_timeout,
+            s.bot_name,
+        )
         sweeper = LeaseSweeper(
-            self.client, self._reporter, self.running, s.lease_timeout, s.bot_name
+            self.client,
+            self._reporter,
+            self.running,
+            s.lease_timeout,
+            s.bot_name,
+            without_workers=by_sessions.sweep,
         )
         retention = LogRetention(
             s.bot_log_dir,
@@ -238,7 +252,7 @@ class WorkerPool:
                 "lease sweeps",
                 sweeper.sweep,
                 sweeper.interval,
-                "the board lists no workers: lease checks stop",
+                "the board lists neither workers nor sessions: lease checks stop",
             ),
             Upkeep("log retention", retention.prune, retention.interval, "retention stops"),
         ]
