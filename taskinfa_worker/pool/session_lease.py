@@ -13,7 +13,8 @@ crash's) when:
   both older than the lease, and
 - it is not held by this worker (our own runs, our own slot names).
 
-The dead run's session is then ended as ``error``.
+The dead run's session is then ended as ``error``; so is a marked session silent past the
+lease whose task is no longer in progress for its slot (its run ended without a word).
 """
 
 from __future__ import annotations
@@ -82,6 +83,22 @@ def dead_runs(
     return dead
 
 
+def stale_sessions(
+    sessions: Iterable[Session], tasks: Iterable[Task], lease_timeout: float, now: datetime
+) -> list[Session]:
+    """Marked sessions silent past the lease whose task is no longer in progress for their
+    slot: runs that ended without a word (a crash the restart recovered, a task a person
+    took over from a dead worker). Only their sessions are left to end."""
+    held = {(task.assigned_to, task.id) for task in tasks}
+    return [
+        session
+        for session in sessions
+        if (owner := marked_owner(session.summary)) is not None
+        and owner not in held
+        and age(session.last_sign_of_life, now) > lease_timeout
+    ]
+
+
 class SessionLease:
     """One round of the lease by sessions, for ``LeaseSweeper`` on a board without workers."""
 
@@ -114,15 +131,20 @@ class SessionLease:
             logger.warning("lease check by sessions failed: {}", exc)
             return True
         now = datetime.now(UTC)
-        for dead in dead_runs(
+        dead = dead_runs(
             tasks,
             sessions,
             self._lease_timeout,
             now,
             running=self._running,
             own_slots=self._own_slots,
-        ):
-            await self._release(dead)
+        )
+        for run in dead:
+            await self._release(run)
+        released = {run.session.id for run in dead}
+        for session in stale_sessions(sessions, tasks, self._lease_timeout, now):
+            if session.id not in released:
+                await self._end_stale(session)
         return True
 
     async def _more_sessions(self, tasks: list[Task]) -> list[Session]:
@@ -131,6 +153,17 @@ class SessionLease:
         for project in sorted({task.task_list_id for task in tasks if task.task_list_id}):
             found += await self._client.sessions.find(status="active", project_id=project) or []
         return found
+
+    async def _end_stale(self, session: Session) -> None:
+        try:
+            await self._client.sessions.update(
+                session.id,
+                status="error",
+                summary=f"{session.summary}\n\nIts worker went silent and the run is over; "
+                f"{self._author} ended this session.",
+            )
+        except BoardError as exc:
+            logger.warning("could not end the stale session {}: {}", session.id, exc)
 
     async def _release(self, dead: DeadRun) -> None:
         task = dead.task
