@@ -36,6 +36,7 @@ from taskinfa_worker.client.ratelimit import Lane
 from taskinfa_worker.errors import BoardError
 from taskinfa_worker.pool import budget
 from taskinfa_worker.pool.runner import Ended, TaskEnding
+from taskinfa_worker.redact import Redactor
 
 _OWNER: Final = re.compile(r"^taskinfa-worker (?P<slot>\S+) runs (?P<task>[^\s:]+)")
 
@@ -92,11 +93,15 @@ class RunSessions:
         self,
         client: BoardClient,
         lease_timeout: float,
+        redactor: Redactor,
         *,
         enabled: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
+        # Titles, progress and failure reasons may carry a key someone pasted or an agent
+        # printed: every text is masked as the comments are.
+        self._redact = redactor
         self._lease_timeout = lease_timeout
         self._enabled = enabled
         self._clock = clock
@@ -123,7 +128,9 @@ class RunSessions:
         mark = owner_mark(slot, task.id)
         try:
             session = await self._client.sessions.create(
-                project_id=task.task_list_id, task_id=task.id, summary=f"{mark}: {task.title}"
+                project_id=task.task_list_id,
+                task_id=task.id,
+                summary=self._redact(f"{mark}: {task.title}"),
             )
             if session is None:
                 return
@@ -143,17 +150,16 @@ class RunSessions:
         if live is None:
             return
         closing = session_end(slot, live.task, ended)
+        summary = self._redact(closing.summary)
         try:
             await self._client.sessions.event(
                 closing.event_type,
                 session_id=live.id,
                 task_id=live.task.id,
-                message=closing.summary,
+                message=summary,
                 lane=Lane.NORMAL,
             )
-            await self._client.sessions.update(
-                live.id, status=closing.status, summary=closing.summary
-            )
+            await self._client.sessions.update(live.id, status=closing.status, summary=summary)
         except BoardError as exc:
             logger.warning("session of {} not ended: {}", live.task.id, exc)
 
@@ -180,7 +186,7 @@ class RunSessions:
             return
         try:
             await self._client.sessions.event(
-                event_type, session_id=live.id, task_id=live.task.id, message=message
+                event_type, session_id=live.id, task_id=live.task.id, message=self._redact(message)
             )
         except BoardError as exc:
             logger.warning("{} event of {} not posted: {}", event_type, live.task.id, exc)

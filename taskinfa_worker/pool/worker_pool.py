@@ -85,7 +85,9 @@ class WorkerPool:
         self._handle_signals = handle_signals
         self._on_change = on_change
         self._reporter = TaskReporter(client, redactor, settings.max_attempts)
-        self._sessions = RunSessions(client, settings.lease_timeout, enabled=settings.sessions)
+        self._sessions = RunSessions(
+            client, settings.lease_timeout, redactor, enabled=settings.sessions
+        )
         self._runner = TaskRunner(
             settings,
             client,

@@ -128,3 +128,21 @@ def test_sixty_four_sessions_stay_inside_a_hundred_requests_a_minute() -> None:
     assert budget.keepalives_fit(slots, settings.lease_timeout, limiter)
     # A lease too short for that many keep-alives is detected (and logged by the pool).
     assert not budget.keepalives_fit(slots, 60.0, limiter)
+
+
+async def test_a_key_in_a_title_never_reaches_the_sessions_or_the_feed(
+    make_board: MakeBoard, scene: Scene
+) -> None:
+    board = await make_board(profile="v2")
+    settings = worker_settings(board.url, board.api_key, scene)
+    async with BoardClient.from_settings(settings) as client:
+        (task,) = await add_tasks(client, 1, title=f"use the key {board.api_key} please")
+        async with running_pool(settings) as (pool, _):
+            await wait_for(lambda: pool.state.completed == 1, what="the task done")
+    session = session_of(board, task.id)
+    texts = [session["summary"]] + [
+        e["message"] for e in board.agent_records.list_events(session_id=session["id"])
+    ]
+    assert all(board.api_key not in text for text in texts), texts
+    claimed = board.agent_records.list_events(event_type="task_claimed")
+    assert "[REDACTED]" in claimed[0]["message"]
