@@ -146,3 +146,28 @@ async def test_a_key_in_a_title_never_reaches_the_sessions_or_the_feed(
     assert all(board.api_key not in text for text in texts), texts
     claimed = board.agent_records.list_events(event_type="task_claimed")
     assert "[REDACTED]" in claimed[0]["message"]
+
+
+async def test_a_stalled_agent_is_stuck_and_a_failure_with_attempts_left_an_error(
+    make_board: MakeBoard, scene: Scene
+) -> None:
+    board = await make_board(profile="v2")
+    settings = worker_settings(
+        board.url, board.api_key, scene, concurrency=2, max_attempts=2, stall_timeout=1.0
+    )
+    async with BoardClient.from_settings(settings) as client:
+        (silent,) = await add_tasks(client, 1, title="silent [hang]")
+        (broken,) = await add_tasks(client, 1, title="broken [fail]")
+        async with running_pool(settings) as (pool, _):
+            await wait_for(lambda: pool.state.failed >= 2, what="two failed attempts")
+            await wait_for(
+                lambda: (
+                    {"stuck", "error"}
+                    <= {e["event_type"] for e in board.agent_records.list_events(limit=100)}
+                ),
+                what="their events",
+            )
+    for task, ending in ((silent, "stuck"), (broken, "error")):
+        feed = board.agent_records.list_events(task_id=task.id, limit=100)
+        ended = next(e for e in feed if e["event_type"] == ending)
+        assert board.agent_records.get_session(ended["session_id"])["status"] == "error"
