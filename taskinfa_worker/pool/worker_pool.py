@@ -264,7 +264,7 @@ class WorkerPool:
                     "session keep-alives",
                     self._sessions.keep_alive,
                     self._sessions.interval,
-                    "the board has no sessions: session keep-alives stop",
+                    "",  # the client said it once already: the board has no sessions
                 )
             )
         return loops
