@@ -120,6 +120,7 @@ class _Checks:
             self.check_settings,
             self.check_board,
             self.check_claim_route,
+            self.check_sessions,
             *self.local_steps(),
         ]
         for step in steps:
@@ -143,16 +144,19 @@ class _Checks:
             )
         )
 
-    async def check_board(self) -> None:
-        url = self.settings.taskinfa_api_url
-        client = BoardClient(
-            url,
+    def _probe_client(self) -> BoardClient:
+        return BoardClient(
+            self.settings.taskinfa_api_url,
             self.settings.taskinfa_api_key,
             rate_limit=self.settings.rate_limit,
             request_timeout=min(self.settings.request_timeout, PROBE_TIMEOUT),
             # One attempt each: a person is waiting for the answer.
             retry_max_time=dict.fromkeys(Lane, 0.0),
         )
+
+    async def check_board(self) -> None:
+        url = self.settings.taskinfa_api_url
+        client = self._probe_client()
         try:
             # A full page rather than limit=1: real boards send the page's length as
             # "total", so the tasks listed are the only count to be had.
@@ -223,6 +227,31 @@ class _Checks:
             self.report(
                 Check("warn", "claim route unknown", f"(answered {status}: {excerpt(body)})")
             )
+
+    async def check_sessions(self) -> None:
+        """Whether runs will show as sessions (the current release's dashboard)."""
+        if not self.board_ok:
+            self.report(Check("skip", "sessions", "(board not usable)"))
+            return
+        async with self._probe_client() as client:
+            try:
+                sessions = await client.sessions.find(status="active")
+            except BoardError as exc:
+                self.report(Check("warn", "sessions unknown", f"GET /sessions failed: {exc}"))
+                return
+        if sessions is None:
+            detail = "(an earlier release: runs are not shown as sessions there)"
+            self.report(Check("ok", "no sessions route", detail))
+        elif self.settings.sessions:
+            detail = f"({len(sessions)} active: each run shows in the dashboard as a session)"
+            self.report(Check("ok", "sessions", detail))
+        else:
+            detail = (
+                "(SESSIONS=false on a board with sessions: runs do not show in its dashboard, "
+                "and where it has no /workers either, a task of this worker that dies with it "
+                "stays in_progress until a restart under the same BOT_NAME)"
+            )
+            self.report(Check("warn", "sessions off", detail))
 
     # --- agent ------------------------------------------------------------------------------
     async def check_agent(self) -> None:

@@ -168,7 +168,14 @@ class Settings(BaseSettings):
     lease_timeout: PositiveSeconds = setting(
         300.0,
         group="Pool",
-        help="A task whose worker sent no heartbeat for this long is released.",
+        help="A task whose worker sent no heartbeat (or whose session showed no sign of "
+        "life) for this long is released.",
+    )
+    sessions: bool = setting(
+        True,
+        group="Pool",
+        help="Show each run as a session with events where the board has /sessions and "
+        "/events (the current release's dashboard).",
     )
     drain_timeout: float = setting(
         3600.0,

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from taskinfa_worker.board import BoardOptions, BoardStore, RunningBoard, start_board
+from taskinfa_worker.board.agent_store import AgentRecords
 from taskinfa_worker.board.store import Clock
 
 
@@ -46,6 +47,11 @@ class BoardHandle:
     ) -> dict[str, Any]:
         """Add a task straight to the store (no HTTP, no rate budget)."""
         return self.store.create_task(title, task_list_id, **fields)
+
+    @property
+    def agent_records(self) -> AgentRecords:
+        """The current release's sessions and events, straight from the store."""
+        return AgentRecords(self.store)
 
     async def stop(self) -> None:
         """Stop answering HTTP (connections are refused); the data stays."""

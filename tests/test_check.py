@@ -312,3 +312,22 @@ def test_a_full_page_is_counted_as_at_least_that_many() -> None:
     assert check.todo_count([]) == "0 tasks"
     assert check.todo_count([object()]) == "1 task"
     assert check.todo_count([object()] * check.COUNT_LIMIT) == "100 or more tasks"
+
+
+@pytest.mark.parametrize(
+    ("profile", "sessions", "expected"),
+    [
+        ("v2", True, "ok    sessions (0 active: each run shows in the dashboard as a session)"),
+        ("v2", False, "warn  sessions off (SESSIONS=false on a board with sessions"),
+        ("v1", True, "ok    no sessions route (an earlier release"),
+        ("full", True, "ok    no sessions route (an earlier release"),
+    ],
+)
+async def test_sessions_are_reported_as_the_board_has_them(
+    tmp_path: Path, make_board: MakeBoard, profile: str, sessions: bool, expected: str
+) -> None:
+    board = await make_board(profile=profile)
+    status, lines = await checks(make_settings(tmp_path, board, sessions=sessions))
+    assert status == 0, lines
+    label = expected[6:].split(" (")[0]
+    assert lines[label].startswith(expected), lines

@@ -148,6 +148,7 @@ class ClaudeAgent(SupervisedAgent):
             auth_failed=auth_failed,
             worker_fault=AUTH_FIX if auth_failed else "",
             resume_not_found=resume_not_found,
+            stalled=run.ending is ProcessEnd.STALL,
         )
 
     def _result_reason(self, result: ResultEvent) -> str:

@@ -142,6 +142,7 @@ class CommandAgent(SupervisedAgent):
             exit_code=run.exit_code,
             duration_ms=int(run.duration * 1000),
             stderr_tail=self._redact(run.stderr_tail),
+            stalled=run.ending is ProcessEnd.STALL,
         )
 
 

@@ -62,6 +62,8 @@ class AgentOutcome:
     worker_fault: str = ""
     # Resuming the given session failed because it no longer exists; retry fresh.
     resume_not_found: bool = False
+    # Stopped for printing nothing for STALL_TIMEOUT: the dashboard shows the run as stuck.
+    stalled: bool = False
 
 
 class Agent(Protocol):

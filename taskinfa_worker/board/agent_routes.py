@@ -14,12 +14,20 @@ from typing import Any, Final
 from aiohttp import web
 
 from taskinfa_worker.board import validation
-from taskinfa_worker.board.agent_store import EVENT_TYPES, SESSION_STATUSES, AgentRecords
+from taskinfa_worker.board.agent_store import (
+    EVENT_TYPES,
+    SESSION_EVENTS_SHOWN,
+    SESSION_STATUSES,
+    AgentRecords,
+)
 from taskinfa_worker.board.problems import Invalid
 
 RECORDS: Final = web.AppKey("agent_records", AgentRecords)
-MAX_SUMMARY: Final = 10_000
-MAX_MESSAGE: Final = 10_000
+MAX_SUMMARY: Final = 2_000
+MAX_MESSAGE: Final = 5_000
+MAX_TIMESTAMP: Final = 100
+LIST_LIMIT: Final = 100
+"""The most rows one list of sessions or events answers with (more asked is this many)."""
 
 Workspace = Callable[[web.Request], str]
 Body = Callable[[web.Request], Any]
@@ -46,15 +54,24 @@ def add_agent_routes(app: web.Application, prefix: str, workspace: Workspace, bo
         return web.json_response({"session": session})
 
     async def get_session(request: web.Request) -> web.Response:
-        session = records().get_session(
-            request.match_info["session_id"], workspace_id=workspace(request)
+        ws = workspace(request)
+        session_id = request.match_info["session_id"]
+        session = records().get_session(session_id, workspace_id=ws)
+        events = records().list_events(
+            workspace_id=ws, session_id=session_id, limit=SESSION_EVENTS_SHOWN
         )
-        return web.json_response({"session": session})
+        return web.json_response({"session": session, "events": events})
 
     async def list_sessions(request: web.Request) -> web.Response:
-        status = validation.query_enum(request.query, "status", SESSION_STATUSES)
-        sessions = records().list_sessions(workspace_id=workspace(request), status=status)
-        return web.json_response({"sessions": sessions})
+        ws = workspace(request)
+        sessions = records().list_sessions(
+            workspace_id=ws,
+            status=validation.query_enum(request.query, "status", SESSION_STATUSES),
+            project_id=validation.query_text(request.query, "project_id"),
+            limit=_limit(request),
+        )
+        stats = records().session_stats(workspace_id=ws)
+        return web.json_response({"sessions": sessions, "stats": stats})
 
     async def add_event(request: web.Request) -> web.Response:
         fields = _new_event(await body(request))
@@ -62,7 +79,15 @@ def add_agent_routes(app: web.Application, prefix: str, workspace: Workspace, bo
         return web.json_response({"event": event}, status=201)
 
     async def list_events(request: web.Request) -> web.Response:
-        return web.json_response({"events": records().list_events(workspace_id=workspace(request))})
+        events = records().list_events(
+            workspace_id=workspace(request),
+            session_id=validation.query_text(request.query, "session_id"),
+            task_id=validation.query_text(request.query, "task_id"),
+            event_type=validation.query_text(request.query, "event_type"),
+            limit=_limit(request),
+        )
+        # "total" is the page's length, as on the release.
+        return web.json_response({"events": events, "total": len(events)})
 
     async def pending_messages(request: web.Request) -> web.Response:
         tasks = records().pending_messages(workspace_id=workspace(request))
@@ -81,35 +106,41 @@ def add_agent_routes(app: web.Application, prefix: str, workspace: Workspace, bo
     r.add_get(f"{prefix}/llm-config", llm_config)
 
 
-# --- bodies --------------------------------------------------------------------------------
+# --- queries and bodies ----------------------------------------------------------------------
+def _limit(request: web.Request) -> int:
+    # The release takes any number and answers with at most LIST_LIMIT rows.
+    asked = validation.query_int(request.query, "limit", default=50, minimum=1, maximum=10**9)
+    return min(asked, LIST_LIMIT)
+
+
 def _new_session(body: Mapping[str, Any]) -> dict[str, Any]:
-    validation.known(body, {"project_id", "current_task_id", "status"})
+    validation.known(body, {"project_id", "current_task_id", "status", "summary"})
     fields: dict[str, Any] = {}
     for name in ("project_id", "current_task_id"):
         if body.get(name) is not None:
             fields[name] = validation.text(body[name], name, validation.MAX_ID)
     if body.get("status") is not None:
         fields["status"] = validation.enum(body["status"], "status", SESSION_STATUSES)
+    if body.get("summary") is not None:
+        fields["summary"] = validation.text(body["summary"], "summary", MAX_SUMMARY, True) or None
     return fields
 
 
 def _session_patch(body: Mapping[str, Any]) -> dict[str, Any]:
-    validation.known(body, {"status", "current_task_id", "summary"})
-    if not body:
-        raise Invalid("No fields to update")
+    """The fields to change; none at all is no error (the session comes back unchanged)."""
+    validation.known(body, {"status", "current_task_id", "summary", "last_event_at"})
     fields: dict[str, Any] = {}
     if "status" in body:
         fields["status"] = validation.enum(body["status"], "status", SESSION_STATUSES)
-    if "current_task_id" in body:
-        current = body["current_task_id"]
-        fields["current_task_id"] = (
-            None if current is None else validation.text(current, "current_task_id", 200)
-        )
-    if "summary" in body:
-        summary = body["summary"]
-        fields["summary"] = (
-            None if summary is None else validation.text(summary, "summary", MAX_SUMMARY, True)
-        )
+    for name, limit in (
+        ("current_task_id", validation.MAX_ID),
+        ("summary", MAX_SUMMARY),
+        ("last_event_at", MAX_TIMESTAMP),
+    ):
+        if name in body:
+            value = body[name]
+            given = None if value is None else validation.text(value, name, limit, True)
+            fields[name] = given or None  # an empty text clears the field, as null does
     return fields
 
 
@@ -119,7 +150,11 @@ def _new_event(body: Mapping[str, Any]) -> dict[str, Any]:
     if event_type is None:
         raise Invalid("event_type is required", {"field": "event_type"})
     fields: dict[str, Any] = {"event_type": validation.enum(event_type, "event_type", EVENT_TYPES)}
-    for name, limit in (("session_id", 200), ("task_id", 200), ("message", MAX_MESSAGE)):
+    for name, limit in (
+        ("session_id", validation.MAX_ID),
+        ("task_id", validation.MAX_ID),
+        ("message", MAX_MESSAGE),
+    ):
         if body.get(name) is not None:
             fields[name] = validation.text(body[name], name, limit)
     metadata = body.get("metadata")

@@ -115,11 +115,17 @@ async def _api_middleware(request: web.Request, handler: Handler) -> web.StreamR
     return response
 
 
+# The routes the current release limits (and sends the headers on): tasks and the agent's.
+_LIMITED_ROUTES: Final = ("/tasks", "/sessions", "/events")
+
+
 def _rate_limited_route(request: web.Request) -> bool:
-    # The current release limits (and sends the headers on) its task routes only.
     if not request.app[OPTIONS].rate_limit_task_routes_only:
         return True
-    return request.path == f"{API_PREFIX}/tasks" or request.path.startswith(f"{API_PREFIX}/tasks/")
+    return any(
+        request.path == API_PREFIX + route or request.path.startswith(f"{API_PREFIX}{route}/")
+        for route in _LIMITED_ROUTES
+    )
 
 
 def _bearer_key(request: web.Request) -> str:

@@ -99,12 +99,15 @@ CREATE TABLE IF NOT EXISTS sessions (
     project_id TEXT,
     current_task_id TEXT,
     status TEXT NOT NULL,
-    summary TEXT,
     started_at TEXT NOT NULL,
-    last_event_at TEXT NOT NULL,
-    ended_at TEXT
+    last_event_at TEXT,
+    summary TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS events (
+-- The real release keeps no workspace on an event (it joins the session's); the local board
+-- keeps the poster's, so an event without a session still belongs to one workspace.
+CREATE TABLE IF NOT EXISTS session_events (
     id TEXT PRIMARY KEY,
     workspace_id TEXT NOT NULL,
     session_id TEXT,

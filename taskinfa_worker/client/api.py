@@ -33,6 +33,7 @@ from taskinfa_worker.client.models import (
     WorkerList,
 )
 from taskinfa_worker.client.ratelimit import Lane, RateLimiter
+from taskinfa_worker.client.sessions import SessionsApi
 from taskinfa_worker.client.transport import DEFAULT_RETRY_MAX_TIME, BoardTransport
 from taskinfa_worker.client.transport import MAX_BACKOFF as MAX_BACKOFF
 from taskinfa_worker.client.transport import MAX_RATE_LIMITED as MAX_RATE_LIMITED
@@ -87,6 +88,8 @@ class BoardClient:
         """False when the board has no ``/workers/heartbeat`` route."""
         self.comments_supported: bool | None = None
         """False when the board has no ``/tasks/{id}/comments`` route."""
+        self.sessions = SessionsApi(self._transport)
+        """The current release's sessions and event feed (``sessions.py``)."""
 
     @classmethod
     def from_settings(cls, settings: Settings, metrics: Metrics | None = None) -> BoardClient:

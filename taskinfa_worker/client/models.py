@@ -191,6 +191,30 @@ class WorkerList(WireModel):
     stats: dict[str, Any] = Field(default_factory=dict)
 
 
+class Session(WireModel):
+    """An agent's session on the current release (``/sessions``): how its dashboard shows
+    agents at work, and, without ``/workers``, the only sign of a worker's life it keeps."""
+
+    id: str
+    project_id: str | None = None
+    current_task_id: str | None = None
+    status: str = "active"
+    summary: str | None = None
+    started_at: Timestamp = None
+    last_event_at: Timestamp = None
+    updated_at: Timestamp = None
+
+    @property
+    def last_sign_of_life(self) -> datetime | None:
+        """The later of its last event and its last change (a keep-alive moves both)."""
+        moments = [m for m in (self.last_event_at, self.updated_at, self.started_at) if m]
+        return max(moments) if moments else None
+
+
+class SessionList(WireModel):
+    sessions: list[Session] = Field(default_factory=list)
+
+
 class CommentType:
     PROGRESS: Final = "progress"
     QUESTION: Final = "question"

@@ -6,8 +6,10 @@ the periodic loops here do not queue up behind them: each computes its interval 
 number of requests one cycle costs and the share of the budget it may use, so the
 intervals stretch as the number of busy slots grows and the total stays under the limit.
 
-Shares of the learned rate per minute (they sum to under 1, leaving room for claims,
-polls and completions):
+Shares of the learned rate per minute (below; they sum to under 1, leaving room for
+claims, polls and completions). A run's session (where the board has sessions) costs about
+4 requests besides: its start and claim event, its outcome event and its end, sent with
+the run's own start and end, out of the reserve.
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ from __future__ import annotations
 import random
 from typing import Protocol
 
-HEARTBEAT_SHARE = 0.40
-PROGRESS_SHARE = 0.20
+HEARTBEAT_SHARE = 0.40  # heartbeats, or sessions' keep-alives where there are no heartbeats
+PROGRESS_SHARE = 0.20  # progress comments, and the progress events that go with them
 WATCH_SHARE = 0.10  # cancellation checks and lease sweeps
-# Polls while no task is waiting, for the whole key: the processes on one key divide it
-# by their share of the key's traffic (the board's X-RateLimit-Remaining says how much
-# the key used), so ten idle replicas poll as often together as one alone. 15 % of 100
-# requests a minute is a poll every 4 s: a new task waits 2 s on average.
+RESERVE_SHARE = 0.25  # never used by the loops: polls, claims, starts, endings, sessions' ends
+# Polls while no task is waiting, out of the reserve, for the whole key: the processes on
+# one key divide it by their share of the key's traffic (the board's X-RateLimit-Remaining
+# says how much the key used), so ten idle replicas poll as often together as one alone.
+# 15 % of 100 requests a minute is a poll every 4 s: a new task waits 2 s on average.
 IDLE_POLL_SHARE = 0.15
 
 # The board shows a worker offline after 120 s without a heartbeat; stay well under it even
@@ -51,9 +54,35 @@ def heartbeat_interval(
     return min(interval, max(server_interval, HEARTBEAT_CEILING))
 
 
-def progress_interval(base: float, busy_slots: int, budget: BudgetSource) -> float:
-    # Each busy slot posts at most one progress comment per interval.
-    return stretched(base, max(busy_slots, 1), PROGRESS_SHARE, budget)
+def progress_interval(
+    base: float, busy_slots: int, budget: BudgetSource, requests_per_post: int = 1
+) -> float:
+    # Each busy slot posts at most one progress comment per interval (and, with a session,
+    # one progress event with it).
+    return stretched(base, max(busy_slots, 1) * requests_per_post, PROGRESS_SHARE, budget)
+
+
+def keepalive_interval(lease_timeout: float) -> float:
+    """How often a live session must show a sign of life: three times per lease, so one
+    late keep-alive never lets another worker take the task of a live one."""
+    return lease_timeout / 3
+
+
+def keepalive_share(heartbeats_too: bool) -> float:
+    """The keep-alives' share. Where the board has no heartbeats, theirs and what the other
+    loops leave above the reserve (their interval is fixed by the lease, so they cannot
+    stretch as heartbeats do); half the heartbeats' where a board has both."""
+    if heartbeats_too:
+        return HEARTBEAT_SHARE / 2
+    return 1.0 - PROGRESS_SHARE - WATCH_SHARE - RESERVE_SHARE
+
+
+def keepalives_fit(
+    sessions: int, lease_timeout: float, budget: BudgetSource, heartbeats_too: bool = False
+) -> bool:
+    """Whether ``sessions`` keep-alives per ``keepalive_interval`` stay inside their share."""
+    interval = keepalive_interval(lease_timeout)
+    return stretched(interval, sessions, keepalive_share(heartbeats_too), budget) <= interval
 
 
 def watch_interval(base: float, requests_per_cycle: int, budget: BudgetSource) -> float:

@@ -24,7 +24,7 @@ class Upkeep:
     name: str
     round: Callable[[], Awaitable[bool]]
     interval: Callable[[], float]
-    unsupported: str  # logged when a round says the board lacks the route
+    unsupported: str  # logged when a round says the board lacks the route ("": said elsewhere)
 
 
 async def run_upkeep(loop: Upkeep) -> None:
@@ -34,6 +34,7 @@ async def run_upkeep(loop: Upkeep) -> None:
         await anyio.sleep(max(0.0, next_round - anyio.current_time()))
         started = anyio.current_time()
         if not await loop.round():
-            logger.info("{}", loop.unsupported)
+            if loop.unsupported:
+                logger.info("{}", loop.unsupported)
             return
         next_round = started + jittered(loop.interval())

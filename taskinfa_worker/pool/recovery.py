@@ -8,11 +8,13 @@ Two nets:
   board (it sent heartbeats) but has been silent for ``lease_timeout``, and whose claim is
   older than that too (so a fresh claim is never taken before its first heartbeat). A task
   assigned to a name the board does not know as a worker belongs to a person: never touched.
+  Where the board has no ``/workers`` (the current release), the runs' sessions stand in
+  for heartbeats (``session_lease.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Container, Mapping
+from collections.abc import Awaitable, Callable, Collection, Container, Mapping
 from datetime import UTC, datetime
 
 from loguru import logger
@@ -109,23 +111,26 @@ class LeaseSweeper:
         running: Container[str],
         lease_timeout: float,
         author: str,
+        without_workers: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self._client = client
         self._reporter = reporter
         self._running = running
         self._lease_timeout = lease_timeout
         self._author = author
+        # The round to run instead where the board lists no workers (the sessions' lease).
+        self._without_workers = without_workers
 
     def interval(self) -> float:
         # Two requests a round (workers, then tasks in progress), twice per lease.
         return budget.watch_interval(self._lease_timeout / 2, 2, self._client.limiter)
 
     async def sweep(self) -> bool:
-        """One round. False when the board cannot list workers (no heartbeat routes)."""
+        """One round. False when the board can neither list workers nor stand in for them."""
         try:
             workers = await self._client.list_workers()
             if workers is None:
-                return False
+                return self._without_workers is not None and await self._without_workers()
             tasks = (await in_progress_page(self._client)).tasks
         except BoardError as exc:
             logger.warning("lease check failed: {}", exc)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
+from typing import Protocol
 
 import anyio
 from loguru import logger
@@ -67,6 +68,15 @@ class Ended:
     ending: TaskEnding
     reason: str = ""
     gave_up: bool = False  # a failure that used the last attempt: the task needs a person
+    stalled: bool = False  # the agent was stopped for printing nothing (STALL_TIMEOUT)
+
+
+class ProgressEvents(Protocol):
+    """Where progress goes besides the task's comments (``sessions.RunSessions``)."""
+
+    def requests_per_progress(self) -> int: ...
+
+    async def progress(self, slot: str, text: str) -> None: ...
 
 
 def _fault_outcome(reason: str, fix: str) -> AgentOutcome:
@@ -86,8 +96,10 @@ class TaskRunner:
         reporter: TaskReporter,
         metrics: Metrics,
         running: RunningTasks,
+        events: ProgressEvents,
     ) -> None:
         self._settings = settings
+        self._events = events
         self._client = client
         self._agent = agent
         self._workspaces = workspaces
@@ -172,7 +184,9 @@ class TaskRunner:
         status = await self._reporter.agent_failed(task, slot, outcome)
         self._metrics.tasks_failed.inc()
         gave_up = status != TaskStatus.TODO
-        return Ended(TaskEnding.FAILED, f"{outcome.reason} (now {status})", gave_up)
+        return Ended(
+            TaskEnding.FAILED, f"{outcome.reason} (now {status})", gave_up, outcome.stalled
+        )
 
     async def _board_failed(self, task: Task, slot: str, exc: BoardError) -> Ended:
         """The board refused or failed a write of this run, past the client's retries (an
@@ -239,10 +253,12 @@ class TaskRunner:
         fresh: bool,
     ) -> AgentOutcome:
         task = claimed.task
-        progress = ProgressReporter(
-            post=lambda text: self._reporter.progress(task, slot, text),
-            interval=self._progress_interval,
-        )
+
+        async def post(text: str) -> None:
+            await self._reporter.progress(task, slot, text)
+            await self._events.progress(slot, text)
+
+        progress = ProgressReporter(post=post, interval=self._progress_interval)
         job = AgentJob(
             task=task,
             project=claimed.project,
@@ -276,7 +292,10 @@ class TaskRunner:
 
     def _progress_interval(self) -> float:
         return budget.progress_interval(
-            self._settings.progress_interval, len(self._running), self._client.limiter
+            self._settings.progress_interval,
+            len(self._running),
+            self._client.limiter,
+            1 + self._events.requests_per_progress(),
         )
 
     def _transcript_path(self, task: Task, attempt: int) -> Path:

@@ -2,8 +2,8 @@
 
     run()
     ├── startup: prune stale workspaces, recover our own tasks left in progress
-    ├── background (one task group): the upkeep loops (heartbeats, takeaway checks, lease
-    │   sweeps), signals and the drain deadline
+    ├── background (one task group): the upkeep loops (heartbeats, session keep-alives,
+    │   takeaway checks, lease sweeps), signals and the drain deadline
     └── slots 1..N: claim (dispatcher) → run the task (runner) → again, until told to stop
 
 Stopping comes in tiers (signal handlers only count signals; the pool decides):
@@ -41,6 +41,8 @@ from taskinfa_worker.pool.registry import RunningTasks, StopKind
 from taskinfa_worker.pool.reporting import TaskReporter
 from taskinfa_worker.pool.retention import LogRetention
 from taskinfa_worker.pool.runner import Ended, TaskEnding, TaskRunner
+from taskinfa_worker.pool.session_lease import SessionLease
+from taskinfa_worker.pool.sessions import RunSessions
 from taskinfa_worker.pool.spacing import RetrySpacing
 from taskinfa_worker.pool.state import PoolState, SlotState
 from taskinfa_worker.pool.takeaway import TakeawayWatcher
@@ -86,8 +88,18 @@ class WorkerPool:
         self._reporter = TaskReporter(
             client, redactor, settings.max_attempts, RetrySpacing.from_settings(settings)
         )
+        self._sessions = RunSessions(
+            client, settings.lease_timeout, redactor, enabled=settings.sessions
+        )
         self._runner = TaskRunner(
-            settings, client, agent, workspaces, self._reporter, metrics, self.running
+            settings,
+            client,
+            agent,
+            workspaces,
+            self._reporter,
+            metrics,
+            self.running,
+            self._sessions,
         )
         self._dispatcher = Dispatcher(settings, client, self.running, on_done=self.drain)
         self._signals = 0
@@ -209,8 +221,21 @@ class WorkerPool:
         """The loops that run beside the slots, for as long as the pool runs."""
         s = self.settings
         watcher = TakeawayWatcher(self.client, self.running, s.cancel_check_interval)
+        by_sessions = SessionLease(
+            self.client,
+            self._reporter,
+            self.running,
+            set(s.slot_names()),
+            s.lease_timeout,
+            s.bot_name,
+        )
         sweeper = LeaseSweeper(
-            self.client, self._reporter, self.running, s.lease_timeout, s.bot_name
+            self.client,
+            self._reporter,
+            self.running,
+            s.lease_timeout,
+            s.bot_name,
+            without_workers=by_sessions.sweep,
         )
         retention = LogRetention(
             s.bot_log_dir,
@@ -220,7 +245,7 @@ class WorkerPool:
             max_age=s.log_retention_days * 86400,
             interval=s.log_retention_interval,
         )
-        return [
+        loops = [
             Upkeep(
                 "heartbeats",
                 heartbeats.beat,
@@ -232,10 +257,20 @@ class WorkerPool:
                 "lease sweeps",
                 sweeper.sweep,
                 sweeper.interval,
-                "the board lists no workers: lease checks stop",
+                "the board lists neither workers nor sessions: lease checks stop",
             ),
             Upkeep("log retention", retention.prune, retention.interval, "retention stops"),
         ]
+        if self._sessions.active:
+            loops.append(
+                Upkeep(
+                    "session keep-alives",
+                    self._sessions.keep_alive,
+                    self._sessions.interval,
+                    "",  # the client said it once already: the board has no sessions
+                )
+            )
+        return loops
 
     async def _run(self) -> None:
         heartbeats = self._heartbeats
@@ -314,6 +349,8 @@ class WorkerPool:
                 self.metrics.tasks_claimed.inc()
                 self.state.tasks.add(claimed.task.id)
                 await self._heartbeats.slot_started(slot, claimed.task.id)
+                await self._sessions.begin(slot, claimed.task)
+                ended: Ended | None = None
                 try:
                     ended = await self._runner.run(slot, claimed)
                 finally:
@@ -322,6 +359,8 @@ class WorkerPool:
                     with anyio.CancelScope(shield=True), contextlib.suppress(AuthError):
                         with anyio.move_on_after(SLOT_BEAT_TIMEOUT):
                             await self._heartbeats.slot_ended(slot)
+                        with anyio.move_on_after(SLOT_BEAT_TIMEOUT):
+                            await self._sessions.end(slot, ended)
             except AuthError as exc:
                 self._fatal(exc)
                 return

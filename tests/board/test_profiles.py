@@ -180,40 +180,115 @@ async def test_v1_sends_no_rate_limit_headers(
     assert "X-RateLimit-Limit" not in reply.headers
 
 
-async def test_v2_sessions_and_events(make_board: MakeBoard, http: aiohttp.ClientSession) -> None:
+async def test_v2_sessions_as_the_release_keeps_them(
+    make_board: MakeBoard, http: aiohttp.ClientSession
+) -> None:
     clock = FakeClock()
     board = await make_board(profile="v2", clock=clock)
-    task = board.create_task()
-    created = await call(http, board, "POST", "/sessions", {"project_id": "default"})
+    task = board.create_task("Fix the login")
+    body = {"project_id": "default", "current_task_id": task["id"], "summary": "w-1 on it"}
+    created = await call(http, board, "POST", "/sessions", body)
     assert created.status == 201
     session = created.body["session"]
-    assert (session["status"], session["last_event_at"]) == ("active", board.store.now())
+    assert session["id"].startswith("ses_")
+    assert (session["status"], session["summary"]) == ("active", "w-1 on it")
+    assert session["last_event_at"] == session["updated_at"] == board.store.now()
+    assert "ended_at" not in session
+    long = {"summary": "x" * 2001}
+    assert (await call(http, board, "POST", "/sessions", long)).status == 400
 
+    path = f"/sessions/{session['id']}"
     clock.advance(90)
-    event = {"event_type": "task_claimed", "session_id": session["id"], "task_id": task["id"]}
+    # An empty PATCH is no error and changes nothing, not even updated_at.
+    unchanged = await call(http, board, "PATCH", path, {})
+    assert (unchanged.status, unchanged.body["session"]) == (200, session)
+    # last_event_at is stored as sent; updated_at is the board's clock.
+    sent = "2020-01-01 00:00:00"
+    patched = await call(http, board, "PATCH", path, {"last_event_at": sent, "status": "idle"})
+    assert patched.body["session"]["last_event_at"] == sent
+    assert patched.body["session"]["status"] == "idle"
+    assert patched.body["session"]["updated_at"] == board.store.now()
+    missing = await call(http, board, "PATCH", "/sessions/ses_nobody", {"status": "error"})
+    assert (missing.status, missing.body["error"]) == (404, "Session not found")
+
+    listed = await call(http, board, "GET", "/sessions", params={"status": "idle"})
+    (row,) = listed.body["sessions"]
+    assert (row["project_name"], row["current_task_title"]) == ("Default", "Fix the login")
+    assert listed.body["stats"] == {"active": 0, "idle": 1, "stuck": 0, "completed": 0, "error": 0}
+
+
+@pytest.mark.parametrize(
+    ("event_type", "status"),
+    [
+        ("task_progress", "active"),
+        ("stuck", "stuck"),
+        ("needs_input", "stuck"),
+        ("error", "error"),
+        ("session_end", "completed"),
+    ],
+)
+async def test_v2_an_event_is_its_sessions_sign_of_life_and_may_change_its_status(
+    make_board: MakeBoard, http: aiohttp.ClientSession, event_type: str, status: str
+) -> None:
+    clock = FakeClock()
+    board = await make_board(profile="v2", clock=clock)
+    session = (await call(http, board, "POST", "/sessions", {})).body["session"]
+    clock.advance(90)
+    event = {"event_type": event_type, "session_id": session["id"], "message": "m"}
     posted = await call(http, board, "POST", "/events", event)
     assert posted.status == 201
-    assert posted.body["event"]["notified"] is False
-    # An event of a session is that session's latest sign of life.
-    fetched = await call(http, board, "GET", f"/sessions/{session['id']}")
-    assert fetched.body["session"]["last_event_at"] == board.store.now()
+    assert posted.body["event"]["id"].startswith("evt_")
+    assert posted.body["event"]["metadata"] == {}
+    assert "notified" not in posted.body["event"]
+    detail = await call(http, board, "GET", f"/sessions/{session['id']}")
+    assert detail.body["session"]["status"] == status
+    assert detail.body["session"]["last_event_at"] == board.store.now()
+    assert detail.body["session"]["updated_at"] == board.store.now()
+    assert [e["event_type"] for e in detail.body["events"]] == [event_type]
 
-    stuck = await call(http, board, "POST", "/events", {"event_type": "stuck", "message": "?"})
-    assert stuck.body["event"]["notified"] is True  # the dashboard tells Telegram
+
+async def test_v2_event_feed(make_board: MakeBoard, http: aiohttp.ClientSession) -> None:
+    board = await make_board(profile="v2")
+    task = board.create_task()
+    session = (await call(http, board, "POST", "/sessions", {})).body["session"]
+    for event_type in ("session_start", "task_claimed", "notification"):
+        event = {"event_type": event_type, "session_id": session["id"], "task_id": task["id"]}
+        assert (await call(http, board, "POST", "/events", event)).status == 201
+    # An unknown session is no error: the event is stored (and, as there, never listed).
+    ghost = {"event_type": "task_progress", "session_id": "ses_gone"}
+    assert (await call(http, board, "POST", "/events", ghost)).status == 201
+    assert (await call(http, board, "POST", "/events", {"event_type": "stuck"})).status == 201
     bad = await call(http, board, "POST", "/events", {"event_type": "task_started"})
     assert bad.status == 400
-    unknown = await call(http, board, "POST", "/events", {**event, "session_id": "session_x"})
-    assert unknown.status == 404
+    too_long = {"event_type": "error", "message": "x" * 5001}
+    assert (await call(http, board, "POST", "/events", too_long)).status == 400
 
-    ended = await call(
-        http, board, "PATCH", f"/sessions/{session['id']}", {"status": "completed", "summary": "s"}
-    )
-    assert ended.body["session"]["status"] == "completed"
-    assert ended.body["session"]["ended_at"] == board.store.now()
-    active = await call(http, board, "GET", "/sessions", params={"status": "active"})
-    assert active.body["sessions"] == []
     feed = await call(http, board, "GET", "/events")
-    assert [e["event_type"] for e in feed.body["events"]] == ["stuck", "task_claimed"]
+    assert [e["event_type"] for e in feed.body["events"]] == [
+        "stuck",
+        "notification",
+        "task_claimed",
+        "session_start",
+    ]
+    assert feed.body["total"] == 4
+    ofsession = await call(
+        http, board, "GET", "/events", params={"session_id": session["id"], "limit": "2"}
+    )
+    assert [e["event_type"] for e in ofsession.body["events"]] == ["notification", "task_claimed"]
+    assert ofsession.body["total"] == 2  # the page's length, as on the release
+    claimed = await call(http, board, "GET", "/events", params={"event_type": "task_claimed"})
+    assert [e["task_id"] for e in claimed.body["events"]] == [task["id"]]
+
+
+async def test_v2_agent_routes_count_against_the_budget(
+    make_board: MakeBoard, http: aiohttp.ClientSession
+) -> None:
+    board = await make_board(profile="v2", rate_limit=2)
+    first = await call(http, board, "POST", "/sessions", {})
+    assert first.headers["X-RateLimit-Limit"] == "2"
+    assert (await call(http, board, "POST", "/events", {"event_type": "stuck"})).status == 201
+    limited = await call(http, board, "GET", "/tasks")
+    assert limited.status == 429
 
 
 async def test_v2_pending_messages_are_tasks_waiting_for_the_agent(
