@@ -122,7 +122,8 @@ function render(view) {
   $("columns").replaceChildren(...columns);
   renderWorkers(view.workers);
   fillSelect($("add-project"), view.projects.map((p) => [p.id, p.name || p.id]));
-  fillSelect($("add-status"), view.statuses.filter((s) => s === "todo" || s === "backlog").map((s) => [s, COLUMN_TITLES[s]]));
+  // To do first: a task added here is meant for the pool unless a person parks it.
+  fillSelect($("add-status"), [["todo", COLUMN_TITLES.todo], ["backlog", COLUMN_TITLES.backlog]]);
   fillSelect($("move-status"), view.statuses.map((s) => [s, COLUMN_TITLES[s] || s]));
   if (state.openTask) {
     const task = view.tasks.find((t) => t.id === state.openTask);
