@@ -4,7 +4,8 @@ The pool runs the fake ledger agent (``tests/pool/support.py``) against the loca
 HTTP on 127.0.0.1; the browser signs in with the one-time link or the key, and everything it
 sees and does goes through the page's own script. Skipped, with the reason, where Chromium
 is not installed. With ``TASKINFA_PAGE_SCREENSHOT=<file.png>`` the first test also saves a
-screenshot of the page there (how ``docs/board.png`` was made).
+screenshot of the page there. (``docs/board.png`` was taken with ``tests/board/browser.py``
+on the page of a running ``make demo``.)
 """
 
 from __future__ import annotations
