@@ -10,7 +10,10 @@ routes (``POST /api/tasks``, ``PATCH /api/tasks/{id}``, ``POST /api/tasks/{id}/c
 
 from __future__ import annotations
 
+import asyncio
+import gzip
 import json
+import time
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Final
@@ -30,12 +33,29 @@ PAGE_ROUTES_UNLIMITED: Final = frozenset({CHANGES_PATH, SESSION_PATH})
 """The page's own reads and sign-in: kept out of the key's rate budget, which is the pool's."""
 MAX_WAIT: Final = 60
 DEFAULT_WAIT: Final = 25
+BUILD_EVERY: Final = 0.5
+"""Seconds between two builds of the board view (the page redraws at most once a second)."""
+CARD_FIELDS: Final = (
+    *("id", "task_list_id", "title", "status", "priority", "assigned_to", "error_count"),
+    *("started_at", "completed_at", "updated_at", "branch_name", "pr_url"),
+)
+"""What a card shows; the rest (description, notes, files) is read when a card is opened."""
 PAGE_TASKS: Final = 1000
 """The most tasks the page shows (the newest stay visible on a board that grew larger)."""
 LINKED_HOSTS: Final = ("github.com", "gitlab.com")
 """Hosts whose repositories show a branch at ``<repository>/tree/<branch>``."""
 _CONTENT_TYPES: Final = {".html": "text/html", ".css": "text/css", ".js": "text/javascript"}
 _CSP: Final = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"
+
+
+@dataclass(frozen=True)
+class View:
+    """One built board view: when (monotonic), at which version, as JSON and gzipped."""
+
+    built_at: float
+    version: int
+    body: bytes
+    gzipped: bytes
 
 
 @dataclass
@@ -46,8 +66,8 @@ class PageState:
     options: BoardOptions
     access: PageAccess = field(default_factory=PageAccess)
     feed: ChangeFeed = field(init=False)
-    snapshots: dict[str, tuple[int, bytes]] = field(default_factory=dict)
-    """Per workspace, the last board view built and its version: built once per version."""
+    snapshots: dict[str, View] = field(default_factory=dict)
+    """Per workspace, the last board view built."""
     assets: dict[str, bytes] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -134,9 +154,14 @@ async def _changes(request: web.Request) -> web.Response:
     version = await request.app[PAGE].feed.wait_past(since, float(wait))
     if version == since:
         return web.Response(status=204)
-    return web.Response(
-        body=_snapshot(request.app, workspace, version), content_type="application/json"
-    )
+    view = await _snapshot(request.app, workspace, since, version)
+    if "gzip" in request.headers.get("Accept-Encoding", ""):
+        return web.Response(
+            body=view.gzipped,
+            content_type="application/json",
+            headers={"Content-Encoding": "gzip", "Vary": "Accept-Encoding"},
+        )
+    return web.Response(body=view.body, content_type="application/json")
 
 
 def page_caller(request: web.Request) -> Caller:
@@ -145,14 +170,24 @@ def page_caller(request: web.Request) -> Caller:
     return page.access.caller(request, page.store)
 
 
-def _snapshot(app: web.Application, workspace: str, version: int) -> bytes:
+async def _snapshot(app: web.Application, workspace: str, since: int, version: int) -> View:
+    """The board view for a page that has ``since``: built at most every ``BUILD_EVERY``
+    seconds however many pages ask, so a busy pool's stream of writes costs the board a
+    bounded amount of work (a page that has the latest view waits for the next build)."""
     page = app[PAGE]
     cached = page.snapshots.get(workspace)
-    if cached is not None and cached[0] == version:
-        return cached[1]
+    if cached is not None:
+        fresh = time.monotonic() - cached.built_at < BUILD_EVERY
+        if cached.version == version or (fresh and cached.version != since):
+            return cached
+        if fresh:
+            await asyncio.sleep(BUILD_EVERY - (time.monotonic() - cached.built_at))
+            version = page.store.version()
     body = json.dumps(board_view(page.store, page.options, workspace, version)).encode()
-    page.snapshots[workspace] = (version, body)
-    return body
+    # Compressed once here, not once per page: every page then takes a few kilobytes.
+    view = View(time.monotonic(), version, body, gzip.compress(body, compresslevel=5))
+    page.snapshots[workspace] = view
+    return view
 
 
 def board_view(
@@ -162,19 +197,21 @@ def board_view(
     tasks, total = store.list_tasks(workspace_id=workspace, limit=PAGE_TASKS)
     projects = {p["id"]: p for p in store.list_task_lists(workspace_id=workspace)}
     workers = store.list_workers(workspace_id=workspace)[0] if options.heartbeat_route else None
+    cards = []
     for task in tasks:
-        project = projects.get(task["task_list_id"]) or {}
-        task["show_work"] = show_work_command(
-            task.get("branch_name"), project.get("repository_url")
-        )
-        task["branch_url"] = branch_url(task.get("branch_name"), project.get("repository_url"))
+        repository = (projects.get(task["task_list_id"]) or {}).get("repository_url")
+        card = {name: task[name] for name in CARD_FIELDS}
+        card["files_changed"] = len(task["files_changed"])
+        card["show_work"] = show_work_command(task["branch_name"], repository)
+        card["branch_url"] = branch_url(task["branch_name"], repository)
+        cards.append(card)
     return {
         "version": version,
         "now": store.now(),
         "statuses": list(validation.task_statuses(options.accept_blocked)),
         "new_task_status": options.new_task_status,
         "comments": options.comments_route,
-        "tasks": tasks,
+        "tasks": cards,
         "total": total,
         "projects": [
             {"id": p["id"], "name": p["name"], "repository_url": p["repository_url"]}

@@ -9,10 +9,10 @@ const COLUMN_TITLES = {
 // A person moving a task to one of these means "nobody works on it": it is also unassigned
 // so a worker can claim it again (the same rule as `taskinfa-worker board move`).
 const FREE_STATUSES = new Set(["backlog", "todo"]);
-const PAUSE_AFTER_CHANGE_MS = 500; // at most two redraws a second, however busy the pool
+const PAUSE_AFTER_CHANGE_MS = 1000; // at most one redraw a second, however busy the pool
 const RETRY_MS = 2000;
 
-const state = { version: -1, view: null, clockSkewMs: 0, openTask: null };
+const state = { version: -1, view: null, clockSkewMs: 0, openTask: null, openStamp: null };
 const $ = (id) => document.getElementById(id);
 
 function el(tag, attrs = {}, ...children) {
@@ -177,28 +177,39 @@ setInterval(() => {
 }, 1000);
 
 // --- a task's detail ----------------------------------------------------------------------
-async function showTask(task, opening) {
-  state.openTask = task.id;
-  $("task-title").textContent = task.title;
-  const facts = [task.status, task.priority, task.assigned_to && `@${task.assigned_to}`,
-    task.error_count ? `attempt ${task.error_count + 1}` : null, elapsed(task)];
+// A card carries what the board view has; opening it reads the whole task (description,
+// files, notes) and its comments, again only when the card changed (its updated_at).
+async function showTask(card, opening) {
+  state.openTask = card.id;
+  $("task-title").textContent = card.title;
+  const facts = [card.status, card.priority, card.assigned_to && `@${card.assigned_to}`,
+    card.error_count ? `attempt ${card.error_count + 1}` : null, elapsed(card)];
   $("task-facts").textContent = facts.filter(Boolean).join(" · ");
-  $("task-description").textContent = task.description || "(no description)";
   const links = [];
-  if (task.branch_name) links.push(task.branch_url
-    ? el("a", { href: task.branch_url, target: "_blank", rel: "noopener", text: `branch ${task.branch_name}` })
-    : el("span", { text: `branch ${task.branch_name}` }));
-  if (task.pr_url) links.push(el("a", { href: task.pr_url, target: "_blank", rel: "noopener", text: " pull request" }));
+  if (card.branch_name) links.push(card.branch_url
+    ? el("a", { href: card.branch_url, target: "_blank", rel: "noopener", text: `branch ${card.branch_name}` })
+    : el("span", { text: `branch ${card.branch_name}` }));
+  if (card.pr_url) links.push(el("a", { href: card.pr_url, target: "_blank", rel: "noopener", text: " pull request" }));
   $("task-links").replaceChildren(...links);
-  const files = task.files_changed || [];
-  $("task-files").replaceChildren(...(files.length ? files.map((f) => el("li", { text: f })) : [el("li", { text: "none known" })]));
-  $("task-git").textContent = task.show_work || "No branch yet.";
+  $("task-git").textContent = card.show_work || "No branch yet.";
   if (opening) {
-    $("move-status").value = task.status;
+    $("move-status").value = card.status;
     $("task-error").textContent = "";
     $("task-dialog").showModal();
+  } else if (state.openStamp === card.updated_at) {
+    return;
   }
-  await loadComments(task);
+  state.openStamp = card.updated_at;
+  try {
+    const { task } = await api("GET", `/tasks/${encodeURIComponent(card.id)}`);
+    if (state.openTask !== card.id) return;
+    $("task-description").textContent = task.description || "(no description)";
+    const files = task.files_changed || [];
+    $("task-files").replaceChildren(...(files.length ? files.map((f) => el("li", { text: f })) : [el("li", { text: "none known" })]));
+    await loadComments(task);
+  } catch (error) {
+    $("task-error").textContent = error.message;
+  }
 }
 
 async function loadComments(task) {
@@ -224,7 +235,7 @@ function wire() {
   for (const button of document.querySelectorAll("[data-close]")) {
     button.addEventListener("click", () => button.closest("dialog").close());
   }
-  $("task-dialog").addEventListener("close", () => { state.openTask = null; });
+  $("task-dialog").addEventListener("close", () => { state.openTask = null; state.openStamp = null; });
   $("add-open").addEventListener("click", () => {
     $("add-error").textContent = "";
     $("add-dialog").showModal();
@@ -261,8 +272,8 @@ function wire() {
     try {
       await api("POST", `/tasks/${encodeURIComponent(state.openTask)}/comments`, body);
       $("comment-text").value = "";
-      const task = state.view.tasks.find((t) => t.id === state.openTask);
-      if (task) await loadComments(task);
+      const { task } = await api("GET", `/tasks/${encodeURIComponent(state.openTask)}`);
+      await loadComments(task);
     } catch (error) {
       $("task-error").textContent = error.message;
     }
