@@ -131,15 +131,12 @@ def board_table(tasks: Iterable[Task]) -> str:
         column = by_status.get(status)
         if not column:
             continue
-        rows = [(task.id, task.priority, task.assigned_to or "-", task.title) for task in column]
+        # id, priority and slot padded to the column's widest; the title last, as it is.
+        rows = [(task.id, task.priority, task.assigned_to or "-") for task in column]
         widths = [max(len(row[i]) for row in rows) for i in range(3)]
         lines = [f"{status} ({len(column)})"]
-        lines += [
-            "  "
-            + "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3]))
-            + "  "
-            + row[3]
-            for row in rows
-        ]
+        for row, task in zip(rows, column, strict=True):
+            padded = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+            lines.append(f"  {padded}  {task.title}")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
