@@ -197,11 +197,13 @@ def board_view(
     tasks, total = store.list_tasks(workspace_id=workspace, limit=PAGE_TASKS)
     projects = {p["id"]: p for p in store.list_task_lists(workspace_id=workspace)}
     workers = store.list_workers(workspace_id=workspace)[0] if options.heartbeat_route else None
+    comments = store.comment_counts(workspace_id=workspace)
     cards = []
     for task in tasks:
         repository = (projects.get(task["task_list_id"]) or {}).get("repository_url")
         card = {name: task[name] for name in CARD_FIELDS}
         card["files_changed"] = len(task["files_changed"])
+        card["comments"] = comments.get(task["id"], 0)  # an open card rereads when it moves
         card["show_work"] = show_work_command(task["branch_name"], repository)
         card["branch_url"] = branch_url(task["branch_name"], repository)
         cards.append(card)

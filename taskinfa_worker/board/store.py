@@ -563,6 +563,15 @@ class BoardStore:
             ).fetchall()
         return [dict(row) for row in rows], int(total)
 
+    def comment_counts(self, *, workspace_id: str = DEFAULT_WORKSPACE) -> dict[str, int]:
+        """How many comments each task of the workspace has (tasks with none left out)."""
+        rows = self._query(
+            "SELECT c.task_id, COUNT(*) AS n FROM comments c JOIN tasks t ON t.id = c.task_id "
+            "WHERE t.workspace_id = ? GROUP BY c.task_id",
+            (workspace_id,),
+        )
+        return {str(row["task_id"]): int(row["n"]) for row in rows}
+
     # --- workers ---------------------------------------------------------------------------
     def heartbeat(
         self,

@@ -173,4 +173,9 @@ async def test_the_view_shows_where_the_work_is(
         "&& git log --stat FETCH_HEAD"
     )
     assert local["branch_url"] is None
+    assert (remote["comments"], local["comments"]) == (0, 0)
+    board.store.add_comment(remote["id"], author="tester-1", content="50%", comment_type="progress")
+    async with http.get(f"{board.url}/changes?since={view['version']}", headers=board.headers) as r:
+        again = {task["title"]: task for task in (await r.json())["tasks"]}
+    assert (again["Remote"]["comments"], again["On disk"]["comments"]) == (1, 0)
     assert local["show_work"] == f"git -C /srv/git/app.git log --stat {local['branch_name']}"

@@ -178,7 +178,8 @@ setInterval(() => {
 
 // --- a task's detail ----------------------------------------------------------------------
 // A card carries what the board view has; opening it reads the whole task (description,
-// files, notes) and its comments, again only when the card changed (its updated_at).
+// files, notes) and its comments, again only when the card changed (its updated_at, or its
+// number of comments: a progress comment does not touch the task).
 async function showTask(card, opening) {
   state.openTask = card.id;
   $("task-title").textContent = card.title;
@@ -196,10 +197,10 @@ async function showTask(card, opening) {
     $("move-status").value = card.status;
     $("task-error").textContent = "";
     $("task-dialog").showModal();
-  } else if (state.openStamp === card.updated_at) {
+  } else if (state.openStamp === `${card.updated_at}/${card.comments}`) {
     return;
   }
-  state.openStamp = card.updated_at;
+  state.openStamp = `${card.updated_at}/${card.comments}`;
   try {
     const { task } = await api("GET", `/tasks/${encodeURIComponent(card.id)}`);
     if (state.openTask !== card.id) return;
