@@ -6,11 +6,11 @@ cards move while the demo runs. Several slots work at once (each demo task takes
 seconds, and the demo board has no rate limit, so nothing serialises them); the terminal
 follows the board through the same change feed as the page.
 
-Everything happens under ./.demo (git-ignored): the board's SQLite file, a small git
-repository the tasks work on, workspaces and logs. The agent is Claude Code when
-ANTHROPIC_API_KEY is set and the `claude` CLI is installed; otherwise the example agent
-examples/demo_agent.py does real, small work in each task's git tree (through the `command`
-agent), and the demo says so.
+Everything happens under ./.demo (git-ignored; $TASKINFA_DEMO_DIR elsewhere): the board's
+SQLite file, a small git repository the tasks work on, workspaces and logs. The agent is
+Claude Code when ANTHROPIC_API_KEY is set and the `claude` CLI is installed; otherwise the
+example agent examples/demo_agent.py does real, small work in each task's git tree (through
+the `command` agent), and the demo says so.
 
 Ctrl-C once: the worker drains (running tasks finish). Twice: running tasks are released.
 """
@@ -36,7 +36,7 @@ from taskinfa_worker.client.api import BoardClient
 from taskinfa_worker.client.models import Task
 
 ROOT = Path(__file__).resolve().parent.parent
-DEMO = ROOT / ".demo"
+DEMO = Path(os.environ.get("TASKINFA_DEMO_DIR", ROOT / ".demo"))  # tests give their own
 API_KEY = "tk_demo_local_board_key_0001"
 DEMO_TASKS = [
     ("Add a CONTRIBUTING guide", "high", "Explain how to run the tests and open a PR."),
@@ -259,9 +259,6 @@ async def send_back_with_an_answer(client: BoardClient) -> Task:
 
 
 async def main() -> int:
-    if DEMO.exists():
-        shutil.rmtree(DEMO)
-    DEMO.mkdir()
     board, url, link = start_board()
     say(f"Watch it live on the board's page (a one-time sign-in link): {link}")
     say(f"The local board (SQLite, 127.0.0.1) serves its API at {url}")
@@ -340,6 +337,9 @@ def run() -> int:
     signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))
     logger.remove()  # the demo's own board client stays quiet; the board table is the show
     logger.add(sys.stderr, level="WARNING")
+    if DEMO.exists():
+        shutil.rmtree(DEMO)  # every demo starts from nothing
+    DEMO.mkdir(parents=True)
     started = time.monotonic()
     code = anyio.run(main)
     say(f"Demo finished in {time.monotonic() - started:.0f} s.")
