@@ -1,11 +1,16 @@
 #!/usr/bin/env python3
 """`make demo`: a local board, demo tasks, and the worker pool running them, on screen.
 
-Everything happens under ./.demo (git-ignored): the board's SQLite file, a small git
-repository the tasks work on, workspaces and logs. The agent is Claude Code when
-ANTHROPIC_API_KEY is set and the `claude` CLI is installed; otherwise the example agent
-examples/demo_agent.py does real, small work in each task's git tree (through the `command`
-agent), and the demo says so.
+The first line is the board page's address (a one-time sign-in link): open it to watch the
+cards move while the demo runs. Several slots work at once (each demo task takes a few
+seconds, and the demo board has no rate limit, so nothing serialises them); the terminal
+follows the board through the same change feed as the page.
+
+Everything happens under ./.demo (git-ignored; $TASKINFA_DEMO_DIR elsewhere): the board's
+SQLite file, a small git repository the tasks work on, workspaces and logs. The agent is
+Claude Code when ANTHROPIC_API_KEY is set and the `claude` CLI is installed; otherwise the
+example agent examples/demo_agent.py does real, small work in each task's git tree (through
+the `command` agent), and the demo says so.
 
 Ctrl-C once: the worker drains (running tasks finish). Twice: running tasks are released.
 """
@@ -22,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 
+import aiohttp
 import anyio
 from loguru import logger
 from pydantic import SecretStr
@@ -30,7 +36,7 @@ from taskinfa_worker.client.api import BoardClient
 from taskinfa_worker.client.models import Task
 
 ROOT = Path(__file__).resolve().parent.parent
-DEMO = ROOT / ".demo"
+DEMO = Path(os.environ.get("TASKINFA_DEMO_DIR", ROOT / ".demo"))  # tests give their own
 API_KEY = "tk_demo_local_board_key_0001"
 DEMO_TASKS = [
     ("Add a CONTRIBUTING guide", "high", "Explain how to run the tests and open a PR."),
@@ -39,7 +45,11 @@ DEMO_TASKS = [
     ("Add a code of conduct", "low", "Adopt a short, friendly code of conduct."),
     ("Describe the architecture", "medium", "One page: modules and how data flows."),
     ("Add a FAQ", "low", "Five questions new users ask, with answers."),
+    ("Write a security policy", "high", "How to report a vulnerability, and what happens next."),
+    ("Add a changelog", "medium", "Start CHANGELOG.md in the Keep a Changelog format."),
 ]
+SLOTS = 4
+STEP_PAUSE = "1.0"  # seconds between the example agent's steps: a task takes about 5 s
 COLUMNS = ("todo", "in_progress", "review", "blocked")
 
 
@@ -97,7 +107,8 @@ def agent_settings() -> dict[str, str]:
     }
 
 
-def start_board() -> tuple[subprocess.Popen[str], str]:
+def start_board() -> tuple[subprocess.Popen[str], str, str]:
+    """The local board, its API URL and the page's one-time sign-in link."""
     board = subprocess.Popen(
         [
             sys.executable,
@@ -110,6 +121,10 @@ def start_board() -> tuple[subprocess.Popen[str], str]:
             "0",
             "--api-key",
             API_KEY,
+            # Off, so the slots truly overlap: 100 requests a minute (a real dashboard's
+            # limit) would let only a slot or two work at the demo's pace.
+            "--rate-limit",
+            "0",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -117,10 +132,14 @@ def start_board() -> tuple[subprocess.Popen[str], str]:
         start_new_session=True,  # Ctrl-C goes to the demo, which stops the board last
     )
     assert board.stdout is not None
+    link = None
     for line in board.stdout:
+        page = re.search(r"sign-in link\): (http://\S+)", line)
+        if page:
+            link = page.group(1)
         match = re.search(r"listening on (http://\S+/api)", line)
-        if match:
-            return board, match.group(1)
+        if match and link:
+            return board, match.group(1), link
     raise SystemExit("the local board did not start:\n" + (board.stdout.read() or ""))
 
 
@@ -139,28 +158,39 @@ async def seed_tasks(client: BoardClient, origin: Path) -> None:
     say(f"Board: {len(DEMO_TASKS)} demo tasks in project '{project.name}'.")
 
 
-async def watch(client: BoardClient, worker: subprocess.Popen[bytes]) -> None:
-    """Print the board whenever a task moves, until the worker exits."""
+async def watch(url: str, worker: subprocess.Popen[bytes]) -> int:
+    """Print the board whenever a task moves, until the worker exits; return the most tasks
+    seen in progress at once. Reads the page's change feed: no polling, no rate budget."""
     last: dict[str, str] = {}
-    while True:
-        page = await client.list_tasks(limit=100)
-        now = {task.id: task.status for task in page.tasks}
-        titles = {task.id: task.title for task in page.tasks}
-        for task_id, status in now.items():
-            if last.get(task_id) != status and task_id in last:
-                who = next(t.assigned_to for t in page.tasks if t.id == task_id)
-                print(
-                    f"   {titles[task_id][:40]:<40} {last[task_id]:>11} → {status:<11} {who or ''}"
-                )
-        if now != last:
-            counts: dict[str, int] = {}
-            for status in now.values():
-                counts[status] = counts.get(status, 0) + 1
-            print(f"   [{board_line(counts)}]", flush=True)
-        last = now
-        if worker.poll() is not None:
-            return
-        await anyio.sleep(0.3)
+    version, most = -1, 0
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        while True:
+            exited = worker.poll() is not None
+            wait = "0" if exited else "1"  # after the exit: one last look, without waiting
+            params = {"since": str(version), "wait": wait}
+            async with http.get(f"{url}/changes", params=params) as answer:
+                view = await answer.json() if answer.status == 200 else None
+            if view is not None:
+                version = view["version"]
+                tasks = {task["id"]: task for task in view["tasks"]}
+                now = {task_id: task["status"] for task_id, task in tasks.items()}
+                for task_id, status in now.items():
+                    if task_id in last and last[task_id] != status:
+                        task = tasks[task_id]
+                        print(
+                            f"   {task['title'][:40]:<40} {last[task_id]:>11} → {status:<11} "
+                            f"{task['assigned_to'] or ''}"
+                        )
+                if now != last:
+                    counts: dict[str, int] = {}
+                    for status in now.values():
+                        counts[status] = counts.get(status, 0) + 1
+                    most = max(most, counts.get("in_progress", 0))
+                    print(f"   [{board_line(counts)}]", flush=True)
+                last = now
+            if exited:
+                return most
 
 
 async def show_result(client: BoardClient) -> None:
@@ -170,6 +200,7 @@ async def show_result(client: BoardClient) -> None:
         files = ", ".join(task.files_changed) or "-"
         who = task.assigned_to or "-"
         print(f"   {task.status:<11} {task.title[:40]:<40} by {who:<10} files: {files}")
+        print(f"   {'':<11} branch: {task.branch_name or '(none)'}")
     first = page.tasks[0]
     comments = await client.list_comments(first.id)
     say(f"Comments on '{first.title}':")
@@ -180,7 +211,10 @@ async def show_result(client: BoardClient) -> None:
 
 def start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "taskinfa_worker", "run", "--concurrency", "3", "--exit-when-idle"],
+        [
+            *(sys.executable, "-m", "taskinfa_worker", "run"),
+            *("--concurrency", str(SLOTS), "--exit-when-idle"),
+        ],
         env=env,  # same process group: Ctrl-C reaches the worker directly
     )
 
@@ -225,11 +259,9 @@ async def send_back_with_an_answer(client: BoardClient) -> Task:
 
 
 async def main() -> int:
-    if DEMO.exists():
-        shutil.rmtree(DEMO)
-    DEMO.mkdir()
-    say("Starting a local board (SQLite) on 127.0.0.1 ...")
-    board, url = start_board()
+    board, url, link = start_board()
+    say(f"Watch it live on the board's page (a one-time sign-in link): {link}")
+    say(f"The local board (SQLite, 127.0.0.1) serves its API at {url}")
     worker: subprocess.Popen[bytes] | None = None
     try:
         async with BoardClient(url, SecretStr(API_KEY), rate_limit=600) as client:
@@ -244,16 +276,21 @@ async def main() -> int:
                 "LOG_DIR": str(DEMO / "logs"),
                 "ALLOW_LOCAL_REPOS": "true",
                 "POLL_INTERVAL": "0.5",
+                "RATE_LIMIT": "600",
+                "DEMO_AGENT_PAUSE": os.environ.get("DEMO_AGENT_PAUSE", STEP_PAUSE),
+                "AGENT_ENV_ALLOW": "DEMO_AGENT_PAUSE",  # agents get an allow-listed environment
                 "LOG_FORMAT": "text",
                 "LOG_LEVEL": "WARNING",
                 **agent_settings(),
             }
-            say("Starting the worker: taskinfa-worker run --concurrency 3 --exit-when-idle")
+            say(f"Starting the worker: taskinfa-worker run --concurrency {SLOTS} --exit-when-idle")
             say("Ctrl-C once: the worker drains; twice: it releases running tasks to todo.")
             worker = start_worker(env)
+            most = 0
             with contextlib.suppress(KeyboardInterrupt):
-                await watch(client, worker)
+                most = await watch(url, worker)
             code = worker.wait()
+            say(f"Up to {most} tasks were in progress at the same time ({SLOTS} slots).")
             await show_result(client)
             if code != 0:
                 return code
@@ -262,7 +299,7 @@ async def main() -> int:
             say("The worker runs again and continues that task from its branch:")
             worker = start_worker(env)
             with contextlib.suppress(KeyboardInterrupt):
-                await watch(client, worker)
+                await watch(url, worker)
             code = worker.wait()
             task = await client.get_task(reviewed.id)
             if task.branch_name:
@@ -271,6 +308,7 @@ async def main() -> int:
                 )
                 git("--no-pager", "log", "--format=%h %s", task.branch_name, cwd=origin, show=True)
             say(f"Worker exited with status {code}. Logs and transcripts: {DEMO / 'logs' / 'demo'}")
+            say(f"The work: the branches above, in {origin}; the board's data: {DEMO / 'board.db'}")
             return code
     finally:
         if worker is not None and worker.poll() is None:
@@ -299,6 +337,9 @@ def run() -> int:
     signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))
     logger.remove()  # the demo's own board client stays quiet; the board table is the show
     logger.add(sys.stderr, level="WARNING")
+    if DEMO.exists():
+        shutil.rmtree(DEMO)  # every demo starts from nothing
+    DEMO.mkdir(parents=True)
     started = time.monotonic()
     code = anyio.run(main)
     say(f"Demo finished in {time.monotonic() - started:.0f} s.")

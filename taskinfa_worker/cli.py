@@ -22,9 +22,10 @@ from typing import Any, NoReturn, get_args
 import anyio
 
 from taskinfa_worker import __version__
-from taskinfa_worker.board.profiles import PROFILE_NAMES
+from taskinfa_worker.cli_board import add_board_parser, command_board
 from taskinfa_worker.docs_gen import default_words
 from taskinfa_worker.errors import EXIT_CONFIG, ConfigError, FatalError
+from taskinfa_worker.logs import quiet_logging
 from taskinfa_worker.settings import (
     Settings,
     env_var,
@@ -110,55 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="Show it again every SECONDS (default 2) until Ctrl-C.",
     )
 
-    board = commands.add_parser("board", help="Serve a local board (SQLite) for tests and demos.")
-    board.add_argument("--db", type=Path, default=Path("board.db"), help="SQLite file.")
-    board.add_argument("--host", default="127.0.0.1", help="Address to listen on.")
-    board.add_argument("--port", type=int, default=3000, help="Port (0 = any free port).")
-    board.add_argument(
-        "--api-key", default=None, help="Accept this key (default: generate one, shown once)."
-    )
-    board.add_argument(
-        "--profile",
-        choices=PROFILE_NAMES,
-        default="full",
-        help="Behave as a real release: v1 (worker era), v2 (current), full (as documented).",
-    )
-    # The switches below default to "not given" (None) so they override the profile only
-    # when they appear on the command line.
-    board.add_argument(
-        "--rate-limit",
-        type=int,
-        default=None,
-        help="Requests per minute per key (0 = off; default: the profile's, 100 or off).",
-    )
-    board.add_argument(
-        "--no-claim-route",
-        dest="claim_route",
-        action="store_false",
-        default=None,
-        help="Behave like real dashboards without POST /tasks/{id}/claim.",
-    )
-    board.add_argument(
-        "--no-heartbeat-route",
-        dest="heartbeat_route",
-        action="store_false",
-        default=None,
-        help="No /workers/heartbeat route.",
-    )
-    board.add_argument(
-        "--no-comments-route",
-        dest="comments_route",
-        action="store_false",
-        default=None,
-        help="No comments routes.",
-    )
-    board.add_argument(
-        "--reject-blocked",
-        dest="accept_blocked",
-        action="store_false",
-        default=None,
-        help="Refuse status 'blocked' with 400.",
-    )
+    add_board_parser(commands)
     return parser
 
 
@@ -180,14 +133,6 @@ def _run_async(func: Callable[[], Coroutine[Any, Any, int]]) -> int:
     return anyio.run(func)
 
 
-def _quiet_logging() -> None:
-    """One-shot commands print their own lines; only warnings from the library show."""
-    from loguru import logger
-
-    logger.remove()
-    logger.add(sys.stderr, level="WARNING", format="{level}: {message}")
-
-
 def _command_run(args: argparse.Namespace) -> int:
     from taskinfa_worker.app import run_worker
 
@@ -199,7 +144,7 @@ def _command_check(args: argparse.Namespace) -> int:
     from taskinfa_worker.check import run_checks
 
     settings = _settings_from(args)
-    _quiet_logging()
+    quiet_logging()
     return _run_async(lambda: run_checks(settings))
 
 
@@ -211,7 +156,7 @@ def _command_status(args: argparse.Namespace) -> int:
     args.taskinfa_api_url = "http://127.0.0.1/api"
     overrides = {n: getattr(args, n) for n in Settings.model_fields if hasattr(args, n)}
     settings = load_settings({**overrides, "taskinfa_api_key": "unused"}, _env_file(args))
-    _quiet_logging()
+    quiet_logging()
     try:
         return _run_async(lambda: show_status(settings, watch=args.watch))
     except KeyboardInterrupt:
@@ -219,26 +164,7 @@ def _command_status(args: argparse.Namespace) -> int:
 
 
 def _command_board(args: argparse.Namespace) -> int:
-    from taskinfa_worker.board.server import serve_board
-
-    names = ("rate_limit", "claim_route", "heartbeat_route", "comments_route", "accept_blocked")
-    switches = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
-
-    async def serve() -> int:
-        await serve_board(
-            db=args.db,
-            host=args.host,
-            port=args.port,
-            api_key=args.api_key,
-            profile=args.profile,
-            **switches,
-        )
-        return EXIT_OK
-
-    try:
-        return _run_async(serve)
-    except KeyboardInterrupt:
-        return EXIT_OK
+    return command_board(args, _settings_from)
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {

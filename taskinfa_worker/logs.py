@@ -106,6 +106,12 @@ def setup_logging(settings: Settings, redactor: Redactor, *, stream: TextIO | No
     _intercept_stdlib(settings.log_level)
 
 
+def quiet_logging() -> None:
+    """One-shot commands print their own lines; only warnings from the library show."""
+    logger.remove()
+    logger.add(sys.stderr, level="WARNING", format="{level}: {message}")
+
+
 def _isatty(stream: TextIO) -> bool:
     try:
         return stream.isatty()

@@ -4,7 +4,9 @@
 window, ``routes`` has the routes and ``server`` runs it all (``taskinfa-worker board``).
 ``profiles`` holds ``BoardOptions`` and the real releases it can behave as (``v1``, ``v2``);
 ``agent_store`` and ``agent_routes`` are the current release's sessions, events, pending
-messages and llm-config.
+messages and llm-config. ``page`` serves the kanban page at ``/`` (files in ``static/``),
+``access`` decides who may use the board (key, one-time link, session cookie) and
+``changes`` is the change feed the page waits on.
 """
 
 from __future__ import annotations

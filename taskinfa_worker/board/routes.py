@@ -1,10 +1,13 @@
 """The local board's HTTP API (``/api``, see API.md): aiohttp routes over a ``BoardStore``.
 
-One middleware does what every real route does first: authenticate the bearer key (401),
-count the request against the key's sliding window (429), then run the handler and turn
-any ``Problem`` into the real server's JSON error body. A path with no route answers 404
-with an HTML page before authentication, the way a Next.js dashboard does; that is what
-the switches of ``profiles.BoardOptions`` produce for the routes a real release lacks.
+One middleware does what every real route does first: authenticate the caller (401), a
+bearer key or a page session standing for one (``access.py``), count the request against
+the key's sliding window (429; the page's change feed and sign-in are not counted), then
+run the handler and turn any ``Problem`` into the real server's JSON error body. A path
+with no route answers 404 with an HTML page before authentication, the way a Next.js
+dashboard does; that is what the switches of ``profiles.BoardOptions`` produce for the
+routes a real release lacks.
+The kanban page's files (``/``, ``/static/*``) are public; ``page.py`` has their routes.
 """
 
 from __future__ import annotations
@@ -16,12 +19,14 @@ from aiohttp.typedefs import Handler
 from loguru import logger
 
 from taskinfa_worker.board import validation
+from taskinfa_worker.board.access import SAFE_METHODS
 from taskinfa_worker.board.agent_routes import RECORDS, add_agent_routes
 from taskinfa_worker.board.agent_store import AgentRecords
-from taskinfa_worker.board.problems import Conflict, Problem, TooLarge, Unauthenticated
+from taskinfa_worker.board.page import PAGE, PAGE_ROUTES_UNLIMITED, add_page_routes, page_caller
+from taskinfa_worker.board.problems import Conflict, Problem, TooLarge
 from taskinfa_worker.board.profiles import BoardOptions
 from taskinfa_worker.board.quota import Decision, SlidingWindowLimiter
-from taskinfa_worker.board.store import BoardStore, hash_key
+from taskinfa_worker.board.store import BoardStore
 
 API_PREFIX: Final = "/api"
 MAX_BODY_BYTES: Final = 4 * 1024 * 1024
@@ -75,6 +80,7 @@ def create_app(store: BoardStore, options: BoardOptions | None = None) -> web.Ap
     r.add_get(f"{API_PREFIX}/task-lists", _list_task_lists)
     r.add_post(f"{API_PREFIX}/task-lists", _create_task_list)
     r.add_get(f"{API_PREFIX}/task-lists/{{task_list_id}}", _get_task_list)
+    add_page_routes(app, store, options)
     return app
 
 
@@ -84,18 +90,17 @@ async def _api_middleware(request: web.Request, handler: Handler) -> web.StreamR
     missing = request.match_info.http_exception
     if missing is not None:
         return _no_route(missing)
+    if not request.path.startswith(f"{API_PREFIX}/"):
+        return await handler(request)  # the page's files: public, they hold no data
     try:
-        api_key = _bearer_key(request)
-        workspace = request.app[STORE].workspace_for_key(api_key)
-        if workspace is None:
-            raise Unauthenticated("Invalid API key")
+        caller = page_caller(request)
     except Problem as problem:
         return _problem(problem, headers={"WWW-Authenticate": "Bearer"})
 
     decision: Decision | None = None
     limiter = request.app.get(LIMITER)
     if limiter is not None and _rate_limited_route(request):
-        decision = limiter.hit(hash_key(api_key))
+        decision = limiter.hit(caller.key_hash)
         if not decision.allowed:
             return _rate_limited(decision)
 
@@ -112,6 +117,8 @@ async def _api_middleware(request: web.Request, handler: Handler) -> web.StreamR
         )
     if decision is not None:
         response.headers.update(decision.headers())
+    if request.method not in SAFE_METHODS and response.status < 400:
+        request.app[PAGE].feed.nudge()  # open pages hear of the write at once
     return response
 
 
@@ -120,20 +127,14 @@ _LIMITED_ROUTES: Final = ("/tasks", "/sessions", "/events")
 
 
 def _rate_limited_route(request: web.Request) -> bool:
+    if request.path in PAGE_ROUTES_UNLIMITED:
+        return False
     if not request.app[OPTIONS].rate_limit_task_routes_only:
         return True
     return any(
         request.path == API_PREFIX + route or request.path.startswith(f"{API_PREFIX}{route}/")
         for route in _LIMITED_ROUTES
     )
-
-
-def _bearer_key(request: web.Request) -> str:
-    header = request.headers.get("Authorization", "")
-    scheme, _, key = header.partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
-        raise Unauthenticated("Missing API key: send Authorization: Bearer tk_...")
-    return key.strip()
 
 
 def _no_route(missing: web.HTTPException) -> web.Response:
@@ -167,11 +168,9 @@ def _store(request: web.Request) -> BoardStore:
 
 def _workspace(request: web.Request) -> str:
     # Looked up again rather than stored on the request: the middleware has already
-    # accepted this key, the lookup is a cached dict hit, and string request keys are
+    # accepted this caller, the lookup is a cached dict hit, and string request keys are
     # deprecated in newer aiohttp while RequestKey is missing from older ones.
-    workspace = _store(request).workspace_for_key(_bearer_key(request))
-    assert workspace is not None
-    return workspace
+    return page_caller(request).workspace
 
 
 def _statuses(request: web.Request) -> tuple[str, ...]:

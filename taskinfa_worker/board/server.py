@@ -1,6 +1,7 @@
 """Runs the local board: opens the store, settles the API key, serves until cancelled.
 
-``serve_board`` is what ``taskinfa-worker board`` calls. ``start_board`` starts the same
+``serve_board`` is what ``taskinfa-worker board`` calls; it also prints the kanban page's
+one-time sign-in link (``page.py``, ``access.py``). ``start_board`` starts the same
 server without blocking (tests and benchmarks use it and read the bound port back).
 
 The API key: with ``--api-key`` that key is stored (as its SHA-256 only). Without it, the
@@ -18,9 +19,10 @@ from typing import Any
 
 from aiohttp import web
 
+from taskinfa_worker.board.page import PAGE
 from taskinfa_worker.board.profiles import BoardOptions, options_for
 from taskinfa_worker.board.routes import API_PREFIX, create_app
-from taskinfa_worker.board.store import BoardStore
+from taskinfa_worker.board.store import BoardStore, hash_key
 from taskinfa_worker.errors import ConfigError
 
 
@@ -43,6 +45,12 @@ def ensure_api_key(store: BoardStore, api_key: str | None) -> str | None:
     return generated
 
 
+def _page_key_hash(store: BoardStore, api_key: str | None, generated: str | None) -> str:
+    """The key the sign-in link stands for: the one given or made now, else the oldest."""
+    known = api_key.strip() if api_key is not None else generated
+    return hash_key(known) if known is not None else store.key_hashes()[0]
+
+
 @dataclass
 class RunningBoard:
     """A board serving HTTP. ``url`` ends in ``/api``; ``aclose()`` stops it."""
@@ -52,6 +60,16 @@ class RunningBoard:
     port: int
     runner: web.AppRunner
     _closed: bool = False
+
+    @property
+    def page(self) -> str:
+        """The kanban page's address (it asks for the key, or takes a ``login_link``)."""
+        return self.url.removesuffix(API_PREFIX) + "/"
+
+    def login_link(self, key_hash: str) -> str:
+        """A one-time link that signs a browser in as the key with ``key_hash``."""
+        token = self.runner.app[PAGE].access.mint_login(key_hash)
+        return f"{self.page}?login={token}"
 
     async def aclose(self) -> None:
         """Stop serving (idempotent); the store stays open for its owner to close."""
@@ -111,6 +129,9 @@ async def serve_board(
                     "pass --api-key to set a key you know).",
                     flush=True,
                 )
+            # One use only: whoever opens it first is signed in, and it is spent.
+            link = board.login_link(_page_key_hash(store, api_key, generated))
+            print(f"Board page (one-time sign-in link): {link}", flush=True)
             if options.profile != "full":
                 print(f"Behaving as the {options.profile} release (--profile)", flush=True)
             # Last line, so whoever waits for it also has the key.

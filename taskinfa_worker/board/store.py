@@ -148,12 +148,18 @@ class BoardStore:
                     "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
                     (str(SCHEMA_VERSION),),
                 )
+                db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('version', '0')")
                 now = self.now()
                 db.execute(
                     "INSERT OR IGNORE INTO task_lists (workspace_id, id, name, created_at, "
                     "updated_at) VALUES (?, ?, 'Default', ?, ?)",
                     (DEFAULT_WORKSPACE, DEFAULT_TASK_LIST, now, now),
                 )
+
+    def version(self) -> int:
+        """The board-wide change counter: it moves on every write to what the page shows."""
+        row = self._query_one("SELECT value FROM meta WHERE key = 'version'")
+        return 0 if row is None else int(row["value"])
 
     # --- API keys --------------------------------------------------------------------------
     def has_api_keys(self) -> bool:
@@ -178,9 +184,17 @@ class BoardStore:
             self._db.execute("DELETE FROM api_keys WHERE key_hash = ?", (key_hash,))
             self._key_cache.pop(key_hash, None)
 
+    def key_hashes(self) -> list[str]:
+        """The stored hashes of every key, oldest first (the page's login link uses one)."""
+        rows = self._query("SELECT key_hash FROM api_keys ORDER BY created_at, rowid")
+        return [str(row["key_hash"]) for row in rows]
+
     def workspace_for_key(self, api_key: str) -> str | None:
         """The workspace a key belongs to, or None when the board does not know the key."""
-        key_hash = hash_key(api_key)
+        return self.workspace_for_key_hash(hash_key(api_key))
+
+    def workspace_for_key_hash(self, key_hash: str) -> str | None:
+        """As ``workspace_for_key``, from the stored form (a page session keeps only that)."""
         cached = self._key_cache.get(key_hash)
         if cached is not None:
             return cached
@@ -570,6 +584,15 @@ class BoardStore:
                 (task_id, limit, offset),
             ).fetchall()
         return [dict(row) for row in rows], int(total)
+
+    def comment_counts(self, *, workspace_id: str = DEFAULT_WORKSPACE) -> dict[str, int]:
+        """How many comments each task of the workspace has (tasks with none left out)."""
+        rows = self._query(
+            "SELECT c.task_id, COUNT(*) AS n FROM comments c JOIN tasks t ON t.id = c.task_id "
+            "WHERE t.workspace_id = ? GROUP BY c.task_id",
+            (workspace_id,),
+        )
+        return {str(row["task_id"]): int(row["n"]) for row in rows}
 
     # --- workers ---------------------------------------------------------------------------
     def heartbeat(

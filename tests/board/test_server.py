@@ -93,8 +93,11 @@ async def test_bad_arguments_are_config_errors(tmp_path: Path) -> None:
         await serve_board(tmp_path / "b.db", "127.0.0.1", 0, None, rate_limit=-1)
 
 
-async def test_board_command_runs_as_a_process(tmp_path: Path, http: aiohttp.ClientSession) -> None:
-    command = [sys.executable, "-m", "taskinfa_worker", "board", "--db", str(tmp_path / "b.db")]
+@pytest.mark.parametrize("serve", [["board"], ["board", "serve"]], ids=["bare", "serve"])
+async def test_board_command_runs_as_a_process(
+    tmp_path: Path, http: aiohttp.ClientSession, serve: list[str]
+) -> None:
+    command = [sys.executable, "-m", "taskinfa_worker", *serve, "--db", str(tmp_path / "b.db")]
     # The profile decides the routes; a flag given with it (--rate-limit) overrides it.
     command += ["--port", "0", "--profile", "v2", "--rate-limit", "7"]
     process = await asyncio.create_subprocess_exec(

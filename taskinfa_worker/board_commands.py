@@ -1,0 +1,142 @@
+"""``taskinfa-worker board add | list | move | comment``: a person's actions on any board.
+
+They talk to the board the settings name (``TASKINFA_API_URL``, ``TASKINFA_API_KEY``, as the
+worker reads them) through the worker's own ``BoardClient``, so a local board and a real
+dashboard get the same requests, the same validation and the same error sentences as the
+worker's. Each command prints a few plain lines and returns the exit status.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from taskinfa_worker.client.api import BoardClient
+from taskinfa_worker.client.models import Task, TaskStatus
+from taskinfa_worker.errors import BoardError
+from taskinfa_worker.settings import Settings
+
+EXIT_OK: Final = 0
+EXIT_BOARD: Final = 1
+
+LIST_LIMIT: Final = 100
+"""The most tasks one ``GET /tasks`` returns (the board's own cap)."""
+
+COLUMNS: Final = (
+    TaskStatus.BACKLOG,
+    TaskStatus.TODO,
+    TaskStatus.IN_PROGRESS,
+    TaskStatus.REVIEW,
+    TaskStatus.DONE,
+    TaskStatus.BLOCKED,
+)
+FREE_STATUSES: Final = frozenset({TaskStatus.BACKLOG, TaskStatus.TODO})
+"""Statuses in which nobody works on a task: moving a task there also unassigns it, so a
+worker can claim it again (a claim takes only unassigned ``todo`` tasks)."""
+
+
+@dataclass(frozen=True)
+class NewTask:
+    title: str
+    description: str | None
+    priority: str | None
+    project: str
+    status: str | None
+
+
+def move_fields(status: str) -> dict[str, Any]:
+    """The PATCH that moves a task to ``status`` the way a person means it."""
+    if status in FREE_STATUSES:
+        return {"status": status, "assigned_to": None}
+    return {"status": status}
+
+
+async def add_task(settings: Settings, new: NewTask) -> int:
+    fields = {
+        name: value
+        for name, value in (
+            ("description", new.description),
+            ("priority", new.priority),
+            ("status", new.status),
+        )
+        if value is not None
+    }
+
+    async def add(client: BoardClient) -> str:
+        task = await client.create_task(new.title, new.project, **fields)
+        return (
+            f"Added {task.id} to {task.task_list_id or new.project} ({task.status}): {task.title}"
+        )
+
+    return await _on_board(settings, add)
+
+
+async def list_board(settings: Settings) -> int:
+    async def show(client: BoardClient) -> str:
+        page = await client.list_tasks(limit=LIST_LIMIT)
+        table = board_table(page.tasks)
+        if len(page.tasks) >= LIST_LIMIT:
+            table += f"\n(the first {LIST_LIMIT} tasks the board returned)"
+        return table
+
+    return await _on_board(settings, show)
+
+
+async def move_task(settings: Settings, task_id: str, status: str) -> int:
+    async def move(client: BoardClient) -> str:
+        task = await client.update_task(task_id, **move_fields(status))
+        return f"Moved {task.id} to {task.status}: {task.title}"
+
+    return await _on_board(settings, move)
+
+
+async def comment_on(
+    settings: Settings, task_id: str, text: str, *, author: str, comment_type: str
+) -> int:
+    async def write(client: BoardClient) -> str:
+        # A person's words: author_type "user" is what the review round trip reads back.
+        posted = await client.add_comment(
+            task_id, author=author, author_type="user", content=text, comment_type=comment_type
+        )
+        where = "as a comment" if posted is not None else "in its notes (the board has no comments)"
+        return f"Wrote to {task_id} {where}."
+
+    return await _on_board(settings, write)
+
+
+async def _on_board(settings: Settings, action: Callable[[BoardClient], Awaitable[str]]) -> int:
+    """Run one action with a client of its own; a refused request is one sentence, status 1."""
+    try:
+        async with BoardClient.from_settings(settings) as client:
+            printed = await action(client)
+    except BoardError as exc:
+        print(f"taskinfa-worker: {exc}", file=sys.stderr)
+        return EXIT_BOARD
+    print(printed)
+    return EXIT_OK
+
+
+def board_table(tasks: Iterable[Task]) -> str:
+    """Tasks grouped by status, in the board's column order; statuses with none left out."""
+    by_status: dict[str, list[Task]] = {}
+    for task in tasks:
+        by_status.setdefault(task.status, []).append(task)
+    if not by_status:
+        return "The board has no tasks."
+    order = [*COLUMNS, *sorted(set(by_status) - set(COLUMNS))]
+    blocks = []
+    for status in order:
+        column = by_status.get(status)
+        if not column:
+            continue
+        # id, priority and slot padded to the column's widest; the title last, as it is.
+        rows = [(task.id, task.priority, task.assigned_to or "-") for task in column]
+        widths = [max(len(row[i]) for row in rows) for i in range(3)]
+        lines = [f"{status} ({len(column)})"]
+        for row, task in zip(rows, column, strict=True):
+            padded = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+            lines.append(f"  {padded}  {task.title}")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)

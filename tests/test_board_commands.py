@@ -1,0 +1,143 @@
+"""`taskinfa-worker board add | list | move | comment` as a person runs them: a real process
+against the local board over HTTP, with the board's URL and key in the environment."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from taskinfa_worker.settings import Settings
+from tests.board_support import BoardHandle, MakeBoard
+
+
+@dataclass
+class Done:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+async def board_cli(board: BoardHandle, *args: str, cwd: Path) -> Done:
+    """Run `taskinfa-worker board ARGS` against ``board``; the event loop keeps serving it."""
+    base = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
+    env = {**base, "TASKINFA_API_URL": board.url, "TASKINFA_API_KEY": board.api_key}
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "taskinfa_worker", "board", *args),
+        env=env,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        out, err = await process.communicate()
+    assert process.returncode is not None
+    return Done(process.returncode, out.decode(), err.decode())
+
+
+async def test_add_then_list_shows_the_task_in_its_column(
+    board: BoardHandle, tmp_path: Path
+) -> None:
+    board.store.create_task_list("Website")
+    added = await board_cli(
+        board,
+        *("add", "Fix the login form", "--description", "It rejects valid emails."),
+        *("--priority", "high", "--project", "website"),
+        cwd=tmp_path,
+    )
+    assert added.returncode == 0, added.stderr
+    (task,) = board.store.list_tasks(status="todo")[0]
+    assert added.stdout.strip() == f"Added {task['id']} to website (todo): Fix the login form"
+    assert (task["description"], task["priority"], task["task_list_id"]) == (
+        "It rejects valid emails.",
+        "high",
+        "website",
+    )
+    board.create_task("Ship it", status="review", assigned_to="tester-2")
+
+    listed = await board_cli(board, "list", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    todo, review = lines.index("todo (1)"), lines.index("review (1)")
+    assert todo < review  # the board's column order
+    assert lines[todo + 1].split()[:2] == [task["id"], "high"]
+    assert lines[todo + 1].endswith("Fix the login form")
+    assert lines[review + 1].split()[2] == "tester-2"
+    assert listed.stderr == ""  # no request log lines on a person's terminal
+
+
+async def test_move_back_to_todo_frees_the_task_for_a_worker(
+    board: BoardHandle, tmp_path: Path
+) -> None:
+    task = board.create_task("Rename the button", status="review", assigned_to="tester-1")
+    moved = await board_cli(board, "move", task["id"], "todo", cwd=tmp_path)
+    assert moved.returncode == 0, moved.stderr
+    assert moved.stdout.strip() == f"Moved {task['id']} to todo: Rename the button"
+    now = board.store.get_task(task["id"])
+    assert (now["status"], now["assigned_to"]) == ("todo", None)
+    # ... so the claim a worker makes takes it again.
+    assert board.store.claim_task(task["id"], "tester-3")["assigned_to"] == "tester-3"
+
+    done = await board_cli(board, "move", task["id"], "done", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert board.store.get_task(task["id"])["assigned_to"] == "tester-3"  # kept: not freed
+
+
+async def test_comment_is_a_person_s_message_to_the_agent(
+    board: BoardHandle, tmp_path: Path
+) -> None:
+    task = board.create_task("Rename the button", status="review")
+    wrote = await board_cli(
+        board, "comment", task["id"], "Call it Save, please.", "--author", "ana", cwd=tmp_path
+    )
+    assert wrote.returncode == 0, wrote.stderr
+    comments, _ = board.store.list_comments(task["id"])
+    assert [(c["author"], c["author_type"], c["comment_type"], c["content"]) for c in comments] == [
+        ("ana", "user", "human_message", "Call it Save, please.")
+    ]
+
+
+async def test_comment_on_a_board_without_comments_lands_in_the_notes(
+    make_board: MakeBoard, tmp_path: Path
+) -> None:
+    board = await make_board(profile="v1")
+    task = board.create_task("Rename the button", status="review")
+    wrote = await board_cli(
+        board, "comment", task["id"], "Call it Save.", "--author", "ana", cwd=tmp_path
+    )
+    assert wrote.returncode == 0, wrote.stderr
+    assert "notes" in wrote.stdout
+    assert "Call it Save." in (board.store.get_task(task["id"])["completion_notes"] or "")
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "sentence"),
+    [
+        (("move", "task_nope", "done"), 1, "answered 404: Task not found"),
+        (("add", " "), 1, "answered 400: title must not be empty"),
+        (("move", "task_nope", "finished"), 2, "invalid choice: 'finished'"),
+    ],
+)
+async def test_bad_input_is_one_sentence(
+    board: BoardHandle, tmp_path: Path, args: tuple[str, ...], status: int, sentence: str
+) -> None:
+    done = await board_cli(board, *args, cwd=tmp_path)
+    assert done.returncode == status
+    assert sentence in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in done.stderr
+    assert board.api_key not in done.stderr
+
+
+async def test_a_refused_key_says_so_without_the_key(board: BoardHandle, tmp_path: Path) -> None:
+    wrong = BoardHandle(
+        board.url, "tk_wrong_key_00000001", board.store, board.options, board.db_path, board.server
+    )
+    done = await board_cli(wrong, "list", cwd=tmp_path)
+    assert done.returncode == 3
+    assert "refused the API key" in done.stderr
+    assert "tk_wrong_key_00000001" not in done.stderr

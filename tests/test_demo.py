@@ -1,0 +1,56 @@
+"""`make demo` as a newcomer runs it: the page's address first, slots that overlap, each
+task's work on a branch, and nothing left running when it ends by itself."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+
+from taskinfa_worker.settings import Settings
+
+DEMO = Path(__file__).parents[1] / "examples" / "demo.py"
+
+
+def test_the_demo_opens_on_the_page_overlaps_its_slots_and_leaves_nothing(tmp_path: Path) -> None:
+    folder = tmp_path / "demo"
+    base = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
+    # No Anthropic key: the example agent, with steps short enough for a test to wait on.
+    base.pop("ANTHROPIC_API_KEY", None)
+    env = {**base, "TASKINFA_DEMO_DIR": str(folder), "DEMO_AGENT_PAUSE": "0.5"}
+    done = subprocess.run(
+        [sys.executable, str(DEMO)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert re.search(r"board's page .*: http://127\.0\.0\.1:\d+/\?login=\S+$", lines[0]), lines[0]
+    overlap = re.search(r"Up to (\d+) tasks were in progress at the same time", done.stdout)
+    assert overlap is not None, done.stdout
+    assert int(overlap.group(1)) >= 2  # several slots truly at once
+    branches = re.findall(r"branch: (taskinfa/\S+)", done.stdout)
+    assert len(branches) == 8  # every demo task delivered on a branch of its own
+    listed = subprocess.run(
+        ["git", "branch", "--list", "taskinfa/*", "--format=%(refname:short)"],
+        cwd=folder / "demo-app.git",
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert sorted(listed.stdout.split()) == sorted(branches)
+    # Nothing the demo started is still running: no board, worker or agent on its folder.
+    left = [
+        p.info["pid"]
+        for p in psutil.process_iter(["pid", "cmdline"])
+        if any(str(folder) in part for part in (p.info["cmdline"] or []))
+    ]
+    assert left == []
