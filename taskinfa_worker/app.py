@@ -7,6 +7,7 @@ from collections.abc import Callable
 from loguru import logger
 
 from taskinfa_worker.agent import become_subreaper, make_agent
+from taskinfa_worker.agent.nondumpable import make_non_dumpable
 from taskinfa_worker.check import preflight
 from taskinfa_worker.client.api import BoardClient
 from taskinfa_worker.errors import ConfigError
@@ -53,7 +54,9 @@ async def run_worker(settings: Settings) -> int:
     Whatever an operator can get wrong here (a second process under our name, an unusable
     log folder, a health port in use) ends as a ``FatalError``: one sentence, no traceback.
     """
-    name_lock = hold_name(settings)  # first: nothing of a live namesake is touched
+    # Before anything reads a secret into memory that an agent could then read from /proc.
+    make_non_dumpable()
+    name_lock = hold_name(settings)  # nothing of a live namesake is touched before this
     try:
         redactor = make_redactor(settings)
         try:
