@@ -8,6 +8,7 @@ from loguru import logger
 
 from taskinfa_worker.agent import become_subreaper, make_agent
 from taskinfa_worker.agent.nondumpable import make_non_dumpable
+from taskinfa_worker.agent.sandbox import SandboxState, sandbox_state
 from taskinfa_worker.check import preflight
 from taskinfa_worker.client.api import BoardClient
 from taskinfa_worker.errors import ConfigError
@@ -48,6 +49,15 @@ def build_pool(
     )
 
 
+def log_sandbox(state: SandboxState) -> None:
+    """The start line that says whether agents run sandboxed and why (a warning when
+    SANDBOX=auto found no usable sandbox: the operator should know the agents see more)."""
+    if not state.fell_back:
+        logger.info("agent sandbox {}: {}", "on" if state.enabled else "off", state.reason)
+    else:
+        logger.warning("agent sandbox off: {}", state.reason)
+
+
 async def run_worker(settings: Settings) -> int:
     """Run the pool until it drains; returns the process exit status.
 
@@ -85,6 +95,8 @@ async def _run_pool(settings: Settings, redactor: Redactor) -> int:
         # claim: a worker that cannot run its agent or git would only release every task.
         await preflight(settings)
         async with serve_health(settings, pool.state, metrics):
+            # Next to the pool's own start line, once nothing can stop the start any more.
+            log_sandbox(await sandbox_state(settings))
             code = await pool.run()
     logger.debug("{!r}", pool)
     return code

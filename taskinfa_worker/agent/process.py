@@ -34,6 +34,7 @@ import anyio.abc
 from loguru import logger
 
 from taskinfa_worker.agent.reaper import sweep_run
+from taskinfa_worker.agent.sandbox import SandboxLayout
 from taskinfa_worker.agent.stream import LineSplitter
 from taskinfa_worker.errors import AgentUnavailableError
 from taskinfa_worker.processes import signal_group
@@ -60,12 +61,16 @@ AGENT_FIX = "install the agent on this worker's PATH, or fix CLAUDE_BIN or AGENT
 DEATHSIG_SHIM = Path(__file__).with_name("deathsig.py")
 
 
-def launch_argv(executable: str, args: Sequence[str]) -> list[str]:
+def launch_argv(
+    executable: str, args: Sequence[str], sandbox: SandboxLayout | None = None
+) -> list[str]:
     """The argv that starts ``executable`` (found on PATH beforehand, so that a missing one
-    is a clear AgentError) under the parent-death shim where the kernel has it."""
+    is a clear AgentError), inside the sandbox when there is one, under the parent-death
+    shim where the kernel has it (the shim arms the signal, then execs bwrap or the agent)."""
+    command = [executable, *args] if sandbox is None else sandbox.command(executable, args)
     if sys.platform != "linux":
-        return [executable, *args]
-    return [sys.executable, "-I", str(DEATHSIG_SHIM), str(os.getpid()), executable, *args]
+        return command
+    return [sys.executable, "-I", str(DEATHSIG_SHIM), str(os.getpid()), *command]
 
 
 class ProcessEnd(Enum):
@@ -87,6 +92,7 @@ class ProcessSpec:
     cwd: Path
     marker: str  # "NAME=value" present in env: identifies the run's processes
     stdin: bytes | None = None  # None: /dev/null (an open, silent stdin makes claude wait)
+    sandbox: SandboxLayout | None = None  # None: run as the worker's user sees things
 
 
 @dataclass(frozen=True)
@@ -194,7 +200,7 @@ class Supervisor:
             )
         try:
             return await anyio.open_process(
-                launch_argv(executable, spec.argv[1:]),
+                launch_argv(executable, spec.argv[1:], spec.sandbox),
                 stdin=subprocess.PIPE if spec.stdin is not None else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
