@@ -62,12 +62,19 @@ DEATHSIG_SHIM = Path(__file__).with_name("deathsig.py")
 
 
 def launch_argv(
-    executable: str, args: Sequence[str], sandbox: SandboxLayout | None = None
+    executable: str,
+    args: Sequence[str],
+    sandbox: SandboxLayout | None = None,
+    search_path: str = os.defpath,
 ) -> list[str]:
-    """The argv that starts ``executable`` (found on PATH beforehand, so that a missing one
-    is a clear AgentError), inside the sandbox when there is one, under the parent-death
-    shim where the kernel has it (the shim arms the signal, then execs bwrap or the agent)."""
-    command = [executable, *args] if sandbox is None else sandbox.command(executable, args)
+    """The argv that starts ``executable`` (found on ``search_path`` beforehand, so that a
+    missing one is a clear AgentError), inside the sandbox when there is one, under the
+    parent-death shim where the kernel has it (the shim arms the signal, then execs bwrap
+    or the agent)."""
+    if sandbox is None:
+        command = [executable, *args]
+    else:
+        command = sandbox.command(executable, args, search_path)
     if sys.platform != "linux":
         return command
     return [sys.executable, "-I", str(DEATHSIG_SHIM), str(os.getpid()), *command]
@@ -193,14 +200,15 @@ class Supervisor:
     async def _start(self) -> anyio.abc.Process:
         spec = self._spec
         self._started = self._last_output = time.monotonic()
-        executable = shutil.which(spec.argv[0], path=spec.env.get("PATH", os.defpath))
+        search_path = spec.env.get("PATH", os.defpath)
+        executable = shutil.which(spec.argv[0], path=search_path)
         if executable is None:
             raise AgentUnavailableError(
                 f"cannot start {spec.argv[0]!r}: not found or not executable", fix=AGENT_FIX
             )
         try:
             return await anyio.open_process(
-                launch_argv(executable, spec.argv[1:], spec.sandbox),
+                launch_argv(executable, spec.argv[1:], spec.sandbox, search_path),
                 stdin=subprocess.PIPE if spec.stdin is not None else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,

@@ -177,33 +177,58 @@ class SandboxLayout:
     hidden: tuple[Path, ...]
     writable: tuple[Path, ...]  # the task tree first: the agent starts there
 
-    def command(self, executable: str, args: Sequence[str]) -> list[str]:
-        """The argv that runs ``executable`` (an absolute path) with ``args`` inside."""
+    def command(self, executable: str, args: Sequence[str], search_path: str) -> list[str]:
+        """The argv that runs ``executable`` (an absolute path) with ``args`` inside;
+        ``search_path`` is the agent's PATH (where a script's ``env`` finds its
+        interpreter)."""
         argv = [self.bwrap, *BASE_ARGS]
         for folder in self.hidden:
             argv += ["--tmpfs", str(folder)]
-        argv += self._reachable(executable, args)
+        argv += self._reachable(executable, search_path)
         for folder in self.writable:
             argv += ["--bind", str(folder), str(folder)]
         argv += ["--chdir", str(self.writable[0]), "--", executable, *args]
         return argv
 
-    def _reachable(self, executable: str, args: Sequence[str]) -> list[str]:
-        """Read-only binds for an agent installed inside a hidden folder (the worker's
-        checkout, a home's ~/.local): its installation and the files named on its command
-        line, nothing else of that folder."""
-        hidden = self.hidden
+    def _reachable(self, executable: str, search_path: str) -> list[str]:
+        """Read-only binds for an agent installed inside a hidden folder (pyenv or nvm in
+        a home, a tool in the worker's checkout). Only what the operator chose is bound
+        back, never what task text could name (an argument may hold the prompt): the
+        executable's installation and that of its script's interpreter."""
         binds: list[str] = []
         real = Path(executable).resolve()
-        if _under(real, hidden):
-            binds += ["--ro-bind", str(real.parent), str(real.parent)]
-        if Path(executable) != real and _under(Path(executable), hidden):
+        for shown in {self._installation(real), *self._interpreter(real, search_path)}:
+            binds += ["--ro-bind", str(shown), str(shown)]
+        if Path(executable) != real and _under(Path(executable), self.hidden):
             binds += ["--symlink", str(real), executable]
-        for arg in args:
-            path = Path(arg)
-            if path.is_absolute() and _under(path, hidden) and path.is_file():
-                binds += ["--ro-bind", arg, arg]
         return binds
+
+    def _installation(self, real: Path) -> Path:
+        """What an executable needs of its folder: its prefix for ``<prefix>/bin/x``
+        (``lib`` and ``share`` come along), its package folder for an npm ``cli.js``, only
+        the file when it sits in a hidden folder itself (its neighbours, the ``.env`` among
+        them, stay hidden)."""
+        if not _under(real, self.hidden):
+            return real
+        folder = real.parent.parent if real.parent.name == "bin" else real.parent
+        return real if folder in self.hidden or not _under(folder, self.hidden) else folder
+
+    def _interpreter(self, real: Path, search_path: str) -> list[Path]:
+        """The installation of a script's ``#!`` interpreter, when it is hidden too."""
+        try:
+            with real.open("rb") as handle:
+                first = handle.readline(256)
+        except OSError:
+            return []
+        words = first[2:].decode(errors="replace").split() if first.startswith(b"#!") else []
+        if words and words[0].endswith("/env"):
+            words = [word for word in words[1:] if not word.startswith("-")]
+            found = shutil.which(words[0], path=search_path) if words else None
+            words = [found] if found else []
+        if not words:
+            return []
+        interpreter = Path(words[0]).resolve()
+        return [self._installation(interpreter)] if _under(interpreter, self.hidden) else []
 
 
 def layout_for(
