@@ -4,8 +4,8 @@ The two long parts are mostly waiting (default intervals: a poll every 60 s, a h
 every 10 s), so they run in the background as their own processes, each with its own
 boards: ``bench.budget`` and ``bench.latency --part idle-default``. Once their workers have
 started, the CPU-bound parts run one after the other in this process: layouts, dispatch,
-busy and small-poll latency, scale. Then ``bench.report`` prints the tables and writes
-docs/benchmarks.md and docs/benchmarks.png.
+busy and small-poll latency, scale, the agent sandbox's cost. Then ``bench.report`` prints
+the tables and writes docs/benchmarks.md and docs/benchmarks.png.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import anyio
 
-from bench import dispatch, latency, layouts, report, scale
+from bench import dispatch, latency, layouts, report, sandbox, scale
 from bench.harness import OUT, PYTHON, ROOT, progress, write_result
 
 BACKGROUND_TIMEOUT = 480.0
@@ -49,6 +49,7 @@ async def foreground(tmp: Path) -> None:
         ("dispatch", lambda: dispatch.run(tmp / "dispatch")),
         ("latency-fast", lambda: latency.run(tmp / "latency", "fast")),
         ("scale", lambda: scale.run(tmp / "scale")),
+        ("sandbox", lambda: sandbox.run(tmp / "sandbox")),
     )
     for name, part in parts:
         started = time.monotonic()
@@ -66,6 +67,7 @@ def main() -> int:
         "latency-fast",
         "latency-idle-default",
         "scale",
+        "sandbox",
         "run",
     ):
         (OUT / f"{name}.json").unlink(missing_ok=True)  # chaos results stay

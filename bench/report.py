@@ -320,6 +320,36 @@ def scale_section(scale: dict[str, Any] | None) -> str:
     )
 
 
+def sandbox_section(result: dict[str, Any] | None) -> str:
+    if not result:
+        return "_sandbox: no result_"
+    if not result.get("available"):
+        return f"_sandbox: not measured on this machine ({result.get('reason', '?')})_"
+    rows = []
+    for mode, label in (("off", "SANDBOX=off"), ("on", "SANDBOX=on (bwrap)")):
+        values = result[mode]
+        rows.append(
+            [
+                label,
+                _fmt(values["start"]["p50"], 1),
+                _fmt(values["start"]["p90"], 1),
+                _fmt(values["wall"]["p50"], 1),
+                _fmt(values["cpu"]["mean"], 1),
+            ]
+        )
+    return (
+        table(
+            ["agent run", "start p50 (ms)", "start p90 (ms)", "whole run p50 (ms)", "CPU (ms)"],
+            rows,
+        )
+        + f"\n\n{result['runs']} runs of each, alternating; the agent prints one line and exits "
+        "(`sh -c 'echo started'`). Start: from the Supervisor starting the process to that "
+        "line. CPU: user + system of every process the run took (the parent-death shim, "
+        f"bwrap, the agent). The probe `SANDBOX=auto` makes once at start: "
+        f"{result['probe_ms']:.0f} ms."
+    )
+
+
 # --- chart ------------------------------------------------------------------------------------
 def chart(results: dict[str, dict[str, Any] | None], path: Path) -> None:
     import matplotlib
@@ -415,6 +445,7 @@ def load() -> dict[str, dict[str, Any] | None]:
         "latency_fast": read_result("latency-fast"),
         "latency_idle": read_result("latency-idle-default"),
         "scale": read_result("scale"),
+        "sandbox": read_result("sandbox"),
     }
 
 
@@ -463,6 +494,13 @@ for finishing work) and in line behind the other free slots.
 
 {scale_section(results["scale"])}
 
+## The agent sandbox
+
+{sandbox_section(results["sandbox"])}
+
+The other parts above run with the default `SANDBOX=auto`, so their agents were sandboxed
+wherever `bwrap` worked on the machine.
+
 ## Reproducing
 
 ```bash
@@ -474,6 +512,7 @@ python -m bench.dispatch --tasks 1000 --slots 32
 python -m bench.latency --part fast
 python -m bench.latency --part idle-default
 python -m bench.scale --slots 256
+python -m bench.sandbox --runs 40
 python -m bench.report           # tables, this file and the chart from bench/out/*.json
 ```
 """
