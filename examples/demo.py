@@ -182,6 +182,9 @@ def start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "taskinfa_worker", "run", "--concurrency", "3", "--exit-when-idle"],
         env=env,  # same process group: Ctrl-C reaches the worker directly
+        # Not the checkout: the agents' sandbox hides the worker's working directory, and
+        # the demo agent is a script in the checkout (a .env there is not the demo's either).
+        cwd=DEMO,
     )
 
 
