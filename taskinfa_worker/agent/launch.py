@@ -31,8 +31,9 @@ from taskinfa_worker.agent.process import (
     Supervisor,
     interrupted,
 )
-from taskinfa_worker.agent.sandbox import layout_for, sandbox_state
+from taskinfa_worker.agent.sandbox import SANDBOX_FIX, layout_for, sandbox_state
 from taskinfa_worker.agent.transcript import Transcript
+from taskinfa_worker.errors import AgentUnavailableError
 from taskinfa_worker.redact import Redactor
 from taskinfa_worker.settings import Settings, environment_snapshot
 
@@ -76,6 +77,10 @@ class SupervisedAgent:
         env = agent_environment(s, runtime, marker=marker, parent=parent)
         env.update(extra)
         sandbox = await sandbox_state(s)
+        if sandbox.refused:
+            # `run` refuses to start first; this keeps any other caller from running an
+            # agent unsandboxed that SANDBOX=on promised would not be.
+            raise AgentUnavailableError(sandbox.reason, fix=SANDBOX_FIX)
         slot_dirs = (runtime.config_dir, runtime.tmp_dir, runtime.run_dir)
         return ProcessSpec(
             argv=argv,

@@ -40,6 +40,11 @@ from taskinfa_worker.settings import Settings
 BWRAP = "bwrap"
 # A probe that takes longer than this is a broken bwrap, not a slow one (it takes ~ms).
 PROBE_TIMEOUT = 10.0
+# What an operator does about SANDBOX=on where bwrap cannot run.
+SANDBOX_FIX = (
+    "install bubblewrap and allow user namespaces (docs/operations.md#agent-sandbox), "
+    "or set SANDBOX=auto"
+)
 # Where container runtimes mount secrets (Docker, Kubernetes service account tokens).
 SECRET_MOUNTS = (Path("/run/secrets"), Path("/var/run/secrets"))
 # Namespaces and mounts every sandboxed run gets; the probe starts with the same ones.

@@ -20,10 +20,15 @@ from pathlib import Path
 import anyio
 import pytest
 
+from taskinfa_worker.agent import CommandAgent
+from taskinfa_worker.agent import sandbox as sandbox_module
 from taskinfa_worker.agent.process import Limits, ProcessEnd, ProcessSpec, Supervisor
 from taskinfa_worker.agent.reaper import find_run_processes
 from taskinfa_worker.agent.sandbox import SandboxLayout, layout_for, sandbox_state
+from taskinfa_worker.errors import AgentUnavailableError
+from taskinfa_worker.redact import Redactor
 from taskinfa_worker.settings import Settings
+from tests.agent.support import JobFactory
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -222,3 +227,21 @@ async def test_the_agent_dies_with_a_killed_worker(tmp_path: Path) -> None:
     while find_run_processes(marker.encode(), None) and time.monotonic() < deadline:
         await anyio.sleep(0.05)
     assert find_run_processes(marker.encode(), None) == []
+
+
+async def test_sandbox_on_never_runs_an_agent_unsandboxed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, jobs: JobFactory
+) -> None:
+    """Whoever runs the agent (not only `run`, which refuses to start): a worker fault."""
+    fake = tmp_path / "fake-bin" / "bwrap"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(sandbox_module, "_probed", None)
+    settings = sandbox_settings(tmp_path).model_copy(
+        update={"agent": "command", "agent_command": f"{sys.executable} -c pass"}
+    )
+    with pytest.raises(AgentUnavailableError, match="SANDBOX=on but") as raised:
+        await CommandAgent(settings, Redactor([])).run(jobs())
+    assert "bubblewrap" in raised.value.fix
