@@ -5,9 +5,9 @@ production: root could read everything anyway), on the local board, with
 ``tests/fakes/hostile_agent.py [escape]`` as its agent. Around it the test plants what an
 agent must not reach: the board key in the worker's environment and its ``.env``, a secret
 in the worker's home, the Claude credentials' source, a kept sibling task tree with a
-canary, another slot's config dir with credentials, an old transcript in ``LOG_DIR``; and a
-decoy process of the same user with the key in its environment, which shows that the
-agent's scan does find a key wherever the kernel lets it read.
+canary, a project's mirror, another slot's config dir with credentials, an old transcript
+in ``LOG_DIR``; and a decoy process of the same user with the key in its environment,
+which shows that the agent's scan does find a key wherever the kernel lets it read.
 
 With the sandbox on every attempt fails. With it off the worker's own process stays closed
 (it is non-dumpable) and marked leftovers are swept; the rest is open, and the test says so,
@@ -50,6 +50,7 @@ READS = {
     "home secret": "home/.git-credentials",
     "claude credentials source": "claude-source/.credentials.json",
     "sibling task tree": "workspace/tasks/task_sibling-0001/CANARY",
+    "a project's mirror": "workspace/repos/project-0001.git/HEAD",
     "other slot's credentials": f"workspace/.agents/{BOT}-2/config/.credentials.json",
     "transcript": f"logs/{BOT}/task_old/attempt-1-20250101T000000Z.jsonl",
 }
