@@ -202,24 +202,26 @@ class SandboxLayout:
         executable's installation and that of its script's interpreter."""
         binds: list[str] = []
         real = Path(executable).resolve()
-        for shown in {self._installation(real), *self._interpreter(real, search_path)}:
+        needed = [real, *self._interpreter(real, search_path)]
+        for shown in sorted({self._installation(path) for path in needed if self._hides(path)}):
             binds += ["--ro-bind", str(shown), str(shown)]
-        if Path(executable) != real and _under(Path(executable), self.hidden):
+        if Path(executable) != real and self._hides(Path(executable)):
             binds += ["--symlink", str(real), executable]
         return binds
+
+    def _hides(self, path: Path) -> bool:
+        return _under(path, self.hidden)
 
     def _installation(self, real: Path) -> Path:
         """What an executable needs of its folder: its prefix for ``<prefix>/bin/x``
         (``lib`` and ``share`` come along), its package folder for an npm ``cli.js``, only
         the file when it sits in a hidden folder itself (its neighbours, the ``.env`` among
         them, stay hidden)."""
-        if not _under(real, self.hidden):
-            return real
         folder = real.parent.parent if real.parent.name == "bin" else real.parent
-        return real if folder in self.hidden or not _under(folder, self.hidden) else folder
+        return real if folder in self.hidden or not self._hides(folder) else folder
 
     def _interpreter(self, real: Path, search_path: str) -> list[Path]:
-        """The installation of a script's ``#!`` interpreter, when it is hidden too."""
+        """A script's ``#!`` interpreter, resolved (``env`` looks it up on the PATH)."""
         try:
             with real.open("rb") as handle:
                 first = handle.readline(256)
@@ -232,8 +234,7 @@ class SandboxLayout:
             words = [found] if found else []
         if not words:
             return []
-        interpreter = Path(words[0]).resolve()
-        return [self._installation(interpreter)] if _under(interpreter, self.hidden) else []
+        return [Path(words[0]).resolve()]
 
 
 def layout_for(
