@@ -498,8 +498,8 @@ for finishing work) and in line behind the other free slots.
 
 {sandbox_section(results["sandbox"])}
 
-The other parts above run with the default `SANDBOX=auto`, so their agents were sandboxed
-wherever `bwrap` worked on the machine.
+The other parts run with `SANDBOX=off`: their agents talk to the benchmark through files
+outside their trees (the scale gate, the chaos ledger), which the sandbox would hide.
 
 ## Reproducing
 
