@@ -4,8 +4,9 @@ The two long parts are mostly waiting (default intervals: a poll every 60 s, a h
 every 10 s), so they run in the background as their own processes, each with its own
 boards: ``bench.budget`` and ``bench.latency --part idle-default``. Once their workers have
 started, the CPU-bound parts run one after the other in this process: layouts, dispatch,
-busy and small-poll latency, scale, the stream-json reader, open pages. Then
-``bench.report`` prints the tables and writes docs/benchmarks.md and docs/benchmarks.png.
+busy and small-poll latency, scale, the stream-json reader, open pages, the agent
+sandbox's cost. Then ``bench.report`` prints the tables and writes docs/benchmarks.md and
+docs/benchmarks.png.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import anyio
 
-from bench import dispatch, latency, layouts, pages, report, scale, stream_reader
+from bench import dispatch, latency, layouts, pages, report, sandbox, scale, stream_reader
 from bench.harness import OUT, PYTHON, ROOT, progress, write_result
 
 BACKGROUND_TIMEOUT = 480.0
@@ -51,6 +52,7 @@ async def foreground(tmp: Path) -> None:
         ("scale", lambda: scale.run(tmp / "scale")),
         ("stream", lambda: stream_reader.run(tmp / "stream")),
         ("pages", lambda: pages.run(tmp / "pages")),
+        ("sandbox", lambda: sandbox.run(tmp / "sandbox")),
     )
     for name, part in parts:
         started = time.monotonic()
@@ -70,6 +72,7 @@ def main() -> int:
         "scale",
         "stream",
         "pages",
+        "sandbox",
         "run",
     ):
         (OUT / f"{name}.json").unlink(missing_ok=True)  # chaos results stay

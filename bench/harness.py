@@ -204,6 +204,10 @@ def worker_env(board: BenchBoard, root: Path, bot_name: str, **settings: Any) ->
         "WORKSPACE_DIR": str(root / "workspace"),
         "LOG_DIR": str(root / "logs"),
         "LOG_FORMAT": "json",
+        # The benchmarks' agents talk to the benchmark through files outside their trees
+        # (the scale gate, the chaos ledger), and their pids are read from outside: they
+        # run unsandboxed, and bench.sandbox measures what the sandbox costs on its own.
+        "SANDBOX": "off",
     }
     env.update({name.upper(): str(value) for name, value in settings.items()})
     return env

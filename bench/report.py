@@ -1,5 +1,6 @@
 """Tables and a chart from the parts' results: stdout, docs/benchmarks.md, docs/benchmarks.png.
 
+python -m bench.sandbox --runs 40
 python -m bench.report      (re-renders from bench/out/*.json without measuring again)
 """
 
@@ -354,6 +355,36 @@ def scale_section(scale: dict[str, Any] | None) -> str:
     )
 
 
+def sandbox_section(result: dict[str, Any] | None) -> str:
+    if not result:
+        return "_sandbox: no result_"
+    if not result.get("available"):
+        return f"_sandbox: not measured on this machine ({result.get('reason', '?')})_"
+    rows = []
+    for mode, label in (("off", "SANDBOX=off"), ("on", "SANDBOX=on (bwrap)")):
+        values = result[mode]
+        rows.append(
+            [
+                label,
+                _fmt(values["start"]["p50"], 1),
+                _fmt(values["start"]["p90"], 1),
+                _fmt(values["wall"]["p50"], 1),
+                _fmt(values["cpu"]["mean"], 1),
+            ]
+        )
+    return (
+        table(
+            ["agent run", "start p50 (ms)", "start p90 (ms)", "whole run p50 (ms)", "CPU (ms)"],
+            rows,
+        )
+        + f"\n\n{result['runs']} runs of each, alternating; the agent prints one line and exits "
+        "(`sh -c 'echo started'`). Start: from the Supervisor starting the process to that "
+        "line. CPU: user + system of every process the run took (the parent-death shim, "
+        f"bwrap, the agent). The probe `SANDBOX=auto` makes once at start: "
+        f"{result['probe_ms']:.0f} ms."
+    )
+
+
 def pages_section(pages: dict[str, Any] | None) -> str:
     if not pages:
         return "_pages: no result_"
@@ -532,6 +563,7 @@ def load() -> dict[str, dict[str, Any] | None]:
         "scale": read_result("scale"),
         "stream": read_result("stream"),
         "pages": read_result("pages"),
+        "sandbox": read_result("sandbox"),
     }
 
 
@@ -587,6 +619,13 @@ for finishing work) and in line behind the other free slots.
 ## Open kanban pages while the pool works
 
 {pages_section(results["pages"])}
+
+## The agent sandbox
+
+{sandbox_section(results["sandbox"])}
+
+The other parts run with `SANDBOX=off`: their agents talk to the benchmark through files
+outside their trees (the scale gate, the chaos ledger), which the sandbox would hide.
 
 ## Reproducing
 

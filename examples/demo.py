@@ -216,6 +216,9 @@ def start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
             *("--concurrency", str(SLOTS), "--exit-when-idle"),
         ],
         env=env,  # same process group: Ctrl-C reaches the worker directly
+        # Not the checkout: the agents' sandbox hides the worker's working directory, and
+        # the demo agent is a script in the checkout (a .env there is not the demo's either).
+        cwd=DEMO,
     )
 
 

@@ -8,6 +8,8 @@ import anyio
 from loguru import logger
 
 from taskinfa_worker.agent import become_subreaper, make_agent
+from taskinfa_worker.agent.nondumpable import make_non_dumpable
+from taskinfa_worker.agent.sandbox import SandboxState, sandbox_state
 from taskinfa_worker.check import preflight
 from taskinfa_worker.client.api import BoardClient
 from taskinfa_worker.errors import PreflightError
@@ -49,6 +51,15 @@ def build_pool(
     )
 
 
+def log_sandbox(state: SandboxState) -> None:
+    """The start line that says whether agents run sandboxed and why (a warning when
+    SANDBOX=auto found no usable sandbox: the operator should know the agents see more)."""
+    if not state.fell_back:
+        logger.info("agent sandbox {}: {}", "on" if state.enabled else "off", state.reason)
+    else:
+        logger.warning("agent sandbox off: {}", state.reason)
+
+
 async def run_worker(settings: Settings) -> int:
     """Run the pool until it drains; returns the process exit status.
 
@@ -56,7 +67,9 @@ async def run_worker(settings: Settings) -> int:
     log folder, a health port in use) ends as a ``FatalError``: one sentence, no traceback,
     before any task is claimed.
     """
-    name_lock = hold_name(settings)  # first: nothing of a live namesake is touched
+    # Before anything reads a secret into memory that an agent could then read from /proc.
+    make_non_dumpable()
+    name_lock = hold_name(settings)  # nothing of a live namesake is touched before this
     watch_children_with_pidfd()
     try:
         redactor = make_redactor(settings)
@@ -82,6 +95,8 @@ async def _run_pool(settings: Settings, redactor: Redactor) -> int:
         # and one whose health port is taken would never turn ready.
         await preflight(settings)
         async with serve_health(settings, pool.state, metrics):
+            # Next to the pool's own start line, once nothing can stop the start any more.
+            log_sandbox(await sandbox_state(settings))
             try:
                 code = await _with_status(status, pool)
             finally:

@@ -2,7 +2,7 @@
 
 ``run_checks`` tries everything a run needs, one line per check, before any task is
 claimed: the board (reachable, key accepted, atomic claim route), the agent executable,
-git, the folders the worker writes to, and the health port::
+git, the agent sandbox, the folders the worker writes to, and the health port::
 
     ok    settings valid (BOT_NAME=bot, CONCURRENCY=4, AGENT=claude)
     ok    board reachable (http://localhost:3000/api)
@@ -34,6 +34,7 @@ from urllib.parse import quote
 import aiohttp
 import anyio
 
+from taskinfa_worker.agent.sandbox import sandbox_state
 from taskinfa_worker.client.answer import excerpt
 from taskinfa_worker.client.api import BoardClient, Lane
 from taskinfa_worker.errors import (
@@ -109,6 +110,7 @@ class _Checks:
         return [
             self.check_agent,
             self.check_credentials,
+            self.check_sandbox,
             self.check_git,
             self.check_workspace,
             self.check_log_dir,
@@ -308,6 +310,12 @@ class _Checks:
                 "another way to log in",
             )
         )
+
+    async def check_sandbox(self) -> None:
+        state = await sandbox_state(self.settings)
+        outcome: Outcome = "FAIL" if state.refused else "warn" if state.fell_back else "ok"
+        label = "agent sandbox on" if state.enabled else "agent sandbox off"
+        self.report(Check(outcome, label, state.reason))
 
     async def check_git(self) -> None:
         found = shutil.which("git")

@@ -7,8 +7,8 @@ setting cannot exist without its flag, env var and ``--help`` line. Flags defaul
 Exit status: 0 done, 1 unexpected error, 2 bad settings or flags, 3 the board refused the
 key, 4 a worker fault stopped the claims (with --exit-when-idle: the agent's key refused,
 the agent or git missing, the workspace or network unusable), 5 another live worker runs
-under this BOT_NAME, 6 the start-up checks failed (the agent, git, a folder, the health port),
-130 a third signal.
+under this BOT_NAME, 6 the start-up checks failed (the agent, git, a folder, the health port,
+or SANDBOX=on where the agent sandbox cannot run), 130 a third signal.
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ EXIT_CONFIG = 2
 EXIT_AUTH = 3
 EXIT_WORKER_FAULT = 4  # a worker fault stopped the claims and --exit-when-idle gave up
 EXIT_NAME_TAKEN = 5  # another live process already works under this BOT_NAME
-EXIT_PREFLIGHT = 6  # a start-up check (agent, git, folders, port) failed before any claim
+EXIT_PREFLIGHT = 6  # a start-up check (agent, sandbox, git, folders, port) failed before any claim
 
 
 class TaskinfaWorkerError(Exception):
@@ -152,7 +152,7 @@ class NameTakenError(FatalError):
 
 
 class PreflightError(FatalError):
-    """A check ``run`` makes before claiming anything failed (agent, git, folders, port)."""
+    """A check before any claim failed (agent, sandbox, git, folders, port)."""
 
     exit_status = EXIT_PREFLIGHT
 

@@ -246,6 +246,13 @@ class Settings(BaseSettings):
     kill_grace: float = setting(
         10.0, group="Agent", help="Seconds between SIGTERM and SIGKILL.", ge=0
     )
+    sandbox: Literal["auto", "on", "off"] = setting(
+        "auto",
+        group="Agent",
+        help="Run each agent in a bubblewrap sandbox that sees only its own task tree and "
+        "slot: auto (when bwrap works here, else one warning and none), on (refuse to start "
+        "without it), off.",
+    )
     progress_interval: PositiveSeconds = setting(
         60.0, group="Agent", help="At most one progress comment per this many seconds."
     )

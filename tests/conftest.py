@@ -7,7 +7,7 @@ at teardown; ``board`` is one with the defaults, and ``board_client`` a ``BoardC
 it. The rate limit is off unless a test asks for it, whatever the profile, so tests never
 meet a 429 by accident. Pass a ``FakeClock`` as
 ``clock`` to move the board's time (timestamps, worker liveness, rate-limit window)
-without sleeping.
+without sleeping. Every test runs with ``SANDBOX=off`` unless it sets it.
 """
 
 from __future__ import annotations
@@ -26,6 +26,14 @@ from taskinfa_worker.board import BoardStore, options_for, start_board
 from taskinfa_worker.board.store import Clock
 from taskinfa_worker.client.api import BoardClient
 from tests.board_support import BoardHandle, MakeBoard
+
+
+@pytest.fixture(autouse=True)
+def _no_sandbox_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Agents run unsandboxed in tests, whether or not bwrap works on the machine: the
+    sandbox has tests of its own (tests/agent/test_sandbox*.py) that set SANDBOX, and the
+    rest must behave the same everywhere (their fakes write outside their trees)."""
+    monkeypatch.setenv("SANDBOX", "off")
 
 
 @pytest.fixture

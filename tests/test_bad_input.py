@@ -427,6 +427,9 @@ def _worker_env(url: str, key: str, root: Path, template: str, bot: str) -> dict
         "MAX_POLL_INTERVAL": "0.2",
         "RATE_LIMIT": "6000",
         "KILL_GRACE": "2",
+        # The agent writes its dump outside its tree; tests/agent/test_escapes.py runs the
+        # same agent sandboxed.
+        "SANDBOX": "off",
         "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
     }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 import socket
 import sys
@@ -13,6 +14,7 @@ import psutil
 import pytest
 
 from taskinfa_worker import check
+from taskinfa_worker.agent import sandbox
 from taskinfa_worker.check import run_checks, show_status
 from taskinfa_worker.health import serve_health
 from taskinfa_worker.metrics import Metrics
@@ -331,3 +333,48 @@ async def test_sessions_are_reported_as_the_board_has_them(
     assert status == 0, lines
     label = expected[6:].split(" (")[0]
     assert lines[label].startswith(expected), lines
+
+
+def failing_bwrap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bwrap that fails as in a container without user namespaces, probed afresh."""
+    folder = tmp_path / "fake-bin"
+    folder.mkdir()
+    fake = script(
+        folder / "bwrap", "import sys\nsys.exit('bwrap: No permissions to create new namespace')"
+    )
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    monkeypatch.setattr(sandbox, "_probed", None)
+
+
+@pytest.mark.parametrize(
+    ("mode", "outcome", "words"),
+    [
+        ("off", "ok  ", "agent sandbox off: SANDBOX=off"),
+        ("auto", "warn", "agent sandbox off: SANDBOX=auto: "),
+        ("on", "FAIL", "agent sandbox off: SANDBOX=on but "),
+    ],
+)
+async def test_the_sandbox_line_says_which_is_in_force_and_why(
+    tmp_path: Path,
+    board: BoardHandle,
+    monkeypatch: pytest.MonkeyPatch,
+    mode: str,
+    outcome: str,
+    words: str,
+) -> None:
+    failing_bwrap(tmp_path, monkeypatch)
+    status, lines = await checks(make_settings(tmp_path, board, sandbox=mode))
+    line = lines["agent sandbox off"]
+    assert line.startswith(f"{outcome}  {words}"), line
+    if mode != "off":
+        assert "No permissions to create new namespace" in line
+        assert "user namespaces" in line  # and what the runtime must allow
+    assert status == (1 if mode == "on" else 0)
+
+
+async def test_a_working_sandbox_is_said_to_be_on(tmp_path: Path, board: BoardHandle) -> None:
+    probe = await sandbox.probe_bwrap()
+    if probe.bwrap is None:
+        pytest.skip(f"no sandbox here: {probe.reason}")
+    _status, lines = await checks(make_settings(tmp_path, board, sandbox="auto"))
+    assert lines["agent sandbox on"].startswith("ok    agent sandbox on: SANDBOX=auto: ")

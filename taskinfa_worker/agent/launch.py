@@ -2,7 +2,7 @@
 
 An agent builds its command line and reads its output; ``SupervisedAgent`` does the rest of
 a run the same way for all of them: the slot's runtime folders and environment, the run's
-marker and limits, the transcript's ``start`` and ``end`` notes around the Supervisor, and
+marker, sandbox and limits, the transcript's ``start`` and ``end`` notes around the Supervisor, and
 the reason given when a limit stopped the process.
 """
 
@@ -31,7 +31,9 @@ from taskinfa_worker.agent.process import (
     Supervisor,
     interrupted,
 )
+from taskinfa_worker.agent.sandbox import SANDBOX_FIX, layout_for, sandbox_state
 from taskinfa_worker.agent.transcript import Transcript
+from taskinfa_worker.errors import AgentUnavailableError
 from taskinfa_worker.redact import Redactor
 from taskinfa_worker.settings import Settings, environment_snapshot
 
@@ -74,8 +76,19 @@ class SupervisedAgent:
         parent = self._parent_env if self._parent_env is not None else environment_snapshot()
         env = agent_environment(s, runtime, marker=marker, parent=parent)
         env.update(extra)
+        sandbox = await sandbox_state(s)
+        if sandbox.refused:
+            # `run` refuses to start first; this keeps any other caller from running an
+            # agent unsandboxed that SANDBOX=on promised would not be.
+            raise AgentUnavailableError(sandbox.reason, fix=SANDBOX_FIX)
+        slot_dirs = (runtime.config_dir, runtime.tmp_dir, runtime.run_dir)
         return ProcessSpec(
-            argv=argv, env=env, cwd=job.workspace, marker=f"{MARKER_VAR}={marker}", stdin=stdin
+            argv=argv,
+            env=env,
+            cwd=job.workspace,
+            marker=f"{MARKER_VAR}={marker}",
+            stdin=stdin,
+            sandbox=layout_for(sandbox, s, tree=job.workspace, slot_dirs=slot_dirs),
         )
 
     def _supervisor(

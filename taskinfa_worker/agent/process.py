@@ -34,6 +34,7 @@ import anyio.abc
 from loguru import logger
 
 from taskinfa_worker.agent.reaper import LIVE_SESSIONS, read_proc, sweep_run
+from taskinfa_worker.agent.sandbox import SandboxLayout
 from taskinfa_worker.agent.stream import LineSplitter
 from taskinfa_worker.errors import AgentUnavailableError
 from taskinfa_worker.processes import signal_group
@@ -60,14 +61,25 @@ AGENT_FIX = "install the agent on this worker's PATH, or fix CLAUDE_BIN or AGENT
 DEATHSIG_SHIM = Path(__file__).with_name("deathsig.py")
 
 
-def launch_argv(executable: str, args: Sequence[str]) -> list[str]:
-    """The argv that starts ``executable`` (found on PATH beforehand, so that a missing one
-    is a clear AgentError) under the parent-death shim where the kernel has it."""
+def launch_argv(
+    executable: str,
+    args: Sequence[str],
+    sandbox: SandboxLayout | None = None,
+    search_path: str = os.defpath,
+) -> list[str]:
+    """The argv that starts ``executable`` (found on ``search_path`` beforehand, so that a
+    missing one is a clear AgentError), inside the sandbox when there is one, under the
+    parent-death shim where the kernel has it (the shim arms the signal, then execs bwrap
+    or the agent)."""
+    if sandbox is None:
+        command = [executable, *args]
+    else:
+        command = sandbox.command(executable, args, search_path)
     if sys.platform != "linux":
-        return [executable, *args]
+        return command
     # -I: nothing from the environment or the working folder; -S: no site-packages, which
     # the shim does not need (stdlib only) and which halved its start (~50 -> ~28 ms).
-    return [sys.executable, "-I", "-S", str(DEATHSIG_SHIM), str(os.getpid()), executable, *args]
+    return [sys.executable, "-I", "-S", str(DEATHSIG_SHIM), str(os.getpid()), *command]
 
 
 class ProcessEnd(Enum):
@@ -89,6 +101,7 @@ class ProcessSpec:
     cwd: Path
     marker: str  # "NAME=value" present in env: identifies the run's processes
     stdin: bytes | None = None  # None: /dev/null (an open, silent stdin makes claude wait)
+    sandbox: SandboxLayout | None = None  # None: run as the worker's user sees things
 
 
 @dataclass(frozen=True)
@@ -193,14 +206,15 @@ class Supervisor:
     async def _start(self) -> anyio.abc.Process:
         spec = self._spec
         self._started = self._last_output = time.monotonic()
-        executable = shutil.which(spec.argv[0], path=spec.env.get("PATH", os.defpath))
+        search_path = spec.env.get("PATH", os.defpath)
+        executable = shutil.which(spec.argv[0], path=search_path)
         if executable is None:
             raise AgentUnavailableError(
                 f"cannot start {spec.argv[0]!r}: not found or not executable", fix=AGENT_FIX
             )
         try:
             return await anyio.open_process(
-                launch_argv(executable, spec.argv[1:]),
+                launch_argv(executable, spec.argv[1:], spec.sandbox, search_path),
                 stdin=subprocess.PIPE if spec.stdin is not None else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,

@@ -14,6 +14,7 @@ import anyio
 import pytest
 
 from taskinfa_worker.agent import ClaudeAgent
+from taskinfa_worker.agent.sandbox import sandbox_state
 from taskinfa_worker.redact import Redactor
 from tests.agent.real_cli import REAL_CLI, real_cli_job, real_cli_settings
 from tests.agent.scripted_messages_api import ScriptedMessagesAPI, ToolUse, Turn, serve
@@ -63,3 +64,36 @@ async def test_long_prompt_reaches_the_model_through_stdin(tmp_path: Path) -> No
     assert outcome.result_text == "Read it all."
     assert transcript_lines(job)[0]["prompt_on_stdin"] is True
     assert "THE-END-OF-THE-DESCRIPTION" in sent
+
+
+async def test_the_real_cli_works_inside_the_sandbox_and_sees_only_its_task(
+    tmp_path: Path,
+) -> None:
+    """Node, the CLI's config dir and temporary folders all work through bwrap, while the
+    worker's checkout (pytest's working directory) is an empty folder to its Bash tool."""
+    key = f"sk-ant-test-{secrets.token_hex(16)}"
+    checkout = Path.cwd() / "pyproject.toml"
+    command = (
+        f"echo inside > done.txt; cat {checkout} >/dev/null 2>&1 && echo VIS''IBLE || echo HID''DEN"
+    )
+    async with serve(ScriptedMessagesAPI()) as api:
+        api.api_key = key
+        api.add(
+            Turn(tool_uses=(ToolUse("Bash", {"command": command, "description": "probe"}),)),
+            Turn(text="Looked around."),
+        )
+        job = real_cli_job(tmp_path, "Real CLI", "Look around.")
+        settings = real_cli_settings(tmp_path, api, key, sandbox="on")
+        state = await sandbox_state(settings)
+        if not state.enabled:
+            pytest.skip(f"no sandbox here: {state.reason}")
+        agent = ClaudeAgent(settings, Redactor([key]))
+        with anyio.fail_after(90):
+            outcome = await agent.run(job)
+        tool_result = str(api.main_requests[-1].body)
+
+    assert outcome.success, outcome
+    assert (job.workspace / "done.txt").read_text() == "inside\n"
+    # The quotes keep the words out of the command's own text, which the request repeats.
+    assert "HIDDEN" in tool_result
+    assert "VISIBLE" not in tool_result

@@ -15,16 +15,174 @@ injection would. Then a marker in the prompt picks the output:
     [binary]       1 MB of random bytes
     [silent]       prints nothing at all and succeeds
     [stderr-exit]  only stderr, exit status 3
+    [escape]       tries every way out of its task (below), prints ``ESCAPE-REPORT {json}``
 Everything exits 0 unless the marker says otherwise.
+
+``[escape]`` is the prompt-injected agent of tests/agent/test_escapes.py. It looks for the
+board key (``tk_`` followed by 16 or more key characters) in every process's environ, mem
+and open files it can reach, reads the files named in ``$HOSTILE_TARGETS`` (a JSON object:
+``read``: label to path, ``write``: label to path), signals the worker (its pid is in
+``$TASKINFA_AGENT_OWNER``; a real SIGKILL with ``[escape-kill]``, else signal 0, which only
+asks whether it could) and leaves two processes behind in sessions of their own, one that
+keeps the run's marker and one that drops its whole environment, each named by
+``$HOSTILE_TOKEN`` on its command line. The report has sha256 digests of the keys it found,
+never the keys, so that a transcript shows what leaked without leaking it again.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
 import json
 import os
+import re
+import signal
+import stat
 import sys
 from pathlib import Path
+from typing import Any
+
+KEY_PATTERN = re.compile(rb"tk_[A-Za-z0-9_]{16,}")
+# Bytes read from one process's memory at most: the heap and stack of a Python worker.
+MEM_LIMIT = 256 * 1024 * 1024
+
+
+def _digests(data: bytes) -> list[str]:
+    return sorted({hashlib.sha256(m).hexdigest() for m in KEY_PATTERN.findall(data)})
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(MEM_LIMIT)
+    except OSError:
+        return None
+
+
+def _findings(opened: list[str], found: dict[str, set[str]]) -> dict[str, Any]:
+    """Which pids it could open, and the key digests found in each."""
+    keys = {pid: sorted(digests) for pid, digests in found.items() if digests}
+    return {"opened": sorted(set(opened), key=int), "keys": keys}
+
+
+def _pids() -> list[str]:
+    me = str(os.getpid())
+    return [name for name in os.listdir("/proc") if name.isdigit() and name != me]
+
+
+def _scan_environ() -> dict[str, Any]:
+    opened: list[str] = []
+    found: dict[str, set[str]] = {}
+    for pid in _pids():
+        tasks = [f"/proc/{pid}/environ"]
+        with contextlib.suppress(OSError):
+            tasks += [f"/proc/{pid}/task/{tid}/environ" for tid in os.listdir(f"/proc/{pid}/task")]
+        for path in tasks:
+            data = _read(path)
+            if data is not None:
+                opened.append(pid)
+                found.setdefault(pid, set()).update(_digests(data))
+    return _findings(opened, found)
+
+
+def _scan_mem() -> dict[str, Any]:
+    opened: list[str] = []
+    found: dict[str, set[str]] = {}
+    for pid in _pids():
+        maps = _read(f"/proc/{pid}/maps")
+        try:
+            mem = open(f"/proc/{pid}/mem", "rb")  # noqa: SIM115 - closed below
+        except OSError:
+            continue
+        with mem:
+            budget = MEM_LIMIT
+            for line in (maps or b"").splitlines():
+                fields = line.split()
+                if len(fields) < 2 or not fields[1].startswith(b"rw"):
+                    continue
+                start, end = (int(x, 16) for x in fields[0].split(b"-"))
+                size = min(end - start, budget)
+                try:
+                    mem.seek(start)
+                    chunk = mem.read(size)
+                except (OSError, OverflowError, ValueError):
+                    continue
+                opened.append(pid)
+                found.setdefault(pid, set()).update(_digests(chunk))
+                budget -= len(chunk)
+                if budget <= 0:
+                    break
+    return _findings(opened, found)
+
+
+def _scan_fds() -> dict[str, Any]:
+    opened: list[str] = []
+    found: dict[str, set[str]] = {}
+    for pid in _pids():
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        opened.append(pid)
+        for fd in fds:
+            path = f"/proc/{pid}/fd/{fd}"
+            try:
+                if not stat.S_ISREG(os.stat(path).st_mode):
+                    continue  # a pipe or socket would block the read
+            except OSError:
+                continue
+            data = _read(path)
+            if data:
+                found.setdefault(pid, set()).update(_digests(data))
+    return _findings(opened, found)
+
+
+def _leave_behind(token: str, keep_env: bool) -> None:
+    """A double-forked process in a session of its own, as a daemon started by an agent."""
+    if os.fork() != 0:
+        return
+    os.setsid()
+    if os.fork() != 0:
+        os._exit(0)
+    env = dict(os.environ) if keep_env else {}
+    kind = "marked" if keep_env else "unmarked"
+    os.execve(  # noqa: S606 - a fixed argv, like any daemon an agent could start
+        sys.executable,
+        [sys.executable, "-c", "import time; time.sleep(600)", token, kind],
+        env,
+    )
+
+
+def escape(prompt: str) -> dict[str, Any]:
+    """Every way out it knows; what it reached, as data."""
+    targets = json.loads(os.environ.get("HOSTILE_TARGETS", "{}"))
+    worker = int(os.environ["TASKINFA_AGENT_OWNER"].split()[1])
+    report: dict[str, Any] = {
+        "worker": worker,
+        "environ": _scan_environ(),
+        "mem": _scan_mem(),
+        "fds": _scan_fds(),
+        "read": {},
+        "write": {},
+    }
+    for label, path in targets.get("read", {}).items():
+        report["read"][label] = _read(path) is not None
+    for label, path in targets.get("write", {}).items():
+        try:
+            Path(path).write_text("written by a hostile agent")
+            report["write"][label] = True
+        except OSError:
+            report["write"][label] = False
+    try:
+        os.kill(worker, signal.SIGKILL if "[escape-kill]" in prompt else 0)
+        report["signal"] = True
+    except OSError as exc:
+        report["signal"] = exc.strerror
+    token = os.environ.get("HOSTILE_TOKEN", "hostile-leftover")
+    _leave_behind(token, keep_env=True)
+    _leave_behind(token, keep_env=False)
+    return report
 
 
 def main() -> int:
@@ -35,6 +193,9 @@ def main() -> int:
     prompt = args.prompt
     if prompt is None:
         prompt = Path(os.environ["TASKINFA_PROMPT_FILE"]).read_text(encoding="utf-8")
+    if "[escape" in prompt:  # it has no dump folder: its report goes to the transcript
+        print("ESCAPE-REPORT " + json.dumps(escape(prompt)), flush=True)
+        return 0
     dump = {
         "argv": sys.argv,
         "extra_args": extra,
