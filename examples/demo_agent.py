@@ -4,8 +4,11 @@
 Run through the ``command`` agent (the command is one line):
 
     AGENT=command
-    AGENT_COMMAND="python3 examples/demo_agent.py --task-id {task_id}
-                   --workspace {workspace} --prompt {prompt}"
+    AGENT_COMMAND="$CHECKOUT/.venv/bin/python $CHECKOUT/examples/demo_agent.py
+                   --task-id {task_id} --workspace {workspace} --prompt {prompt}"
+
+(absolute paths: the agent runs in its task's tree, and the sandbox hides the worker's
+working directory)
 
 It reads the task's title and description from the prompt the worker built (or from
 ``$TASKINFA_PROMPT_FILE``), writes ``NOTES/<task id>.md`` in the workspace with notes derived

@@ -23,7 +23,7 @@ import pytest
 from taskinfa_worker.agent import CommandAgent
 from taskinfa_worker.agent import sandbox as sandbox_module
 from taskinfa_worker.agent.process import Limits, ProcessEnd, ProcessSpec, Supervisor
-from taskinfa_worker.agent.reaper import find_run_processes
+from taskinfa_worker.agent.reaper import run_processes, scan
 from taskinfa_worker.agent.sandbox import SandboxLayout, layout_for, sandbox_state
 from taskinfa_worker.errors import AgentUnavailableError
 from taskinfa_worker.redact import Redactor
@@ -79,7 +79,7 @@ async def supervise(spec: ProcessSpec, limits: Limits) -> tuple[ProcessEnd, int 
 
 
 def marked(spec: ProcessSpec) -> list[int]:
-    return [info.pid for info in find_run_processes(spec.marker.encode(), None)]
+    return [info.pid for info in run_processes(scan(), spec.marker.encode(), None)]
 
 
 async def test_timeout_stops_the_agent_and_its_children(tmp_path: Path) -> None:
@@ -219,14 +219,14 @@ async def test_the_agent_dies_with_a_killed_worker(tmp_path: Path) -> None:
     )
     assert worker.stdout is not None
     assert worker.stdout.readline() == b"agent up\n"
-    assert find_run_processes(marker.encode(), None) != []
+    assert run_processes(scan(), marker.encode(), None) != []
     worker.send_signal(signal.SIGKILL)
     worker.wait()
     worker.stdout.close()
     deadline = time.monotonic() + 20
-    while find_run_processes(marker.encode(), None) and time.monotonic() < deadline:
+    while run_processes(scan(), marker.encode(), None) and time.monotonic() < deadline:
         await anyio.sleep(0.05)
-    assert find_run_processes(marker.encode(), None) == []
+    assert run_processes(scan(), marker.encode(), None) == []
 
 
 async def test_sandbox_on_never_runs_an_agent_unsandboxed(

@@ -151,7 +151,9 @@ async def test_a_board_down_while_the_ending_is_written_adds_no_attempt(
 ) -> None:
     proxy = EndingFaults(board.url, needle, 503, times=3)
     async with serving(proxy.handle) as url:
-        settings = worker_settings(url, board.api_key, scene, max_attempts=2)
+        # A long retry backoff: the failed task is not claimed again before the pool stops,
+        # so what the board holds is this one run's ending.
+        settings = worker_settings(url, board.api_key, scene, max_attempts=2, retry_backoff=600)
         async with BoardClient(board.url, SecretStr(board.api_key)) as person:
             task = await person.create_task(title, "default")
             async with running_pool(settings) as (pool, _):
