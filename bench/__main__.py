@@ -1,8 +1,8 @@
 """``make bench``: every part, about five minutes on two cores, then the report.
 
-The two long parts are mostly waiting (default intervals: a poll every 60 s, a heartbeat
-every 10 s), so they run in the background as their own processes, each with its own
-boards: ``bench.budget`` and ``bench.latency --part idle-default``. Once their workers have
+The three long parts are mostly waiting (heartbeats every 10 s, idle polls), so they run
+in the background as their own processes, each with its own boards: ``bench.budget``,
+``bench.latency --part idle-default`` and ``--part replicas``. Once their workers have
 started, the CPU-bound parts run one after the other in this process: layouts, dispatch,
 busy and small-poll latency, scale, the stream-json reader, open pages, the agent
 sandbox's cost. Then ``bench.report`` prints the tables and writes docs/benchmarks.md and
@@ -69,6 +69,7 @@ def main() -> int:
         "dispatch",
         "latency-fast",
         "latency-idle-default",
+        "latency-replicas",
         "scale",
         "stream",
         "pages",
@@ -79,15 +80,16 @@ def main() -> int:
     progress("background: bench.budget (~4.5 min) and idle pickup latency (~3.5 min)")
     budget = background("bench.budget", pipe=True)
     idle = background("bench.latency", "--part", "idle-default")
+    replicas = background("bench.latency", "--part", "replicas")
     tmp = Path(tempfile.mkdtemp(prefix="taskinfa-bench-"))
     try:
         wait_ready(budget)
         progress("background workers started; measuring the CPU-bound parts meanwhile")
         anyio.run(foreground, tmp)
         progress("waiting for the background parts")
-        codes = [proc.wait(timeout=BACKGROUND_TIMEOUT) for proc in (budget, idle)]
+        codes = [proc.wait(timeout=BACKGROUND_TIMEOUT) for proc in (budget, idle, replicas)]
     finally:
-        for proc in (budget, idle):
+        for proc in (budget, idle, replicas):
             if proc.poll() is None:
                 proc.terminate()
                 proc.wait(timeout=30)

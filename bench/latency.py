@@ -2,6 +2,7 @@
 
     python -m bench.latency --part fast       # busy (both poll settings), idle with small poll
     python -m bench.latency --part idle-default   # about 3.5 minutes, mostly waiting
+    python -m bench.latency --part replicas       # 10 idle workers on one key, ~3 minutes
 
 Times are the board's own (``BenchBoard`` records when each answer left it):
 
@@ -10,6 +11,10 @@ Times are the board's own (``BenchBoard`` records when each answer left it):
   doubling to 60 s) the worker has been idle for 85 s + a random 0–60 s first, so the poll
   waits 60 s (±10 % jitter) and a task arrives at a random point of that wait. With the
   small poll (POLL_INTERVAL=0.5, MAX_POLL_INTERVAL=2) it has been idle 5 s + 0–3 s.
+- replicas: ten idle one-slot workers share one key of a board limited to 100 requests a
+  minute (it sends X-RateLimit-Remaining); tasks arrive one at a time at random moments;
+  latency as for idle, and the key's request rate over the idle stretches, against one
+  worker alone on such a key.
 - busy: every slot is busy and the queue is not empty; latency = the claim of a slot's next
   task answered − the review PATCH of its previous task answered (the slot frees), for a
   4-slot pool running 40 tasks of 0.3 s, with each poll setting, and RATE_LIMIT=100000 on
@@ -25,6 +30,7 @@ import random
 import shutil
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +60,10 @@ BUSY_TASKS = 40
 BUSY_TASKS_BUDGET_BOUND = 12
 BUSY_AGENT = "sleep 0.3"
 UNLIMITED = {"rate_limit": 100_000}
+REPLICAS = 10
+REPLICA_ROUNDS = 10
+REPLICA_SETTLE = 20.0  # from start until the poll intervals have settled on the key's share
+REPLICA_GAP = (4.0, 16.0)  # between a task's review and the next task's arrival
 
 
 async def _idle_worker(
@@ -109,6 +119,48 @@ async def idle(
     return samples
 
 
+async def replicas(tmp: Path, workers: int, rounds: int) -> dict[str, Any]:
+    """``workers`` idle one-slot workers on one key: pickup latency and the key's rate."""
+    label = f"replicas-{workers}"
+    board = await BenchBoard.start(tmp / label / "board", rate_limit=100)
+    procs = []
+    rng = random.Random(11)  # arrival times, not secrets
+    samples: list[float] = []
+    idle_requests: Counter[str] = Counter()
+    idle_seconds = 0.0
+    try:
+        for i in range(workers):
+            root = tmp / label / f"w{i}"
+            env = worker_env(board, root, f"{label}-{i}", concurrency=1, agent_command=AGENT)
+            procs.append(WorkerProcess(env, root))
+        await anyio.sleep(REPLICA_SETTLE)
+        for round_ in range(rounds):
+            quiet_from = time.time()
+            await anyio.sleep(rng.uniform(*REPLICA_GAP))
+            created = time.time()
+            idle_requests.update(hit.route for hit in board.between(quiet_from, created))
+            idle_seconds += created - quiet_from
+            (task_id,) = board.add_tasks(1, title=f"pickup {round_}")
+            await wait_for(
+                lambda t=task_id: t in board.claims(), timeout=120, what="a claim", every=0.02
+            )
+            samples.append(board.claims()[task_id].end - created)
+            await wait_for(lambda n=round_ + 1: board.count("review") == n, 60, "the review")
+    finally:
+        for proc in procs:
+            proc.kill()
+        await board.aclose()
+    return {
+        "workers": workers,
+        "pickup": summary(samples),
+        "samples": samples,
+        "idle_requests_per_minute": sum(idle_requests.values()) * 60.0 / max(idle_seconds, 1e-9),
+        "idle_requests_by_route_per_minute": {
+            route: count * 60.0 / max(idle_seconds, 1e-9) for route, count in idle_requests.items()
+        },
+    }
+
+
 async def busy(
     tmp: Path, label: str, settings: dict[str, float], tasks: int, board_limit: int = 0
 ) -> list[float]:
@@ -139,6 +191,11 @@ async def busy(
 
 
 async def run(tmp: Path, part: str) -> dict[str, Any]:
+    if part == "replicas":
+        progress(f"latency: one worker, then {REPLICAS} idle workers, on one key (~4 minutes)")
+        alone = await replicas(tmp, 1, REPLICA_ROUNDS)
+        together = await replicas(tmp, REPLICAS, REPLICA_ROUNDS)
+        return {"replicas_alone": alone, "replicas_together": together}
     if part == "idle-default":
         progress("latency: idle pickup with the default poll (about 3.5 minutes)")
         samples = await idle(tmp, DEFAULT_POLL, IDLE_DEFAULT_WORKERS, 1, IDLE_DEFAULT_SETTLE, 60.0)
@@ -164,7 +221,7 @@ async def run(tmp: Path, part: str) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=["fast", "idle-default"], default="fast")
+    parser.add_argument("--part", choices=["fast", "idle-default", "replicas"], default="fast")
     args = parser.parse_args()
     interrupt_on_sigterm()
     tmp = Path(tempfile.mkdtemp(prefix="taskinfa-bench-latency-"))

@@ -272,6 +272,38 @@ def dispatch_section(dispatch: dict[str, Any] | None) -> str:
     )
 
 
+def replicas_section(result: dict[str, Any] | None) -> str:
+    if not result:
+        return "_replicas: no result_"
+    rows = []
+    for key, label in (("replicas_alone", "1 worker alone"), ("replicas_together", "10 workers")):
+        run = result[key]
+        pickup = run["pickup"]
+        routes = ", ".join(
+            f"{route.removeprefix('/api')} {rate:.1f}"
+            for route, rate in sorted(run["idle_requests_by_route_per_minute"].items())
+        )
+        rows.append(
+            [
+                label,
+                str(pickup["n"]),
+                _ms(pickup["p50"]),
+                _ms(pickup["p90"]),
+                _ms(pickup["max"]),
+                _fmt(run["idle_requests_per_minute"], 1),
+                routes,
+            ]
+        )
+    header = ["one key, idle", "n", "pickup p50", "p90", "max", "key's requests / min", "of which"]
+    return (
+        table(header, rows) + "\n\nOne key of a board limited to 100 requests a minute (it sends "
+        "X-RateLimit-Remaining), one-slot workers with the default settings, a task arriving "
+        "4–16 s after the previous one's review. Each process takes its part of every "
+        "loop's share by its part of the key's traffic, so ten replicas poll about as often "
+        "together as one alone, and stretch their heartbeats tenfold (at most to 100 s)."
+    )
+
+
 def latency_section(fast: dict[str, Any] | None, idle: dict[str, Any] | None) -> str:
     rows = []
 
@@ -560,6 +592,7 @@ def load() -> dict[str, dict[str, Any] | None]:
         "dispatch": read_result("dispatch"),
         "latency_fast": read_result("latency-fast"),
         "latency_idle": read_result("latency-idle-default"),
+        "latency_replicas": read_result("latency-replicas"),
         "scale": read_result("scale"),
         "stream": read_result("stream"),
         "pages": read_result("pages"),
@@ -599,6 +632,8 @@ Node.js process with memory of its own, and tasks take minutes, not milliseconds
 ## Pickup latency
 
 {latency_section(results["latency_fast"], results["latency_idle"])}
+
+{replicas_section(results["latency_replicas"])}
 
 Idle: the worker had been idle long enough for its poll to back off (85 s + 0–60 s with
 the default poll; 5 s + 0–3 s with the small one), then one task was created. Busy: every

@@ -17,7 +17,14 @@ from taskinfa_worker.client.ratelimit import (
     parse_reset,
     parse_retry_after,
 )
-from taskinfa_worker.pool.budget import IDLE_POLL_SHARE, idle_poll_interval, stretched
+from taskinfa_worker.pool.budget import (
+    HEARTBEAT_CEILING,
+    HEARTBEAT_SHARE,
+    IDLE_POLL_SHARE,
+    heartbeat_interval,
+    idle_poll_interval,
+    stretched,
+)
 from tests.client.virtual_time import WALL_START, ManualClock
 
 
@@ -306,3 +313,24 @@ def test_without_the_board_s_count_a_process_assumes_it_is_alone(clock: ManualCl
     assert limiter.own_share() == pytest.approx(1 / 60)  # 60 used, none of them ours
     clock.now += 61  # what the board said is older than a window: no longer known
     assert limiter.own_share() == 1.0
+
+
+async def test_the_loops_stretch_by_the_share_of_the_key_a_process_has(
+    clock: ManualClock,
+) -> None:
+    # Ten idle replicas on one key each heartbeating as if alone spent 75 of its 100
+    # requests a minute; each now takes its part of every loop's share.
+    alone = make_limiter(clock)
+    shared = make_limiter(clock)
+    for _ in range(9):  # nine requests of this process in the window...
+        assert await shared.acquire(Lane.NORMAL) == 0
+    shared.observe({"X-RateLimit-Limit": "100", "X-RateLimit-Remaining": "10"})  # ...of 90
+    assert shared.own_share() == pytest.approx(0.1)
+    slots = 4
+    alone_interval = heartbeat_interval(1.0, 1 + slots, alone)
+    assert alone_interval == pytest.approx(
+        (1 + slots) / (alone.rate_per_minute / 60 * HEARTBEAT_SHARE)
+    )
+    assert heartbeat_interval(1.0, 1 + slots, shared) == pytest.approx(10 * alone_interval)
+    assert heartbeat_interval(10.0, 64, shared) == HEARTBEAT_CEILING  # never past the ceiling
+    assert stretched(5.0, 4, 0.2, shared) == pytest.approx(10 * stretched(5.0, 4, 0.2, alone))
