@@ -600,6 +600,31 @@ def load() -> dict[str, dict[str, Any] | None]:
     }
 
 
+# Not a part of ``make bench``: read off one run of the test named in it (two processes and a
+# person's move; the times are the test's), kept here so that regenerating the page keeps it.
+HANDOVER_FENCE = """\
+What the fence (`pool/handover.py`) costs, from
+`tests/pool/test_pool.py::test_a_persons_move_hands_a_task_to_another_process_without_overlap`
+(two processes, default settings, a person moves the running task back to `todo`):
+
+| | |
+|---|---|
+| second worker claims the task | t = 0 |
+| first worker's takeaway check notices, stops and reaps its agent, posts its note | t = 32.4 s |
+| second worker's agent starts (the fence looks every 2 s) | t = 34.2 s |
+| agents running the task at once | never |
+
+So the fence delays a handed-over task by the first worker's detection time (at most one
+`CANCEL_CHECK_INTERVAL`, jittered and stretched by the budget, plus the agent's stop) and
+one fence poll, bounded by two check intervals plus `KILL_GRACE`. A task that never
+started pays nothing; one whose last run ended (a retry, a task back from review) pays one
+read of its comments. `taskinfa_handover_wait_seconds_total` counts the seconds waited. The
+same test runs on the local board's `v1` profile (no comments: the fence goes by the old
+worker's heartbeat, which names the task until its slot says idle) and `v2` (no
+`/workers`: the fence waits for the stop note, or its bound).
+"""
+
+
 def render(results: dict[str, dict[str, Any] | None], seconds: float | None = None) -> str:
     took = f" `make bench` took {seconds / 60:.1f} minutes." if seconds else ""
     return f"""# Benchmarks
@@ -651,6 +676,9 @@ for finishing work) and in line behind the other free slots.
 
 {stream_section(results["stream"])}
 
+## The handover fence
+
+{HANDOVER_FENCE}
 ## Open kanban pages while the pool works
 
 {pages_section(results["pages"])}
