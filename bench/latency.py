@@ -66,6 +66,17 @@ REPLICA_SETTLE = 20.0  # from start until the poll intervals have settled on the
 REPLICA_GAP = (4.0, 16.0)  # between a task's review and the next task's arrival
 
 
+async def pickup(board: BenchBoard, round_: int) -> float:
+    """Add one task now; seconds until its claim was answered. Returns once it is in
+    review (the ``round_ + 1``-th), so the next round starts from an idle board."""
+    created = time.time()
+    (task_id,) = board.add_tasks(1, title=f"pickup {round_}")
+    await wait_for(lambda: task_id in board.claims(), timeout=120, what="a claim", every=0.02)
+    latency = board.claims()[task_id].end - created
+    await wait_for(lambda: board.count("review") == round_ + 1, 120, "the review")
+    return latency
+
+
 async def _idle_worker(
     tmp: Path,
     label: str,
@@ -84,14 +95,7 @@ async def _idle_worker(
         await wait_for(lambda: board.hits, timeout=120, what=f"{label} to start")
         for round_ in range(rounds):
             await anyio.sleep(settle + rng.uniform(0, spread))
-            created = time.time()
-            (task_id,) = board.add_tasks(1, title=f"pickup {round_}")
-            await wait_for(
-                lambda t=task_id: t in board.claims(), timeout=120, what="a claim", every=0.02
-            )
-            out.append(board.claims()[task_id].end - created)
-            # The task ends (review) before the next round starts to settle again.
-            await wait_for(lambda n=round_ + 1: board.count("review") == n, 60, "the review")
+            out.append(await pickup(board, round_))
     finally:
         worker.kill()
         await board.aclose()
@@ -140,12 +144,7 @@ async def replicas(tmp: Path, workers: int, rounds: int) -> dict[str, Any]:
             created = time.time()
             idle_requests.update(hit.route for hit in board.between(quiet_from, created))
             idle_seconds += created - quiet_from
-            (task_id,) = board.add_tasks(1, title=f"pickup {round_}")
-            await wait_for(
-                lambda t=task_id: t in board.claims(), timeout=120, what="a claim", every=0.02
-            )
-            samples.append(board.claims()[task_id].end - created)
-            await wait_for(lambda n=round_ + 1: board.count("review") == n, 60, "the review")
+            samples.append(await pickup(board, round_))
     finally:
         for proc in procs:
             proc.kill()
