@@ -6,11 +6,11 @@
 
 Times are the board's own (``BenchBoard`` records when each answer left it):
 
-- idle: a task is created (straight in the store) while the worker waits with its poll
-  backed off; latency = its claim answered − its creation. With the default poll (5 s
-  doubling to 60 s) the worker has been idle for 85 s + a random 0–60 s first, so the poll
-  waits 60 s (±10 % jitter) and a task arrives at a random point of that wait. With the
-  small poll (POLL_INTERVAL=0.5, MAX_POLL_INTERVAL=2) it has been idle 5 s + 0–3 s.
+- idle: a task is created (straight in the store) while the worker waits for its next poll;
+  latency = its claim answered − its creation. With the default settings (a poll paced by
+  the key's budget, about every 4.5 s alone on a key) the worker has been idle for 85 s + a
+  random 0–60 s first; with the small poll (POLL_INTERVAL=0.5, MAX_POLL_INTERVAL=2) 5 s +
+  0–3 s.
 - replicas: ten idle one-slot workers share one key of a board limited to 100 requests a
   minute (it sends X-RateLimit-Remaining); tasks arrive one at a time at random moments;
   latency as for idle, and the key's request rate over the idle stretches, against one
@@ -51,10 +51,10 @@ SMALL_POLL = {"poll_interval": 0.5, "max_poll_interval": 2.0}
 DEFAULT_POLL: dict[str, float] = {}
 AGENT = "sleep 0.2"
 IDLE_DEFAULT_WORKERS = 10
-IDLE_DEFAULT_SETTLE = 85.0  # the default poll has backed off to 60 s after 75 s (5+10+20+40)
+IDLE_DEFAULT_SETTLE = 85.0  # long idle: any start-up effect on the poll is over
 IDLE_SMALL_WORKERS = 6
 IDLE_SMALL_ROUNDS = 3
-IDLE_SMALL_SETTLE = 5.0  # 0.5 + 1 + 2 (+ jitter): backed off to 2 s
+IDLE_SMALL_SETTLE = 5.0
 BUSY_SLOTS = 4
 BUSY_TASKS = 40
 BUSY_TASKS_BUDGET_BOUND = 12

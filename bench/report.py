@@ -322,10 +322,10 @@ def latency_section(fast: dict[str, Any] | None, idle: dict[str, Any] | None) ->
             ]
         )
 
-    default = "default poll (5 → 60 s)"
+    default = "default poll (paced: 15 % of the key, POLL_INTERVAL=2 at least)"
     small = "POLL_INTERVAL=0.5, MAX_POLL_INTERVAL=2"
-    add("idle: todo → claim, poll backed off", default, (idle or {}).get("idle_default"))
-    add("idle: todo → claim, poll backed off", small, (fast or {}).get("idle_small"))
+    add("idle: todo → claim", default, (idle or {}).get("idle_default"))
+    add("idle: todo → claim", small, (fast or {}).get("idle_small"))
     add(
         "busy: slot frees → next claim",
         default + ", RATE_LIMIT=100000",
@@ -660,8 +660,11 @@ Node.js process with memory of its own, and tasks take minutes, not milliseconds
 
 {replicas_section(results["latency_replicas"])}
 
-Idle: the worker had been idle long enough for its poll to back off (85 s + 0–60 s with
-the default poll; 5 s + 0–3 s with the small one), then one task was created. Busy: every
+Idle: the worker had been idle for a while (85 s + 0–60 s with the default poll; 5 s +
+0–3 s with the small one), then one task was created. The default poll no longer backs off
+(it used to double from 5 s to 60 s: a task then waited 30.8 s at the median and 54 s at
+worst); it spends its part of the key's idle-poll share, a poll every ~4.5 s on a key of its
+own. Busy: every
 slot busy and tasks waiting; a freed slot claims at once (the dispatcher is woken by the
 task's end, no poll wait). Budget-bound: with 0.3 s tasks a 4-slot pool needs about
 four times the 100 requests a minute it may send; the freed slot then waits in the rate
