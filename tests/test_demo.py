@@ -12,6 +12,7 @@ from pathlib import Path
 import psutil
 
 from taskinfa_worker.settings import Settings
+from tests.contained import run_contained
 
 DEMO = Path(__file__).parents[1] / "examples" / "demo.py"
 
@@ -22,15 +23,7 @@ def test_the_demo_opens_on_the_page_overlaps_its_slots_and_leaves_nothing(tmp_pa
     # No Anthropic key: the example agent, with steps short enough for a test to wait on.
     base.pop("ANTHROPIC_API_KEY", None)
     env = {**base, "TASKINFA_DEMO_DIR": str(folder), "DEMO_AGENT_PAUSE": "0.5"}
-    done = subprocess.run(
-        [sys.executable, str(DEMO)],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = run_contained([sys.executable, str(DEMO)], env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     assert re.search(r"board's page .*: http://127\.0\.0\.1:\d+/\?login=\S+$", lines[0]), lines[0]

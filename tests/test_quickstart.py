@@ -5,24 +5,21 @@ swapped for ones of this test's own, so that it can run beside another copy of i
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import signal
 import socket
 import sqlite3
 import subprocess
 from pathlib import Path
 
 from taskinfa_worker.settings import Settings
+from tests.contained import run_contained
 from tests.deployfiles import ROOT
 
 QUICKSTART = ROOT / "docs" / "quickstart.md"
 SECTION = "## 3. The review round trip"
 SCRATCH = "/tmp/roundtrip"
 PORT = "3000"
-# Under the suite's per-test timeout, so that the shell's own output reaches the report.
-SHELL_TIMEOUT = 100
 
 
 def round_trip_commands() -> str:
@@ -53,24 +50,7 @@ def test_the_review_round_trip_runs_as_written(tmp_path: Path) -> None:
     # test, and the board started in the background never outlives it.
     env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
     wrapped = f"set -eu -o pipefail\ntrap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n{script}"
-    # Its own session: whatever happens to the test (a timeout, a failure), the shell and
-    # the board it started are killed with it, the trap or not.
-    shell = subprocess.Popen(
-        ["bash", "-c", wrapped],
-        cwd=ROOT,  # "From the repository's root"
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        stdout, stderr = shell.communicate(timeout=SHELL_TIMEOUT)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(shell.pid, signal.SIGKILL)
-        shell.wait()
-    done = subprocess.CompletedProcess(shell.args, shell.returncode, stdout, stderr)
+    done = run_contained(["bash", "-c", wrapped], env=env, cwd=ROOT)  # "From the repository's root"
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-4000:]
 
