@@ -46,6 +46,11 @@ def parse_template(template: str) -> list[str]:
     return argv
 
 
+def literal_args(argv: list[str]) -> list[str]:
+    """The template's arguments that no placeholder fills: the operator's words alone."""
+    return [arg for arg in argv[1:] if not PLACEHOLDER.search(arg)]
+
+
 def fill_template(argv: list[str], values: Mapping[str, str]) -> list[str]:
     """Each argument with its placeholders replaced; replaced text is never re-scanned."""
     return [PLACEHOLDER.sub(lambda m: values[m.group(1)], arg) for arg in argv]
@@ -98,7 +103,10 @@ class CommandAgent(SupervisedAgent):
         prompt = build_prompt(job)
         argv = self.command_line(prompt, job)
         spec = await self._process_spec(
-            job, argv, setup=lambda runtime: _job_environment(runtime, job, prompt)
+            job,
+            argv,
+            setup=lambda runtime: _job_environment(runtime, job, prompt),
+            operator_args=literal_args(self._template),
         )
         tail = OutputTail()
 

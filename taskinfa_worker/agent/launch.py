@@ -66,9 +66,12 @@ class SupervisedAgent:
         *,
         stdin: bytes | None = None,
         setup: RuntimeSetup | None = None,
+        operator_args: Sequence[str] = (),
     ) -> ProcessSpec:
         """What to start for ``job``: the slot's runtime prepared, the environment with a
-        fresh marker that identifies this run's processes (raises AgentError)."""
+        fresh marker that identifies this run's processes (raises AgentError).
+        ``operator_args``: the arguments the operator wrote, no task text in them (the
+        sandbox binds back the files they name)."""
         s = self._settings
         runtime = await anyio.to_thread.run_sync(prepare_runtime, s, job.slot)
         extra = await anyio.to_thread.run_sync(setup, runtime) if setup is not None else {}
@@ -88,7 +91,9 @@ class SupervisedAgent:
             cwd=job.workspace,
             marker=f"{MARKER_VAR}={marker}",
             stdin=stdin,
-            sandbox=layout_for(sandbox, s, tree=job.workspace, slot_dirs=slot_dirs),
+            sandbox=layout_for(
+                sandbox, s, tree=job.workspace, slot_dirs=slot_dirs, operator_args=operator_args
+            ),
         )
 
     def _supervisor(

@@ -7,12 +7,11 @@ is treated as hostile. ``bwrap`` (a well-kept tool, not namespace code of ours) 
   process of the run is killed by the kernel once the agent's main process exits;
 - ``--die-with-parent``: it dies with the bwrap process, which dies with the worker
   (the parent-death shim arms that signal before it execs bwrap);
-- the system read-only (``/`` bound read-only), a private ``/tmp``, fresh ``/proc`` and
-  ``/dev``;
+- the system read-only (``/`` bound read-only), fresh ``/proc`` and ``/dev``;
 - empty, private folders over what it has no business reading: the worker's working
   directory (and the ``.env`` in it), the home folders, ``LOG_DIR`` (every transcript),
   ``WORKSPACE_DIR`` (mirrors, other task trees, other slots' config dirs), the source of
-  the Claude credentials, and the container's mounted secrets;
+  the Claude credentials, the container's mounted secrets, and ``/tmp``;
 - then, writable again, only this run's task tree and this slot's runtime folders
   (``CLAUDE_CONFIG_DIR``, ``TMPDIR``, ``XDG_RUNTIME_DIR``).
 
@@ -59,9 +58,10 @@ BASE_ARGS = (
     "/dev",
     "--proc",
     "/proc",
-    "--tmpfs",
-    "/tmp",  # noqa: S108 - a private, empty /tmp inside the sandbox
 )
+# A private, empty /tmp inside: one of the hidden folders (an agent's installation or
+# script under it, a checkout cloned into /tmp, is bound back like any other).
+PRIVATE_TMP = Path("/tmp")  # noqa: S108 - the agent's own /tmp, not a file of ours
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ async def _probe() -> Probe:
         return Probe(None, "bwrap is not installed (Debian/Ubuntu: apt-get install bubblewrap)")
     try:
         done = await run_process(
-            [found, *BASE_ARGS, "--", "true"],
+            [found, *BASE_ARGS, "--tmpfs", str(PRIVATE_TMP), "--", "true"],
             cwd=None,
             env={"PATH": os.defpath},  # for `true` inside; nothing of ours is needed
             timeout=PROBE_TIMEOUT,
@@ -166,6 +166,7 @@ def hidden_paths(settings: Settings, cwd: Path, home: Path) -> list[Path]:
             settings.workspace_dir,
             settings.claude_config_source,
             *SECRET_MOUNTS,
+            PRIVATE_TMP,
         ]
     )
 
@@ -181,6 +182,9 @@ class SandboxLayout:
     bwrap: str
     hidden: tuple[Path, ...]
     writable: tuple[Path, ...]  # the task tree first: the agent starts there
+    # Files the operator's own command names (AGENT_COMMAND's words without a placeholder:
+    # the agent's script): bound back like the executable, never what task text fills in.
+    operator_files: tuple[Path, ...] = ()
 
     def command(self, executable: str, args: Sequence[str], search_path: str) -> list[str]:
         """The argv that runs ``executable`` (an absolute path) with ``args`` inside;
@@ -197,16 +201,26 @@ class SandboxLayout:
 
     def _reachable(self, executable: str, search_path: str) -> list[str]:
         """Read-only binds for an agent installed inside a hidden folder (pyenv or nvm in
-        a home, a tool in the worker's checkout). Only what the operator chose is bound
-        back, never what task text could name (an argument may hold the prompt): the
-        executable's installation and that of its script's interpreter."""
+        a home, a tool in the worker's checkout or in /tmp). Only what the operator chose is
+        bound back, never what task text could name (an argument may hold the prompt): the
+        executable's installation, that of its script's interpreter, and the files the
+        command itself names."""
         binds: list[str] = []
-        real = Path(executable).resolve()
-        needed = [real, *self._interpreter(real, search_path)]
-        for shown in sorted({self._installation(path) for path in needed if self._hides(path)}):
+        given = Path(executable)
+        needed = [
+            given,
+            *self._interpreter(given.resolve(), search_path),
+            *(path for path in self.operator_files if path.is_file()),
+        ]
+        reals = {path.resolve() for path in needed}
+        for shown in sorted({self._installation(real) for real in reals if self._hides(real)}):
             binds += ["--ro-bind", str(shown), str(shown)]
-        if Path(executable) != real and self._hides(Path(executable)):
-            binds += ["--symlink", str(real), executable]
+        # A path as written that leads elsewhere (a venv's python, a #! line through a
+        # symlink) must still lead there inside.
+        for path in dict.fromkeys(needed):
+            real = path.resolve()
+            if path != real and self._hides(path):
+                binds += ["--symlink", str(real), str(path)]
         return binds
 
     def _hides(self, path: Path) -> bool:
@@ -221,7 +235,8 @@ class SandboxLayout:
         return real if folder in self.hidden or not self._hides(folder) else folder
 
     def _interpreter(self, real: Path, search_path: str) -> list[Path]:
-        """A script's ``#!`` interpreter, resolved (``env`` looks it up on the PATH)."""
+        """A script's ``#!`` interpreter as the kernel will look for it (``env`` looks it
+        up on the PATH)."""
         try:
             with real.open("rb") as handle:
                 first = handle.readline(256)
@@ -234,15 +249,23 @@ class SandboxLayout:
             words = [found] if found else []
         if not words:
             return []
-        return [Path(words[0]).resolve()]
+        return [Path(words[0])]
 
 
 def layout_for(
-    state: SandboxState, settings: Settings, *, tree: Path, slot_dirs: Sequence[Path]
+    state: SandboxState,
+    settings: Settings,
+    *,
+    tree: Path,
+    slot_dirs: Sequence[Path],
+    operator_args: Sequence[str] = (),
 ) -> SandboxLayout | None:
-    """The layout of one run, or None when agents run unsandboxed."""
+    """The layout of one run, or None when agents run unsandboxed. ``operator_args``: the
+    command's arguments as the operator wrote them (no task text in them); those that are
+    absolute paths are bound back (a relative one is in the task tree, where it starts)."""
     if not state.enabled or state.bwrap is None:
         return None
     writable = tuple(path.resolve() for path in (tree, *slot_dirs))
     hidden = hidden_paths(settings, Path.cwd(), Path(os.path.expanduser("~")))
-    return SandboxLayout(state.bwrap, tuple(hidden), writable)
+    named = tuple(Path(arg) for arg in operator_args if os.path.isabs(arg))
+    return SandboxLayout(state.bwrap, tuple(hidden), writable, named)

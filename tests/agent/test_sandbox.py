@@ -15,6 +15,7 @@ import sys
 import textwrap
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
@@ -45,7 +46,7 @@ def sandbox_settings(tmp_path: Path) -> Settings:
     )
 
 
-async def layout(tmp_path: Path) -> SandboxLayout:
+async def layout(tmp_path: Path, operator_args: Sequence[str] = ()) -> SandboxLayout:
     settings = sandbox_settings(tmp_path)
     state = await sandbox_state(settings)
     if not state.enabled:
@@ -54,7 +55,7 @@ async def layout(tmp_path: Path) -> SandboxLayout:
     slot = settings.workspace_dir / ".agents" / "bot-1" / "config"
     for folder in (tree, slot, settings.log_dir):
         folder.mkdir(parents=True, exist_ok=True)
-    found = layout_for(state, settings, tree=tree, slot_dirs=[slot])
+    found = layout_for(state, settings, tree=tree, slot_dirs=[slot], operator_args=operator_args)
     assert found is not None
     return found
 
@@ -245,3 +246,46 @@ async def test_sandbox_on_never_runs_an_agent_unsandboxed(
     with pytest.raises(AgentUnavailableError, match="SANDBOX=on but") as raised:
         await CommandAgent(settings, Redactor([])).run(jobs())
     assert "bubblewrap" in raised.value.fix
+
+
+async def test_the_script_the_command_names_runs_but_nothing_task_text_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The worker's working directory is hidden (its .env is there); an agent script the
+    # operator put there, named in AGENT_COMMAND's own words, is bound back, the file
+    # alone. The same path filled in by a placeholder (task text) is not.
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    (cwd / ".env").write_text("TASKINFA_API_KEY=tk_secret_in_env_file_0001\n")
+    agent = cwd / "agent.py"
+    agent.write_text(
+        "import sys\n"
+        "try:\n"
+        "    open(sys.argv[1]).read()\n"
+        "    print('read', sys.argv[1])\n"
+        "except OSError as exc:\n"
+        "    print('refused', sys.argv[1], type(exc).__name__)\n"
+    )
+    monkeypatch.chdir(cwd)
+    limits = Limits(timeout=30, stall_timeout=10, kill_grace=1)
+
+    def run(sandbox: SandboxLayout) -> ProcessSpec:
+        return ProcessSpec(
+            argv=[sys.executable, str(agent), str(cwd / ".env")],
+            env={"PATH": os.environ["PATH"], "TASKINFA_AGENT_RUN": "named"},
+            cwd=sandbox.writable[0],
+            marker="TASKINFA_AGENT_RUN=named",
+            sandbox=sandbox,
+        )
+
+    named = await layout(tmp_path, operator_args=[str(agent), "--workspace", "{workspace}"])
+    with anyio.fail_after(30):
+        ending, exit_code, output = await supervise(run(named), limits)
+    assert (ending, exit_code) == (ProcessEnd.EXITED, 0), output
+    assert f"refused {cwd / '.env'} FileNotFoundError" in output.splitlines()
+
+    unnamed = await layout(tmp_path)
+    with anyio.fail_after(30):
+        ending, exit_code, output = await supervise(run(unnamed), limits)
+    assert exit_code != 0, output  # python cannot open the script: it is not there inside
+    assert not any(line.startswith(("read ", "refused ")) for line in output.splitlines())
