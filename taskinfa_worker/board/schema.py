@@ -133,29 +133,25 @@ CREATE TABLE IF NOT EXISTS llm_models (
     model TEXT NOT NULL,
     PRIMARY KEY (workspace_id, task_list_id)
 );
--- The board-wide version the page's change feed watches: every write that a page shows
--- bumps it, whoever writes (this server, a test's store, another process on the file).
-CREATE TRIGGER IF NOT EXISTS version_on_tasks_insert AFTER INSERT ON tasks
-    BEGIN UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'version'; END;
-CREATE TRIGGER IF NOT EXISTS version_on_tasks_update AFTER UPDATE ON tasks
-    BEGIN UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'version'; END;
-CREATE TRIGGER IF NOT EXISTS version_on_tasks_delete AFTER DELETE ON tasks
-    BEGIN UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'version'; END;
-CREATE TRIGGER IF NOT EXISTS version_on_comments_insert AFTER INSERT ON comments
-    BEGIN UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'version'; END;
-CREATE TRIGGER IF NOT EXISTS version_on_comments_delete AFTER DELETE ON comments
-    BEGIN UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'version'; END;
-CREATE TRIGGER IF NOT EXISTS version_on_workers_insert AFTER INSERT ON workers
-    BEGIN UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'version'; END;
-CREATE TRIGGER IF NOT EXISTS version_on_workers_update AFTER UPDATE ON workers
-    BEGIN UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'version'; END;
-CREATE TRIGGER IF NOT EXISTS version_on_task_lists_insert AFTER INSERT ON task_lists
-    BEGIN UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'version'; END;
-CREATE TRIGGER IF NOT EXISTS version_on_task_lists_update AFTER UPDATE ON task_lists
-    BEGIN UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'version'; END;
-CREATE TRIGGER IF NOT EXISTS version_on_task_lists_delete AFTER DELETE ON task_lists
-    BEGIN UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'version'; END;
 """
+
+# The board-wide version the page's change feed watches: every write that a page shows
+# bumps it, whoever writes (this server, a test's store, another process on the file).
+_VERSIONED_WRITES: Final = (
+    ("tasks", ("INSERT", "UPDATE", "DELETE")),
+    ("comments", ("INSERT", "DELETE")),
+    ("workers", ("INSERT", "UPDATE")),
+    ("task_lists", ("INSERT", "UPDATE", "DELETE")),
+)
+_VERSION_TRIGGER: Final = (
+    "CREATE TRIGGER IF NOT EXISTS version_on_{table}_{name} AFTER {op} ON {table}\n"
+    "    BEGIN UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'version'; END;\n"
+)
+SCHEMA += "".join(
+    _VERSION_TRIGGER.format(table=table, name=op.lower(), op=op)
+    for table, ops in _VERSIONED_WRITES
+    for op in ops
+)
 
 # Columns a PATCH may set directly (validated values); status has its own timestamp rules.
 PATCH_COLUMNS: Final = {
