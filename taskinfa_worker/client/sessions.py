@@ -66,9 +66,7 @@ class SessionsApi:
         if task_id:
             body["current_task_id"] = task_id
         answer = await self._transport.request("POST", SESSIONS, lane=lane, json=body, retry=False)
-        # POST /sessions names no session: any 404 or 405 is the route missing.
-        if answer.status in (404, 405):
-            self._note_missing()
+        if self._missing(answer, names_a_session=False):
             return None
         return self._decoded(answer)
 
@@ -84,7 +82,7 @@ class SessionsApi:
         answer = await self._transport.request(
             "PATCH", SESSION, session_id, lane=lane, json=fields, retry=True
         )
-        if self._missing(answer):
+        if self._missing(answer, names_a_session=True):
             return None
         if answer.status == 404:
             return None  # the API's "Session not found": someone removed it
@@ -114,8 +112,7 @@ class SessionsApi:
         if metadata:
             body["metadata"] = metadata
         answer = await self._transport.request("POST", EVENTS, lane=lane, json=body, retry=False)
-        if answer.status in (404, 405):
-            self._note_missing()
+        if self._missing(answer, names_a_session=False):
             return False
         self._transport.expect_ok(answer)
         self.supported = True
@@ -139,8 +136,7 @@ class SessionsApi:
         answer = await self._transport.request(
             "GET", SESSIONS, lane=lane, params=params, retry=True
         )
-        if answer.status in (404, 405):
-            self._note_missing()
+        if self._missing(answer, names_a_session=False):
             return None
         self._transport.expect_ok(answer)
         self.supported = True
@@ -151,12 +147,18 @@ class SessionsApi:
         self.supported = True
         return self._transport.decode(answer, Session, "session")
 
-    def _missing(self, answer: Answer) -> bool:
-        """Whether an answer about one session says the routes are missing altogether."""
-        if answer.status == 405 or (answer.status == 404 and answer.error_message() is None):
+    def _missing(self, answer: Answer, *, names_a_session: bool) -> bool:
+        """Whether an answer says the routes are missing altogether (noted once).
+
+        Where the request names no session, any 404 or 405 is the route missing; where it
+        names one, a 404 with the API's own message is that session gone, not the route.
+        """
+        absent = answer.status == 405 or (
+            answer.status == 404 and (not names_a_session or answer.error_message() is None)
+        )
+        if absent:
             self._note_missing()
-            return True
-        return False
+        return absent
 
     def _note_missing(self) -> None:
         if self.supported is not False:
