@@ -290,17 +290,16 @@ def _reused(leader: int) -> bool:
     return read_proc(leader) is not None
 
 
+def zombie_children(snapshot: list[Seen]) -> list[ProcInfo]:
+    """Zombie children of ours."""
+    me = os.getpid()
+    return [seen.info for seen in snapshot if seen.info.zombie and seen.info.ppid == me]
+
+
 def zombie_children_in(snapshot: list[Seen], ids: set[int]) -> list[int]:
     """Zombie children of ours whose process group or session is one of ``ids``."""
-    me = os.getpid()
     ids = ids - {os.getpgrp(), os.getsid(0)}  # never our own group or session
-    return [
-        seen.info.pid
-        for seen in snapshot
-        if seen.info.zombie
-        and seen.info.ppid == me
-        and (seen.info.pgid in ids or seen.info.sid in ids)
-    ]
+    return [info.pid for info in zombie_children(snapshot) if info.pgid in ids or info.sid in ids]
 
 
 def _alive(info: ProcInfo) -> bool:
@@ -526,17 +525,13 @@ class ZombieJanitor:
             return []
         with self._lock:
             now = time.monotonic()
-            me = os.getpid()
             reaped = []
             seen = {}
-            for pid in _pids():
-                info = read_proc(pid)
-                if info is None or not info.zombie or info.ppid != me:
-                    continue
-                key = (pid, info.start)
+            for info in zombie_children(scan()):
+                key = (info.pid, info.start)
                 first = self._first_seen.get(key, now)
-                if now - first >= self._age and reap(pid):
-                    reaped.append(pid)
+                if now - first >= self._age and reap(info.pid):
+                    reaped.append(info.pid)
                 else:
                     seen[key] = first
             self._first_seen = seen
