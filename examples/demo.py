@@ -32,6 +32,7 @@ import anyio
 from loguru import logger
 from pydantic import SecretStr
 
+from taskinfa_worker.agent.process import DEATHSIG_SHIM
 from taskinfa_worker.client.api import BoardClient
 from taskinfa_worker.client.models import Task
 
@@ -111,6 +112,10 @@ def start_board() -> tuple[subprocess.Popen[str], str, str]:
     """The local board, its API URL and the page's one-time sign-in link."""
     board = subprocess.Popen(
         [
+            # Through the worker's parent-death shim: the board is in a session of its own
+            # (below), so a demo that is SIGKILLed (a test's timeout, a closed terminal)
+            # would otherwise leave it running with nobody to stop it.
+            *(sys.executable, "-I", "-S", str(DEATHSIG_SHIM), str(os.getpid())),
             sys.executable,
             "-m",
             "taskinfa_worker",

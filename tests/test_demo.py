@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import psutil
 
 from taskinfa_worker.settings import Settings
+from tests.agent.support import wait_until_gone
 from tests.contained import run_contained
 
 DEMO = Path(__file__).parents[1] / "examples" / "demo.py"
@@ -41,9 +43,40 @@ def test_the_demo_opens_on_the_page_overlaps_its_slots_and_leaves_nothing(tmp_pa
     )
     assert sorted(listed.stdout.split()) == sorted(branches)
     # Nothing the demo started is still running: no board, worker or agent on its folder.
-    left = [
+    assert on_folder(folder) == []
+
+
+def test_a_killed_demo_takes_its_board_along(tmp_path: Path) -> None:
+    """A demo SIGKILLed while it runs (a timeout, a closed terminal) runs no cleanup; the
+    board, in a session of its own so that Ctrl-C does not reach it, must still go."""
+    folder = tmp_path / "demo"
+    env = {**os.environ, "TASKINFA_DEMO_DIR": str(folder), "DEMO_AGENT_PAUSE": "0.5"}
+    env.pop("ANTHROPIC_API_KEY", None)
+    demo = subprocess.Popen(
+        [sys.executable, str(DEMO)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert demo.stdout is not None
+        first = demo.stdout.readline()  # printed once the board answers
+        assert "board's page" in first, first
+        boards = on_folder(folder)
+        assert boards, "the board should be running while the demo runs"
+    finally:
+        os.killpg(demo.pid, signal.SIGKILL)
+        demo.wait()
+        demo.stdout.close()
+    assert all(wait_until_gone(pid, timeout=30) for pid in boards)
+
+
+def on_folder(folder: Path) -> list[int]:
+    """Processes whose command line names the demo's folder (board, worker, agents)."""
+    return [
         p.info["pid"]
         for p in psutil.process_iter(["pid", "cmdline"])
         if any(str(folder) in part for part in (p.info["cmdline"] or []))
     ]
-    assert left == []
