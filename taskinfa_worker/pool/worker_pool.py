@@ -35,6 +35,7 @@ from taskinfa_worker.metrics import Metrics
 from taskinfa_worker.pool.dispatcher import Dispatcher
 from taskinfa_worker.pool.heartbeat import HeartbeatLoop
 from taskinfa_worker.pool.identity import BeatRecord, ensure_name_free
+from taskinfa_worker.pool.model_choice import ModelChoices
 from taskinfa_worker.pool.periodic import Upkeep, run_upkeep
 from taskinfa_worker.pool.recovery import LeaseSweeper, recover_own_tasks
 from taskinfa_worker.pool.registry import RunningTasks, StopKind
@@ -100,6 +101,7 @@ class WorkerPool:
             metrics,
             self.running,
             self._sessions,
+            ModelChoices(settings, client.llm, redactor),
         )
         self._dispatcher = Dispatcher(settings, client, self.running, on_done=self.drain)
         self._signals = 0
