@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from loguru import logger
+from prometheus_client import generate_latest
 
 from taskinfa_worker.board.llm_store import LlmRecords
 from taskinfa_worker.settings import Settings
@@ -248,5 +249,8 @@ async def test_many_runs_read_the_choice_once(
         sent = client.metrics.registry.get_sample_value(
             "taskinfa_api_requests_total", {"endpoint": "/llm-config", "status": "200"}
         )
+        exposed = generate_latest(client.metrics.registry).decode()
+    assert "/llm-config" in exposed
+    assert TEAM_TOKEN not in exposed
     assert sent == 1
     assert {model_of(argv) for argv, _env in runs(record_dir)} == {"team-model"}
