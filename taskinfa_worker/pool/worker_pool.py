@@ -92,6 +92,8 @@ class WorkerPool:
         self._sessions = RunSessions(
             client, settings.lease_timeout, redactor, enabled=settings.sessions
         )
+        # One cache of the dashboard's model choice for every kind of run of this process.
+        self._models = ModelChoices(settings, client.llm, redactor)
         self._runner = TaskRunner(
             settings,
             client,
@@ -101,7 +103,7 @@ class WorkerPool:
             metrics,
             self.running,
             self._sessions,
-            ModelChoices(settings, client.llm, redactor),
+            self._models,
         )
         self._dispatcher = Dispatcher(settings, client, self.running, on_done=self.drain)
         self._signals = 0
