@@ -11,18 +11,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from loguru import logger
 from prometheus_client import generate_latest
 
 from taskinfa_worker.board.llm_store import LlmRecords
+from taskinfa_worker.client.api import BoardClient
+from taskinfa_worker.pool.model_choice import MAX_AGE, ModelChoices
+from taskinfa_worker.redact import Redactor
 from taskinfa_worker.settings import Settings
 from tests.agent.support import FAKE_CLAUDE
 from tests.board_support import BoardHandle, MakeBoard
 from tests.pool.support import (
     Scene,
     WorkerProcess,
+    forward,
     process_env,
     running_pool,
+    serving,
     wait_for,
     worker_settings,
 )
@@ -254,3 +260,50 @@ async def test_many_runs_read_the_choice_once(
     assert TEAM_TOKEN not in exposed
     assert sent == 1
     assert {model_of(argv) for argv, _env in runs(record_dir)} == {"team-model"}
+
+
+async def test_a_failed_or_malformed_read_keeps_the_last_good_choice(make_board: MakeBoard) -> None:
+    """Between the pool and the board, a proxy that breaks /llm-config on demand: the runs
+    that start meanwhile keep the choice read before (a WARNING says so), and a run never
+    fails for it. A malformed answer with no good one before runs on the worker's own."""
+    board = await make_board(profile="v2")
+    team_provider(board)
+    choose(board, project=None, model="team-model")
+    breakage: list[tuple[int, bytes]] = []
+    upstream = board.url.removesuffix("/api")
+
+    async def proxy(request: web.Request) -> web.Response:
+        body = await request.read()
+        if breakage and request.path.endswith("/llm-config"):
+            status, broken = breakage[0]
+            return web.Response(status=status, body=broken, content_type="application/json")
+        status, answer, content_type = await forward(upstream, request, body)
+        return web.Response(status=status, body=answer, content_type=content_type.split(";")[0])
+
+    now = [0.0]
+    warnings: list[str] = []
+    sink = logger.add(lambda m: warnings.append(m.record["message"]), level="WARNING")
+    try:
+        async with serving(proxy) as url:
+            settings = Settings(
+                _env_file=None, taskinfa_api_url=url, taskinfa_api_key=board.api_key
+            )
+            async with BoardClient.from_settings(settings) as client:
+                redactor = Redactor([])
+                choices = ModelChoices(settings, client.llm, redactor, clock=lambda: now[0])
+                assert (await choices.route_for("default")).model == "team-model"
+                assert redactor(f"say {TEAM_TOKEN}") == "say [REDACTED]"
+                breakage.append((503, b'{"error": "down"}'))
+                now[0] += MAX_AGE
+                kept = await choices.route_for("default")
+                assert (kept.model, kept.provider) == ("team-model", "litellm")
+            async with BoardClient.from_settings(settings) as fresh_client:
+                breakage[0] = (200, f'{{"providers": "{TEAM_TOKEN}"}}'.encode())
+                first = ModelChoices(settings, fresh_client.llm, Redactor([]))
+                own = await first.route_for("default")
+                assert (own.model, own.provider, own.auth_token) == (None, None, None)
+    finally:
+        logger.remove(sink)
+    assert any("using the last one read" in w for w in warnings), warnings
+    assert any("LlmConfig providers" in w and w.endswith("using none") for w in warnings)
+    assert not any(TEAM_TOKEN in w for w in warnings)
