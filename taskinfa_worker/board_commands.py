@@ -1,4 +1,5 @@
-"""``taskinfa-worker board add | list | move | comment``: a person's actions on any board.
+"""``taskinfa-worker board add | list | move | comment``, and ``llm | provider | model`` (the
+current release's model choice): a person's actions on any board.
 
 They talk to the board the settings name (``TASKINFA_API_URL``, ``TASKINFA_API_KEY``, as the
 worker reads them) through the worker's own ``BoardClient``, so a local board and a real
@@ -13,7 +14,10 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from pydantic import SecretStr
+
 from taskinfa_worker.client.api import BoardClient
+from taskinfa_worker.client.llm_config import UNSET, LlmConfig, LlmProvider
 from taskinfa_worker.client.models import Task, TaskStatus
 from taskinfa_worker.errors import BoardError
 from taskinfa_worker.settings import Settings
@@ -104,6 +108,78 @@ async def comment_on(
         return f"Wrote to {task_id} {where}."
 
     return await _on_board(settings, write)
+
+
+async def show_llm(settings: Settings) -> int:
+    async def show(client: BoardClient) -> str:
+        config = await client.llm.read()
+        if config is None:
+            return "The board has no llm-config (a release before the model choice)."
+        return llm_table(config)
+
+    return await _on_board(settings, show)
+
+
+async def set_provider(
+    settings: Settings, provider: str, *, base_url: str | None, token: SecretStr | Any | None
+) -> int:
+    """``token``: the new token, None to remove it, UNSET to keep the board's."""
+
+    async def put(client: BoardClient) -> str:
+        row = await client.llm.set_provider(
+            provider, base_url=base_url if base_url is not None else UNSET, auth_token=token
+        )
+        return f"Provider {row.provider}: {_endpoint(row.base_url)}, {_token_state(row)}"
+
+    return await _on_board(settings, put)
+
+
+async def choose_model(
+    settings: Settings,
+    provider: str | None,
+    model: str | None,
+    *,
+    project_id: str | None,
+    session_type: str,
+) -> int:
+    """Set the choice (``provider`` given) or clear it (None)."""
+    whose = f"project {project_id}" if project_id else "the workspace"
+
+    async def put(client: BoardClient) -> str:
+        if provider is None:
+            await client.llm.clear_choice(project_id=project_id, session_type=session_type)
+            return f"Cleared the {session_type} choice of {whose}."
+        await client.llm.set_choice(
+            provider, model, project_id=project_id, session_type=session_type
+        )
+        shown = model or "the provider's default model"
+        return f"{session_type} runs of {whose} use {shown} on {provider}."
+
+    return await _on_board(settings, put)
+
+
+def llm_table(config: LlmConfig) -> str:
+    """Providers and choices as a person reads them; a token only as "set" or not."""
+    lines = ["Providers:"]
+    lines += [
+        f"  {p.provider}  {_endpoint(p.base_url)}  {_token_state(p)}" for p in config.providers
+    ] or ["  (none: the anthropic provider needs no row)"]
+    lines.append("Choices:")
+    for choice in config.session_configs:
+        whose = f"project {choice.task_list_id}" if choice.task_list_id else "workspace"
+        model = choice.model or "(the provider's default)"
+        lines.append(f"  {choice.session_type}  {whose}  {choice.provider}  {model}")
+    if not config.session_configs:
+        lines.append("  (none: runs use the worker's own settings)")
+    return "\n".join(lines)
+
+
+def _endpoint(base_url: str | None) -> str:
+    return base_url or "(no base URL)"
+
+
+def _token_state(provider: LlmProvider) -> str:
+    return "token set" if provider.auth_token is not None else "no token"
 
 
 async def _on_board(settings: Settings, action: Callable[[BoardClient], Awaitable[str]]) -> int:

@@ -1,7 +1,8 @@
 """``taskinfa-worker check`` and ``taskinfa-worker status``.
 
 ``run_checks`` tries everything a run needs, one line per check, before any task is
-claimed: the board (reachable, key accepted, atomic claim route), the agent executable,
+claimed: the board (reachable, key accepted, atomic claim route, and on the current
+release its sessions and model choice, tokens never shown), the agent executable,
 git, the agent sandbox, the folders the worker writes to, and the health port::
 
     ok    settings valid (BOT_NAME=bot, CONCURRENCY=4, AGENT=claude)
@@ -37,6 +38,7 @@ import anyio
 from taskinfa_worker.agent.sandbox import sandbox_state
 from taskinfa_worker.client.answer import excerpt
 from taskinfa_worker.client.api import BoardClient, Lane
+from taskinfa_worker.client.llm_config import TASK_SESSION
 from taskinfa_worker.errors import (
     AuthError,
     BoardError,
@@ -45,6 +47,7 @@ from taskinfa_worker.errors import (
     TransportError,
 )
 from taskinfa_worker.health import port_problem
+from taskinfa_worker.pool.model_choice import own_endpoint, resolve
 from taskinfa_worker.processes import run_process
 from taskinfa_worker.redact import Redactor
 from taskinfa_worker.settings import Settings, env_var, is_secret
@@ -123,6 +126,7 @@ class _Checks:
             self.check_board,
             self.check_claim_route,
             self.check_sessions,
+            self.check_model_choice,
             *self.local_steps(),
         ]
         for step in steps:
@@ -254,6 +258,47 @@ class _Checks:
                 "stays in_progress until a restart under the same BOT_NAME)"
             )
             self.report(Check("warn", "sessions off", detail))
+
+    async def check_model_choice(self) -> None:
+        """Which model and provider runs will use (the current release's ``/llm-config``);
+        the line names providers and models, never a token."""
+        if own_endpoint(self.settings):
+            detail = "(ANTHROPIC_BASE_URL is the worker's own: the dashboard's is not applied)"
+            self.report(Check("ok", "model choice", detail))
+            return
+        if not self.board_ok:
+            self.report(Check("skip", "model choice", "(board not usable)"))
+            return
+        async with self._probe_client() as client:
+            try:
+                config = await client.llm.read()
+            except BoardError as exc:
+                self.report(Check("warn", "model choice unknown", f"GET /llm-config: {exc}"))
+                return
+        if config is None:
+            detail = "(an earlier release: runs use the worker's own model settings)"
+            self.report(Check("ok", "no llm-config route", detail))
+            return
+        for token in config.tokens():
+            self.redact.add(token)
+        choices = [c for c in config.session_configs if c.session_type == TASK_SESSION]
+        problems = [
+            problem
+            for choice in choices
+            if (problem := resolve(self.settings, config, choice.task_list_id, TASK_SESSION)[1])
+        ]
+        if problems:
+            self.report(Check("warn", "model choice", "; ".join(problems)))
+            return
+        workspace = next((c for c in choices if c.task_list_id is None), None)
+        workspace_choice = "none"
+        if workspace is not None:
+            workspace_choice = f"{workspace.model or 'default model'} on {workspace.provider}"
+        projects = len(choices) - (workspace is not None)
+        said = [f"the workspace: {workspace_choice}", f"{projects} project choice(s)"]
+        if self.settings.model:
+            said.append(f"MODEL={self.settings.model} wins over their models")
+        self.report(Check("ok", "model choice", f"({'; '.join(said)})"))
 
     # --- agent ------------------------------------------------------------------------------
     async def check_agent(self) -> None:

@@ -2,7 +2,10 @@
 
 ``taskinfa-worker board`` (or ``board serve``) serves the local SQLite board. ``board add``,
 ``list``, ``move`` and ``comment`` are a person's actions against whichever board the
-settings name (``board_commands.py``), local or real, so nobody has to hand-write JSON.
+settings name (``board_commands.py``), local or real, so nobody has to hand-write JSON;
+``llm``, ``provider`` and ``model`` show and set the current release's model choice. A
+provider's token is read from standard input (a prompt on a terminal), never from the
+command line, where ``ps`` and the shell's history would keep it.
 """
 
 from __future__ import annotations
@@ -10,14 +13,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import getpass
+import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import anyio
+from pydantic import SecretStr
 
 from taskinfa_worker.board.profiles import PROFILE_NAMES
 from taskinfa_worker.board.validation import COMMENT_TYPES, PRIORITIES, STATUSES
+from taskinfa_worker.client.llm_config import PROVIDERS, SESSION_TYPES, TASK_SESSION, UNSET
 from taskinfa_worker.logs import quiet_logging
 from taskinfa_worker.settings import Settings
 
@@ -31,7 +37,8 @@ def add_board_parser(commands: Any) -> None:
     """``board`` with the serve flags (the bare form serves) and its subcommands."""
     board = commands.add_parser(
         "board",
-        help="Serve a local board (SQLite), or add, list, move, comment on any board's tasks.",
+        help="Serve a local board (SQLite), or add, list, move, comment on any board's tasks "
+        "and set its model choice.",
         description="Without a subcommand, `board` serves a local board, as `board serve` does.",
     )
     add_serve_flags(board)
@@ -65,7 +72,44 @@ def add_board_parser(commands: Any) -> None:
     )
     comment.add_argument("--author", default=None, help="Default: your login name.")
 
-    for people in (add, actions.choices["list"], move, comment):
+    actions.add_parser("llm", help="Show the providers and model choices (tokens hidden).")
+    provider = actions.add_parser(
+        "provider", help="Set a provider's base URL and token (the current release)."
+    )
+    provider.add_argument("name", metavar="PROVIDER", choices=PROVIDERS, help=", ".join(PROVIDERS))
+    provider.add_argument("--base-url", default=None, help="Its Anthropic-compatible endpoint.")
+    token = provider.add_mutually_exclusive_group()
+    token.add_argument(
+        "--token-stdin",
+        action="store_true",
+        help="Read its token from standard input (a prompt on a terminal).",
+    )
+    token.add_argument("--no-token", action="store_true", help="Remove its token.")
+    model = actions.add_parser(
+        "model", help="Choose the provider and model for a project's runs, or everyone's."
+    )
+    model.add_argument(
+        "provider", metavar="PROVIDER", nargs="?", choices=PROVIDERS, help=", ".join(PROVIDERS)
+    )
+    model.add_argument("model", metavar="MODEL", nargs="?", help="Default: the provider's.")
+    model.add_argument("--project", default=None, help="Task list id (default: every project).")
+    model.add_argument(
+        "--session-type",
+        choices=SESSION_TYPES,
+        default=TASK_SESSION,
+        help="Which runs: task (the default) for a task's work.",
+    )
+    model.add_argument("--clear", action="store_true", help="Remove the choice instead.")
+
+    for people in (
+        add,
+        actions.choices["list"],
+        move,
+        comment,
+        actions.choices["llm"],
+        provider,
+        model,
+    ):
         people.add_argument(
             "--env-file",
             type=Path,
@@ -146,6 +190,23 @@ def command_board(args: argparse.Namespace, settings_from: SettingsFrom) -> int:
         action_done = do.list_board(settings)
     elif action == "move":
         action_done = do.move_task(settings, args.task_id, args.status)
+    elif action == "llm":
+        action_done = do.show_llm(settings)
+    elif action == "provider":
+        action_done = do.set_provider(
+            settings, args.name, base_url=args.base_url, token=_token(args)
+        )
+    elif action == "model":
+        if args.clear == (args.provider is not None):
+            print("taskinfa-worker: board model needs a PROVIDER, or --clear", file=sys.stderr)
+            return 2
+        action_done = do.choose_model(
+            settings,
+            args.provider,
+            args.model,
+            project_id=args.project,
+            session_type=args.session_type,
+        )
     else:
         action_done = do.comment_on(
             settings,
@@ -156,6 +217,20 @@ def command_board(args: argparse.Namespace, settings_from: SettingsFrom) -> int:
         )
     result: int = anyio.run(lambda: action_done)
     return result
+
+
+def _token(args: argparse.Namespace) -> SecretStr | None:
+    """The token to set: read from stdin, removed (None), or kept (UNSET)."""
+    if args.no_token:
+        return None
+    if not args.token_stdin:
+        keep: SecretStr | None = UNSET
+        return keep
+    if sys.stdin.isatty():
+        read = getpass.getpass(f"Token for {args.name}: ")
+    else:
+        read = sys.stdin.readline()
+    return SecretStr(read.strip()) if read.strip() else None
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -169,6 +169,20 @@ def configuration_md() -> str:
         f"Secrets have no flag ({NO_FLAG}): a flag would show the key to anyone running `ps`.",
         "Set them in the environment or in `.env`. Lists are comma-separated. Durations are",
         "in seconds.",
+        "",
+        "On the current dashboard, a team can choose the provider and model per project",
+        "(`/llm-config`). Which one a run uses, highest first:",
+        "",
+        "1. the worker's own settings: `MODEL` (or `ANTHROPIC_MODEL` in `AGENT_ENV_ALLOW`)",
+        "   fixes the model; `ANTHROPIC_BASE_URL` (or it or `ANTHROPIC_AUTH_TOKEN` in",
+        "   `AGENT_ENV_ALLOW`) fixes the endpoint, and the dashboard's choice is not applied;",
+        "2. the project's choice for task runs;",
+        "3. the workspace's choice;",
+        "4. the defaults: Claude Code's model, `ANTHROPIC_API_KEY` or the Claude login.",
+        "",
+        "A dashboard provider's token becomes the agent's `ANTHROPIC_AUTH_TOKEN`, and",
+        "`ANTHROPIC_API_KEY` is then not passed. See",
+        "[Operations](operations.md#the-dashboards-model-choice).",
     ]
     for group, names in groups().items():
         lines += [

@@ -201,7 +201,11 @@ class Settings(BaseSettings):
         "replaced per argument (no shell).",
     )
     claude_bin: str = setting("claude", group="Agent", help="Claude Code executable.")
-    model: str | None = setting(None, group="Agent", help="Model for Claude Code (--model).")
+    model: str | None = setting(
+        None,
+        group="Agent",
+        help="Model for Claude Code (--model); wins over the dashboard's model choice.",
+    )
     max_turns: int = setting(50, group="Agent", help="Claude Code --max-turns.", ge=1)
     max_budget_usd: float | None = setting(
         None, group="Agent", help="Claude Code --max-budget-usd per task.", gt=0
@@ -219,10 +223,16 @@ class Settings(BaseSettings):
         None, group="Agent", help="Claude Code --append-system-prompt."
     )
     anthropic_api_key: SecretStr | None = setting(
-        None, group="Agent", help="Anthropic API key for Claude Code.", flag=False
+        None,
+        group="Agent",
+        help="Anthropic API key for Claude Code (not passed when a dashboard provider applies).",
+        flag=False,
     )
     anthropic_base_url: str | None = setting(
-        None, group="Agent", help="Messages API endpoint for Claude Code (proxies, tests)."
+        None,
+        group="Agent",
+        help="Messages API endpoint for Claude Code (proxies, tests); set, the dashboard's "
+        "choice of provider and model is not applied.",
     )
     claude_config_source: Path = setting(
         default_factory=lambda: Path.home() / ".claude",

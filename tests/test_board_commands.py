@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from taskinfa_worker.board.llm_store import LlmRecords
 from taskinfa_worker.settings import Settings
 from tests.board_support import BoardHandle, MakeBoard
 
@@ -22,7 +23,7 @@ class Done:
     stderr: str
 
 
-async def board_cli(board: BoardHandle, *args: str, cwd: Path) -> Done:
+async def board_cli(board: BoardHandle, *args: str, cwd: Path, stdin: bytes = b"") -> Done:
     """Run `taskinfa-worker board ARGS` against ``board``; the event loop keeps serving it."""
     base = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
     env = {**base, "TASKINFA_API_URL": board.url, "TASKINFA_API_KEY": board.api_key}
@@ -30,11 +31,12 @@ async def board_cli(board: BoardHandle, *args: str, cwd: Path) -> Done:
         *(sys.executable, "-m", "taskinfa_worker", "board", *args),
         env=env,
         cwd=cwd,
+        stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     async with asyncio.timeout(60):
-        out, err = await process.communicate()
+        out, err = await process.communicate(stdin)
     assert process.returncode is not None
     return Done(process.returncode, out.decode(), err.decode())
 
@@ -141,3 +143,61 @@ async def test_a_refused_key_says_so_without_the_key(board: BoardHandle, tmp_pat
     assert done.returncode == 3
     assert "refused the API key" in done.stderr
     assert "tk_wrong_key_00000001" not in done.stderr
+
+
+async def test_a_newcomer_sets_a_provider_and_a_projects_model(
+    make_board: MakeBoard, tmp_path: Path
+) -> None:
+    """The token goes in on stdin and never comes back out; the choice lands as the
+    release's settings page would leave it, and ``llm`` shows it."""
+    board = await make_board(profile="v2")
+    token = "or-newcomer-0123456789abcdef"
+    provider = await board_cli(
+        board,
+        *("provider", "openrouter", "--base-url", "https://openrouter.ai/api", "--token-stdin"),
+        cwd=tmp_path,
+        stdin=f"{token}\n".encode(),
+    )
+    assert provider.returncode == 0, provider.stderr
+    assert provider.stdout.strip() == "Provider openrouter: https://openrouter.ai/api, token set"
+    model = await board_cli(
+        board, "model", "openrouter", "qwen/qwen3-coder", "--project", "default", cwd=tmp_path
+    )
+    assert model.returncode == 0, model.stderr
+    assert (
+        model.stdout.strip() == "task runs of project default use qwen/qwen3-coder on openrouter."
+    )
+    everyone = await board_cli(board, "model", "anthropic", cwd=tmp_path)
+    assert "task runs of the workspace use the provider's default model" in everyone.stdout
+    shown = await board_cli(board, "llm", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines() == [
+        "Providers:",
+        "  openrouter  https://openrouter.ai/api  token set",
+        "Choices:",
+        # The release's order: by kind of session, then as they were made.
+        "  task  project default  openrouter  qwen/qwen3-coder",
+        "  task  workspace  anthropic  (the provider's default)",
+    ]
+    for done in (provider, model, everyone, shown):
+        assert token not in done.stdout + done.stderr
+    (row,) = LlmRecords(board.store).config()["providers"]
+    assert row["auth_token"] == token
+    cleared = await board_cli(board, "model", "--clear", "--project", "default", cwd=tmp_path)
+    assert cleared.stdout.strip() == "Cleared the task choice of project default."
+    assert len(LlmRecords(board.store).config()["session_configs"]) == 1
+
+
+async def test_model_choice_commands_on_a_board_without_it(
+    make_board: MakeBoard, tmp_path: Path
+) -> None:
+    board = await make_board(profile="v1")
+    shown = await board_cli(board, "llm", cwd=tmp_path)
+    assert shown.returncode == 0
+    assert "has no llm-config" in shown.stdout
+    refused = await board_cli(board, "model", "ollama", "qwen3", cwd=tmp_path)
+    assert refused.returncode == 1
+    assert "404" in refused.stderr
+    unclear = await board_cli(board, "model", cwd=tmp_path)
+    assert unclear.returncode == 2
+    assert "needs a PROVIDER, or --clear" in unclear.stderr

@@ -15,6 +15,7 @@ import pytest
 
 from taskinfa_worker import check
 from taskinfa_worker.agent import sandbox
+from taskinfa_worker.board.llm_store import LlmRecords
 from taskinfa_worker.check import run_checks, show_status
 from taskinfa_worker.health import serve_health
 from taskinfa_worker.metrics import Metrics
@@ -378,3 +379,45 @@ async def test_a_working_sandbox_is_said_to_be_on(tmp_path: Path, board: BoardHa
         pytest.skip(f"no sandbox here: {probe.reason}")
     _status, lines = await checks(make_settings(tmp_path, board, sandbox="auto"))
     assert lines["agent sandbox on"].startswith("ok    agent sandbox on: SANDBOX=auto: ")
+
+
+async def test_the_model_choice_is_reported_without_its_tokens(
+    tmp_path: Path, make_board: MakeBoard
+) -> None:
+    board = await make_board(profile="v2")
+    records = LlmRecords(board.store)
+    token = "team-check-token-5e4d3c2b1a"
+    records.set_provider("litellm", base_url="http://127.0.0.1:4000", auth_token=token)
+    records.set_choice("task", "anthropic", "claude-team")
+    records.set_choice("task", "litellm", "proxy-model", task_list_id="default")
+    out = io.StringIO()
+    assert await run_checks(make_settings(tmp_path, board, model="own-model"), out=out) == 0
+    assert token not in out.getvalue()
+    status, lines = await checks(make_settings(tmp_path, board))
+    assert status == 0, lines
+    assert lines["model choice"] == (
+        "ok    model choice (the workspace: claude-team on anthropic; 1 project choice(s))"
+    )
+    assert "MODEL=own-model wins over their models" in out.getvalue()
+    # A choice the worker cannot follow is said, and only warned about.
+    records.set_choice("task", "ollama", "qwen3", task_list_id="default")
+    status, lines = await checks(make_settings(tmp_path, board))
+    assert status == 0
+    assert lines["model choice"].startswith("warn  model choice")
+    assert "names provider 'ollama', which is not configured" in lines["model choice"]
+
+
+@pytest.mark.parametrize(
+    ("profile", "overrides", "expected"),
+    [
+        ("v1", {}, "ok    no llm-config route (an earlier release"),
+        ("v2", {"anthropic_base_url": "http://127.0.0.1:9"}, "ok    model choice (ANTHROPIC_BASE"),
+    ],
+)
+async def test_no_model_choice_where_none_applies(
+    tmp_path: Path, make_board: MakeBoard, profile: str, overrides: dict[str, Any], expected: str
+) -> None:
+    board = await make_board(profile=profile)
+    _status, lines = await checks(make_settings(tmp_path, board, **overrides))
+    label = expected[6:].split(" (")[0]
+    assert lines[label].startswith(expected), lines

@@ -3,7 +3,7 @@
 from taskinfa_worker.agent.claude import ClaudeAgent
 from taskinfa_worker.agent.command import CommandAgent
 from taskinfa_worker.agent.factory import make_agent
-from taskinfa_worker.agent.job import Activity, Agent, AgentJob, AgentOutcome
+from taskinfa_worker.agent.job import Activity, Agent, AgentJob, AgentOutcome, ModelRoute
 from taskinfa_worker.agent.reaper import become_subreaper
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "AgentOutcome",
     "ClaudeAgent",
     "CommandAgent",
+    "ModelRoute",
     "become_subreaper",
     "make_agent",
 ]

@@ -57,8 +57,9 @@ class ClaudeAgent(SupervisedAgent):
             argv.append(prompt)
         argv += ["--output-format", "stream-json", "--verbose"]
         argv += ["--max-turns", str(s.max_turns), "--permission-mode", s.permission_mode]
-        if s.model:
-            argv += ["--model", s.model]
+        model = job.route.model or s.model
+        if model:
+            argv += ["--model", model]
         if s.max_budget_usd is not None:
             argv += ["--max-budget-usd", f"{s.max_budget_usd:g}"]
         if s.allowed_tools:

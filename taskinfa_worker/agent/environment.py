@@ -24,6 +24,7 @@ from pathlib import Path
 
 from loguru import logger
 
+from taskinfa_worker.agent.job import ModelRoute
 from taskinfa_worker.agent.reaper import identity
 from taskinfa_worker.child_env import COMMON, inherit
 from taskinfa_worker.errors import AgentUnavailableError
@@ -43,6 +44,11 @@ INHERITED = COMMON | {
 INHERITED_PREFIXES = ("LC_",)
 
 BOARD_KEY = "TASKINFA_API_KEY"
+# The Messages API variables of Claude Code (and of agents that follow it).
+API_KEY = "ANTHROPIC_API_KEY"
+AUTH_TOKEN = "ANTHROPIC_AUTH_TOKEN"  # noqa: S105 - the name of a variable, not a secret
+BASE_URL = "ANTHROPIC_BASE_URL"
+MODEL = "ANTHROPIC_MODEL"
 # Identifies every process of one run, wherever it re-parents (see reaper.sweep_run).
 MARKER_VAR = "TASKINFA_AGENT_RUN"
 # Identifies the worker a run belongs to (BOT_NAME, pid and start time), so that a worker
@@ -144,11 +150,13 @@ def agent_environment(
     *,
     marker: str,
     parent: Mapping[str, str],
+    route: ModelRoute | None = None,
 ) -> dict[str, str]:
     """The complete environment of one agent run.
 
     ``parent`` is the worker's environment (``settings.environment_snapshot()``); only
     allowed names are taken from it. ``marker`` is the run's unique id (``MARKER_VAR``).
+    ``route``: the run's model and provider (``ModelRoute``); none, the worker's own.
     """
     env = inherit(parent, INHERITED | set(settings.agent_env_allow), INHERITED_PREFIXES)
     env.pop(BOARD_KEY, None)
@@ -157,9 +165,10 @@ def agent_environment(
         env["TASKINFA_API_URL"] = settings.taskinfa_api_url
     env.setdefault("PATH", os.defpath)
     if settings.anthropic_api_key is not None:
-        env["ANTHROPIC_API_KEY"] = settings.anthropic_api_key.get_secret_value()
+        env[API_KEY] = settings.anthropic_api_key.get_secret_value()
     if settings.anthropic_base_url:
-        env["ANTHROPIC_BASE_URL"] = settings.anthropic_base_url
+        env[BASE_URL] = settings.anthropic_base_url
+    _apply_route(env, route or ModelRoute(), settings.model)
 
     # Bounds, so that the CLI itself never stays silent longer than the stall timeout: each
     # retry prints an api_retry event, so silence lasts one attempt at most. An operator
@@ -191,6 +200,21 @@ def agent_environment(
         # worker's container is that sandbox.
         env["IS_SANDBOX"] = "1"
     return env
+
+
+def _apply_route(env: dict[str, str], route: ModelRoute, own_model: str | None) -> None:
+    """The run's provider and model. A dashboard provider brings the one credential the
+    agent gets: the operator's ANTHROPIC_API_KEY stays behind, so no request can carry both
+    (or go to the provider with the operator's key)."""
+    if route.auth_token is not None and route.base_url:
+        env.pop(API_KEY, None)
+        env[AUTH_TOKEN] = route.auth_token.get_secret_value()
+        env[BASE_URL] = route.base_url
+    model = route.model or own_model
+    if model:
+        # Claude Code also gets --model; this is for agents that read only the variable.
+        # An operator who allow-listed ANTHROPIC_MODEL keeps theirs.
+        env.setdefault(MODEL, model)
 
 
 def owner_value(settings: Settings) -> str:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from pydantic import SecretStr
+
 from taskinfa_worker.client.models import Comment, Project, Task
 
 
@@ -22,6 +24,24 @@ class Activity:
     tool: str | None = None
     files: tuple[str, ...] = ()
     text: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelRoute:
+    """The model a run uses and where its requests go (``pool/model_choice.py`` decides).
+
+    Empty: the worker's own settings (``MODEL``, ``ANTHROPIC_*``). With ``auth_token``, the
+    run goes to the dashboard's provider at ``base_url`` with that token as its one
+    credential. The token never shows in a repr.
+    """
+
+    model: str | None = None
+    base_url: str | None = None
+    auth_token: SecretStr | None = None
+    provider: str | None = None
+    """The dashboard's provider name, when a dashboard choice applies."""
+    origin: str = ""
+    """Whose choice it is, for logs and transcripts ("project web", "the workspace")."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +59,7 @@ class AgentJob:
     # The branch holds an earlier round's work (the task came back from review or failed).
     continues: bool = False
     resume_session_id: str | None = None
+    route: ModelRoute = field(default_factory=ModelRoute)
     on_activity: Callable[[Activity], None] = field(default=lambda _activity: None)
 
 

@@ -77,7 +77,7 @@ class SupervisedAgent:
         extra = await anyio.to_thread.run_sync(setup, runtime) if setup is not None else {}
         marker = uuid.uuid4().hex
         parent = self._parent_env if self._parent_env is not None else environment_snapshot()
-        env = agent_environment(s, runtime, marker=marker, parent=parent)
+        env = agent_environment(s, runtime, marker=marker, parent=parent, route=job.route)
         env.update(extra)
         sandbox = await sandbox_state(s)
         if sandbox.refused:
@@ -110,12 +110,17 @@ class SupervisedAgent:
     def _transcript(self, job: AgentJob, **start: Any) -> Iterator[Transcript]:
         """The job's transcript, opened with its ``start`` note (``start``: extra fields)."""
         with Transcript(job.transcript_path, self._redact) as transcript:
+            route = job.route
             transcript.note(
                 "start",
                 agent=self.name,
                 task_id=job.task.id,
                 attempt=job.attempt,
                 slot=job.slot,
+                # Which model and provider, never the token.
+                model=route.model or self._settings.model,
+                provider=route.provider,
+                model_choice=route.origin or None,
                 **start,
             )
             yield transcript

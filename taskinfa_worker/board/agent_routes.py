@@ -2,8 +2,9 @@
 
 ``/sessions`` and ``/events`` are how that dashboard shows agents and their activity;
 ``/tasks/pending-messages`` is its chat waiting for an answer, ``/llm-config`` the provider
-and model people chose. Bodies are checked here (400 naming the field, never a 500), the
-records kept by ``agent_store.AgentRecords``.
+and model people chose (set with ``PATCH /llm-config/providers`` and ``/llm-config/session``,
+as its settings page does). Bodies are checked here (400 naming the field, never a 500),
+the records kept by ``agent_store.AgentRecords`` and ``llm_store.LlmRecords``.
 """
 
 from __future__ import annotations
@@ -20,9 +21,14 @@ from taskinfa_worker.board.agent_store import (
     SESSION_STATUSES,
     AgentRecords,
 )
+from taskinfa_worker.board.llm_store import PROVIDERS, SESSION_TYPES, UNCHANGED, LlmRecords
 from taskinfa_worker.board.problems import Invalid
 
 RECORDS: Final = web.AppKey("agent_records", AgentRecords)
+LLM: Final = web.AppKey("llm_records", LlmRecords)
+MAX_URL: Final = 500
+MAX_TOKEN: Final = 2_000
+MAX_MODEL: Final = 200
 MAX_SUMMARY: Final = 2_000
 MAX_MESSAGE: Final = 5_000
 MAX_TIMESTAMP: Final = 100
@@ -94,7 +100,22 @@ def add_agent_routes(app: web.Application, prefix: str, workspace: Workspace, bo
         return web.json_response({"tasks": tasks})
 
     async def llm_config(request: web.Request) -> web.Response:
-        return web.json_response(records().llm_config(workspace_id=workspace(request)))
+        return web.json_response(app[LLM].config(workspace_id=workspace(request)))
+
+    async def set_llm_provider(request: web.Request) -> web.Response:
+        fields = _llm_provider(await body(request))
+        row = app[LLM].set_provider(workspace_id=workspace(request), **fields)
+        return web.json_response({"provider": row})
+
+    async def set_llm_choice(request: web.Request) -> web.Response:
+        fields = _llm_choice(await body(request), with_provider=True)
+        row = app[LLM].set_choice(workspace_id=workspace(request), **fields)
+        return web.json_response({"session_config": row})
+
+    async def clear_llm_choice(request: web.Request) -> web.Response:
+        fields = _llm_choice(await body(request), with_provider=False)
+        app[LLM].clear_choice(workspace_id=workspace(request), **fields)
+        return web.json_response({"deleted": True})
 
     r.add_post(f"{prefix}/sessions", create_session)
     r.add_get(f"{prefix}/sessions", list_sessions)
@@ -104,6 +125,9 @@ def add_agent_routes(app: web.Application, prefix: str, workspace: Workspace, bo
     r.add_get(f"{prefix}/events", list_events)
     r.add_get(f"{prefix}/tasks/pending-messages", pending_messages)
     r.add_get(f"{prefix}/llm-config", llm_config)
+    r.add_patch(f"{prefix}/llm-config/providers", set_llm_provider)
+    r.add_patch(f"{prefix}/llm-config/session", set_llm_choice)
+    r.add_delete(f"{prefix}/llm-config/session", clear_llm_choice)
 
 
 # --- queries and bodies ----------------------------------------------------------------------
@@ -163,3 +187,44 @@ def _new_event(body: Mapping[str, Any]) -> dict[str, Any]:
             raise Invalid("metadata must be an object", {"field": "metadata"})
         fields["metadata"] = metadata
     return fields
+
+
+def _llm_provider(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A provider's fields; one left out stays as it is, a null clears it (the release's)."""
+    validation.known(body, {"provider", "base_url", "auth_token"})
+    fields: dict[str, Any] = {"provider": _required_enum(body, "provider", PROVIDERS)}
+    for name, limit in (("base_url", MAX_URL), ("auth_token", MAX_TOKEN)):
+        value = body.get(name, UNCHANGED)
+        if value is not UNCHANGED and value is not None:
+            # An empty text is what the settings page sends for "none": stored as null.
+            value = validation.text(value, name, limit, allow_empty=True) or None
+        fields[name] = value
+    return fields
+
+
+def _llm_choice(body: Mapping[str, Any], *, with_provider: bool) -> dict[str, Any]:
+    """Which choice (kind of session, project or null for the workspace) and, to set one,
+    its provider and model (null: the provider's default)."""
+    allowed = {"task_list_id", "session_type"} | ({"provider", "model"} if with_provider else set())
+    validation.known(body, allowed)
+    fields: dict[str, Any] = {
+        "session_type": _required_enum(body, "session_type", SESSION_TYPES),
+        "task_list_id": None,
+    }
+    if body.get("task_list_id") is not None:
+        project = validation.text(body["task_list_id"], "task_list_id", validation.MAX_ID)
+        fields["task_list_id"] = project
+    if with_provider:
+        fields["provider"] = _required_enum(body, "provider", PROVIDERS)
+        model = body.get("model")
+        fields["model"] = (
+            None if model is None else validation.text(model, "model", MAX_MODEL, True) or None
+        )
+    return fields
+
+
+def _required_enum(body: Mapping[str, Any], name: str, allowed: tuple[str, ...]) -> str:
+    value = body.get(name)
+    if value is None:
+        raise Invalid(f"{name} is required; one of {', '.join(allowed)}", {"field": name})
+    return validation.enum(value, name, allowed)

@@ -1,7 +1,8 @@
-"""The current release's agent records: sessions, the event feed, pending chat, llm-config.
+"""The current release's agent records: sessions, the event feed, pending chat.
 
 Kept apart from ``store.py`` (tasks, comments, workers) because only the ``v2`` profile
-serves them; they share the store's connection and its transactions. As on the release: a
+serves them; they share the store's connection and its transactions (as does
+``llm_store.py``, the model choice). As on the release: a
 session's ``last_event_at`` moves when an event names the session, or when a PATCH sends one
 (stored as sent); ``updated_at`` moves on every change. An event may name a session that does
 not exist: it is stored, and changes nothing.
@@ -41,7 +42,6 @@ STATUS_AFTER_EVENT: Final = {
 """What an event does to the status of the session it names (the release's rule)."""
 SESSION_EVENTS_SHOWN: Final = 20
 """``GET /sessions/{id}`` shows this many of the session's newest events."""
-_GLOBAL: Final = ""
 _SELECT_SESSION: Final = (
     "SELECT s.*, tl.name AS project_name, t.title AS current_task_title FROM sessions s "
     "LEFT JOIN task_lists tl ON tl.workspace_id = s.workspace_id AND tl.id = s.project_id "
@@ -56,7 +56,7 @@ _SELECT_EVENTS: Final = (
 
 
 class AgentRecords:
-    """Sessions, events and the LLM configuration of one board, over its store."""
+    """Sessions and events of one board, over its store."""
 
     def __init__(self, store: BoardStore) -> None:
         self._store = store
@@ -232,63 +232,6 @@ class AgentRecords:
         )
         # The task shaping of store.py: labels and files as lists, no human assignee.
         return [self._store.get_task(row["id"], workspace_id=workspace_id) for row in rows]
-
-    # --- llm-config ------------------------------------------------------------------------
-    def add_llm_provider(
-        self,
-        name: str,
-        auth_token: str,
-        *,
-        base_url: str | None = None,
-        workspace_id: str = DEFAULT_WORKSPACE,
-    ) -> str:
-        """A provider as a person enters it in the dashboard; returns its id."""
-        provider_id = f"llm_{secrets.token_hex(6)}"
-        with self._store.transaction() as db:
-            db.execute(
-                "INSERT INTO llm_providers (id, workspace_id, name, base_url, auth_token, "
-                "created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (provider_id, workspace_id, name, base_url, auth_token, self._store.now()),
-            )
-        return provider_id
-
-    def choose_llm_model(
-        self,
-        provider_id: str,
-        model: str,
-        *,
-        task_list_id: str | None = None,
-        workspace_id: str = DEFAULT_WORKSPACE,
-    ) -> None:
-        """The model for one project, or for the whole workspace when no project is named."""
-        with self._store.transaction() as db:
-            db.execute(
-                "INSERT INTO llm_models (workspace_id, task_list_id, provider_id, model) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT (workspace_id, task_list_id) DO UPDATE SET "
-                "provider_id = excluded.provider_id, model = excluded.model",
-                (workspace_id, task_list_id or _GLOBAL, provider_id, model),
-            )
-
-    def llm_config(self, *, workspace_id: str = DEFAULT_WORKSPACE) -> dict[str, Any]:
-        """Providers (tokens included, as the real route sends them) and the model choices."""
-        providers = self._store.rows(
-            "SELECT id, name, base_url, auth_token FROM llm_providers WHERE workspace_id = ? "
-            "ORDER BY created_at, rowid",
-            (workspace_id,),
-        )
-        choices = self._store.rows(
-            "SELECT task_list_id, provider_id, model FROM llm_models WHERE workspace_id = ? "
-            "ORDER BY task_list_id",
-            (workspace_id,),
-        )
-        global_choice = [dict(row) for row in choices if row["task_list_id"] == _GLOBAL]
-        return {
-            "providers": [dict(row) for row in providers],
-            "global": {k: v for k, v in global_choice[0].items() if k != "task_list_id"}
-            if global_choice
-            else None,
-            "projects": [dict(row) for row in choices if row["task_list_id"] != _GLOBAL],
-        }
 
 
 _SESSION_PATCHABLE: Final = ("status", "current_task_id", "summary", "last_event_at")

@@ -14,9 +14,9 @@ still override a profile (``options_for("v2", rate_limit=3)``):
   require ``author`` and ``author_type``, ``blocked`` refused, ``/tasks/next`` ignores
   ``task_list_id`` and skips subtasks and tasks whose dependencies are not all ``done``
   (which its list answers mark ``is_blocked``), ``total`` is the page's length,
-  ``POST /tasks`` creates in ``backlog``, 100 requests a minute per key on the task and
-  agent routes with a reset always a minute ahead, and the agent routes: sessions, events,
-  pending messages, llm-config.
+  ``POST /tasks`` creates in ``backlog``, 100 requests a minute per key on the task, project
+  and agent routes (not the model choice) with a reset always a minute ahead, and the agent
+  routes: sessions, events, pending messages, llm-config (and its two setting routes).
 """
 
 from __future__ import annotations
@@ -58,13 +58,15 @@ class BoardOptions:
     new_task_status: str = "todo"
     """The status ``POST /tasks`` gives a task that names none (``backlog`` on v2)."""
     rate_limit_task_routes_only: bool = False
-    """True: only the task and agent routes (``/tasks``, ``/sessions``, ``/events``) count
-    against the limit and carry its headers (v2)."""
+    """True: only the task, project and agent routes (``/tasks``, ``/task-lists``,
+    ``/sessions``, ``/events``) count against the limit and carry its headers (v2); the
+    model choice (``/llm-config``) does not."""
     reset_a_minute_ahead: bool = False
     """True: ``X-RateLimit-Reset`` and ``Retry-After`` always say a full window, as v2 does,
     instead of the true time until a request leaves the window."""
     agent_routes: bool = False
-    """True: ``/sessions``, ``/events``, ``/tasks/pending-messages`` and ``/llm-config``."""
+    """True: ``/sessions``, ``/events``, ``/tasks/pending-messages`` and ``/llm-config``
+    (with ``PATCH /llm-config/providers``, ``PATCH|DELETE /llm-config/session``)."""
 
 
 _PROFILES: Final[dict[str, BoardOptions]] = {

@@ -20,8 +20,9 @@ from loguru import logger
 
 from taskinfa_worker.board import validation
 from taskinfa_worker.board.access import SAFE_METHODS
-from taskinfa_worker.board.agent_routes import RECORDS, add_agent_routes
+from taskinfa_worker.board.agent_routes import LLM, RECORDS, add_agent_routes
 from taskinfa_worker.board.agent_store import AgentRecords
+from taskinfa_worker.board.llm_store import LlmRecords
 from taskinfa_worker.board.page import PAGE, PAGE_ROUTES_UNLIMITED, add_page_routes, page_caller
 from taskinfa_worker.board.problems import Conflict, Problem, TooLarge
 from taskinfa_worker.board.profiles import BoardOptions
@@ -63,6 +64,7 @@ def create_app(store: BoardStore, options: BoardOptions | None = None) -> web.Ap
     r.add_get(f"{API_PREFIX}/tasks/next", _next_task)
     if options.agent_routes:
         app[RECORDS] = AgentRecords(store)
+        app[LLM] = LlmRecords(store)
         add_agent_routes(app, API_PREFIX, _workspace, _body)
     r.add_get(f"{API_PREFIX}/tasks", _list_tasks)
     r.add_post(f"{API_PREFIX}/tasks", _create_task)
@@ -122,8 +124,9 @@ async def _api_middleware(request: web.Request, handler: Handler) -> web.StreamR
     return response
 
 
-# The routes the current release limits (and sends the headers on): tasks and the agent's.
-_LIMITED_ROUTES: Final = ("/tasks", "/sessions", "/events")
+# The routes the current release limits (and sends the headers on): tasks, projects and the
+# agent's. Not /llm-config, which its orchestrator reads every cycle.
+_LIMITED_ROUTES: Final = ("/tasks", "/task-lists", "/sessions", "/events")
 
 
 def _rate_limited_route(request: web.Request) -> bool:

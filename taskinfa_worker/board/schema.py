@@ -10,6 +10,12 @@ from typing import Final
 
 SCHEMA_VERSION: Final = 1
 
+# An earlier version of this board kept the model choice in llm_models and an
+# llm_providers table of another shape; nothing outside a test could fill them, so a file
+# that still has llm_models loses both before the schema below is applied.
+DROP_OBSOLETE: Final = "DROP TABLE IF EXISTS llm_models; DROP TABLE IF EXISTS llm_providers;"
+OBSOLETE_MARK: Final = "llm_models"
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
@@ -92,7 +98,7 @@ CREATE TABLE IF NOT EXISTS task_dependencies (
     depends_on_task_id TEXT NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
     PRIMARY KEY (task_id, depends_on_task_id)
 );
--- The current release's agent routes: sessions, the event feed, the chosen model.
+-- The current release's agent routes: sessions, the event feed.
 CREATE TABLE IF NOT EXISTS sessions (
     id TEXT PRIMARY KEY,
     workspace_id TEXT NOT NULL,
@@ -117,22 +123,36 @@ CREATE TABLE IF NOT EXISTS session_events (
     metadata TEXT,
     created_at TEXT NOT NULL
 );
+-- The dashboard's model choice, as the release keeps it (its migration 016): one row per
+-- provider a workspace configured (the token in plain text, as there), and one choice per
+-- kind of session, for one project or (task_list_id NULL) for the whole workspace.
 CREATE TABLE IF NOT EXISTS llm_providers (
     id TEXT PRIMARY KEY,
     workspace_id TEXT NOT NULL,
-    name TEXT NOT NULL,
+    provider TEXT NOT NULL,
     base_url TEXT,
-    auth_token TEXT NOT NULL,
-    created_at TEXT NOT NULL
+    auth_token TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    UNIQUE (workspace_id, provider)
 );
--- task_list_id '' is the workspace-wide choice; a project's own choice overrides it.
-CREATE TABLE IF NOT EXISTS llm_models (
+CREATE TABLE IF NOT EXISTS llm_session_config (
+    id TEXT PRIMARY KEY,
     workspace_id TEXT NOT NULL,
-    task_list_id TEXT NOT NULL,
-    provider_id TEXT NOT NULL REFERENCES llm_providers (id) ON DELETE CASCADE,
-    model TEXT NOT NULL,
-    PRIMARY KEY (workspace_id, task_list_id)
+    task_list_id TEXT,
+    session_type TEXT NOT NULL,
+    provider TEXT NOT NULL DEFAULT 'anthropic',
+    model TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
 );
+-- NULL never equals NULL in a UNIQUE constraint: one index for the global choices, one for
+-- the projects'.
+CREATE UNIQUE INDEX IF NOT EXISTS llm_session_global
+    ON llm_session_config (workspace_id, session_type) WHERE task_list_id IS NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS llm_session_project
+    ON llm_session_config (workspace_id, task_list_id, session_type)
+    WHERE task_list_id IS NOT NULL;
 """
 
 # The board-wide version the page's change feed watches: every write that a page shows

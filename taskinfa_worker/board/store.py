@@ -30,8 +30,10 @@ from typing import Any, Final
 
 from taskinfa_worker.board.problems import Conflict, Invalid, NotFound
 from taskinfa_worker.board.schema import (
+    DROP_OBSOLETE,
     JSON_LIST_COLUMNS,
     NEXT_NOT_WAITING,
+    OBSOLETE_MARK,
     PATCH_COLUMNS,
     SCHEMA,
     SCHEMA_VERSION,
@@ -141,6 +143,11 @@ class BoardStore:
 
     def _migrate(self) -> None:
         with self._lock:
+            obsolete = self._db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (OBSOLETE_MARK,)
+            ).fetchone()
+            if obsolete is not None:
+                self._db.executescript(DROP_OBSOLETE)
             # executescript commits on its own; the statements are all IF NOT EXISTS.
             self._db.executescript(SCHEMA)
             with self._write() as db:

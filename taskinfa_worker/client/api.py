@@ -22,6 +22,7 @@ from pydantic import SecretStr
 from taskinfa_worker.client import certain
 from taskinfa_worker.client.claims import CLAIM as CLAIM
 from taskinfa_worker.client.claims import Claimer, route_missing
+from taskinfa_worker.client.llm_config import LlmConfigApi
 from taskinfa_worker.client.models import (
     Comment,
     CommentPage,
@@ -90,6 +91,8 @@ class BoardClient:
         """False when the board has no ``/tasks/{id}/comments`` route."""
         self.sessions = SessionsApi(self._transport)
         """The current release's sessions and event feed (``sessions.py``)."""
+        self.llm = LlmConfigApi(self._transport)
+        """The current release's model choice (``llm_config.py``)."""
 
     @classmethod
     def from_settings(cls, settings: Settings, metrics: Metrics | None = None) -> BoardClient:

@@ -9,7 +9,8 @@ intervals stretch as the number of busy slots grows and the total stays under th
 Shares of the learned rate per minute (below; they sum to under 1, leaving room for
 claims, polls and completions). A run's session (where the board has sessions) costs about
 4 requests besides: its start and claim event, its outcome event and its end, sent with
-the run's own start and end, out of the reserve.
+the run's own start and end, out of the reserve. So does the dashboard's model choice
+(``/llm-config``): at most one read a minute for the whole process (``model_choice.py``).
 """
 
 from __future__ import annotations

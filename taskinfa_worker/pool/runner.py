@@ -35,6 +35,7 @@ from taskinfa_worker.metrics import Metrics
 from taskinfa_worker.pool import budget
 from taskinfa_worker.pool.handover import wait_for_handover
 from taskinfa_worker.pool.history import TaskHistory, came_back, read_history
+from taskinfa_worker.pool.model_choice import ModelChoices
 from taskinfa_worker.pool.progress import ProgressReporter
 from taskinfa_worker.pool.registry import Claimed, RunningTask, RunningTasks, StopKind
 from taskinfa_worker.pool.reporting import TaskReporter
@@ -97,8 +98,10 @@ class TaskRunner:
         metrics: Metrics,
         running: RunningTasks,
         events: ProgressEvents,
+        models: ModelChoices,
     ) -> None:
         self._settings = settings
+        self._models = models
         self._events = events
         self._client = client
         self._agent = agent
@@ -259,6 +262,15 @@ class TaskRunner:
             await self._events.progress(slot, text)
 
         progress = ProgressReporter(post=post, interval=self._progress_interval)
+        project_id = claimed.project.id if claimed.project is not None else task.task_list_id
+        route = await self._models.route_for(project_id)
+        if route.origin:
+            logger.info(
+                "model {} via {} ({}'s choice on the dashboard)",
+                route.model or "(the provider's default)",
+                route.provider,
+                route.origin,
+            )
         job = AgentJob(
             task=task,
             project=claimed.project,
@@ -273,6 +285,7 @@ class TaskRunner:
             # The session of the last run, where the agent can resume it (same slot and
             # host); when it cannot, the fresh run has the history in its prompt.
             resume_session_id=None if fresh or not came_back(task) else task.claude_session_id,
+            route=route,
             on_activity=progress.record,
         )
         try:

@@ -35,6 +35,7 @@ from taskinfa_worker.metrics import Metrics
 from taskinfa_worker.pool.dispatcher import Dispatcher
 from taskinfa_worker.pool.heartbeat import HeartbeatLoop
 from taskinfa_worker.pool.identity import BeatRecord, ensure_name_free
+from taskinfa_worker.pool.model_choice import ModelChoices
 from taskinfa_worker.pool.periodic import Upkeep, run_upkeep
 from taskinfa_worker.pool.recovery import LeaseSweeper, recover_own_tasks
 from taskinfa_worker.pool.registry import RunningTasks, StopKind
@@ -91,6 +92,8 @@ class WorkerPool:
         self._sessions = RunSessions(
             client, settings.lease_timeout, redactor, enabled=settings.sessions
         )
+        # One cache of the dashboard's model choice for every kind of run of this process.
+        self._models = ModelChoices(settings, client.llm, redactor)
         self._runner = TaskRunner(
             settings,
             client,
@@ -100,6 +103,7 @@ class WorkerPool:
             metrics,
             self.running,
             self._sessions,
+            self._models,
         )
         self._dispatcher = Dispatcher(settings, client, self.running, on_done=self.drain)
         self._signals = 0

@@ -54,6 +54,7 @@ def test_package_exports() -> None:
         "AgentOutcome",
         "ClaudeAgent",
         "CommandAgent",
+        "ModelRoute",
         "become_subreaper",
         "make_agent",
     ]

@@ -23,6 +23,7 @@ import pytest
 from pydantic import SecretStr
 
 from taskinfa_worker.agent import Activity, AgentJob, AgentOutcome, make_agent
+from taskinfa_worker.board.llm_store import LlmRecords
 from taskinfa_worker.redact import Redactor
 from taskinfa_worker.settings import Settings
 from tests.agent.real_cli import CLAUDE_BIN, REAL_CLI, real_cli_job, real_cli_settings
@@ -289,3 +290,41 @@ async def test_worker_with_a_refused_key_reports_it_without_a_retry_storm(
     final = board.store.get_task(task["id"])
     assert (final["status"], final["error_count"]) == ("todo", 0), final
     assert_no_secret(key, tmp_path, worker, board, task["id"])
+
+
+async def test_the_dashboards_provider_and_model_reach_the_real_cli(
+    tmp_path: Path,
+    make_board: MakeBoard,
+    scripted_api: ScriptedMessagesAPI,
+    worker_runs: list[Worker],
+) -> None:
+    """The strongest proof of the model choice: on the current release's board, the
+    project's choice sends the real CLI's requests to the provider's base URL, with the
+    provider's token as a bearer token (the operator's key, another one, is not sent: the
+    scripted API would refuse it) and the chosen model in every request."""
+    board = await make_board(profile="v2")
+    team_token = f"team-provider-{secrets.token_hex(16)}"
+    records = LlmRecords(board.store)
+    records.set_provider("litellm", base_url=scripted_api.url, auth_token=team_token)
+    records.set_choice("task", "litellm", "team-chosen-model", task_list_id="default")
+    task = board.create_task("Write hello.txt", description=TASK_DESCRIPTION, status="todo")
+    scripted_api.api_key = team_token
+    scripted_api.add(*write_file_script())
+    operator_key = anthropic_key()
+    env = worker_env(board, scripted_api, operator_key, tmp_path)
+    # The operator fixed no endpoint of their own: the dashboard's provider applies.
+    del env["ANTHROPIC_BASE_URL"]
+
+    worker = await Worker.start(env, WORKER_ARGS, tmp_path / "worker.log")
+    worker_runs.append(worker)
+    assert await worker.wait(timeout=90) == 0, worker.output()
+
+    assert board.store.get_task(task["id"])["status"] == "review", worker.output()
+    assert len(scripted_api.main_requests) == 2
+    assert not [r for r in scripted_api.requests if r.kind == "rejected"]
+    for request in scripted_api.message_requests:
+        assert request.model == "team-chosen-model"
+        assert "authorization" in request.headers
+        assert "x-api-key" not in request.headers
+    assert_no_secret(team_token, tmp_path, worker, board, task["id"])
+    assert_no_secret(operator_key, tmp_path, worker, board, task["id"])

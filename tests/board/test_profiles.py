@@ -7,7 +7,6 @@ import aiohttp
 import pytest
 
 from taskinfa_worker.board import options_for
-from taskinfa_worker.board.agent_store import AgentRecords
 from tests.board.http import call, iso
 from tests.board_support import BoardHandle, FakeClock, MakeBoard
 
@@ -162,7 +161,8 @@ async def test_v2_rate_limit_counts_task_routes_and_resets_a_minute_ahead(
     second = await call(http, board, "GET", "/tasks/next")
     # A minute from now, not from the first request: what the real release always sends.
     assert second.headers["X-RateLimit-Reset"] == iso(clock.now + 60)
-    other_route = await call(http, board, "GET", "/task-lists")
+    # The one route of the release that is not counted.
+    other_route = await call(http, board, "GET", "/llm-config")
     assert other_route.status == 200
     assert "X-RateLimit-Limit" not in other_route.headers
     limited = await call(http, board, "GET", "/tasks")
@@ -309,24 +309,106 @@ async def test_v2_pending_messages_are_tasks_waiting_for_the_agent(
     assert [t["id"] for t in pending.body["tasks"]] == [asked["id"]]
 
 
-async def test_v2_llm_config_per_project_and_global(
+async def test_v2_llm_config_answers_rows_as_the_release_keeps_them(
     make_board: MakeBoard, http: aiohttp.ClientSession
 ) -> None:
+    """Set through the settings page's routes, answered as the release's GET does: every
+    provider row with its token in plain text (by name), every choice (by kind)."""
     board = await make_board(profile="v2")
-    records = AgentRecords(board.store)
-    provider = records.add_llm_provider("proxy", "sk-secret", base_url="http://127.0.0.1:9/v1")
-    records.choose_llm_model(provider, "model-a")
-    records.choose_llm_model(provider, "model-b", task_list_id="default")
-    config = await call(http, board, "GET", "/llm-config")
-    assert config.body == {
-        "providers": [
-            {
-                "id": provider,
-                "name": "proxy",
-                "base_url": "http://127.0.0.1:9/v1",
-                "auth_token": "sk-secret",
-            }
-        ],
-        "global": {"provider_id": provider, "model": "model-a"},
-        "projects": [{"task_list_id": "default", "provider_id": provider, "model": "model-b"}],
+    proxy = {"provider": "litellm", "base_url": "http://127.0.0.1:9", "auth_token": "sk-secret"}
+    set_provider = await call(http, board, "PATCH", "/llm-config/providers", proxy)
+    assert set_provider.status == 200
+    await call(http, board, "PATCH", "/llm-config/providers", {"provider": "anthropic"})
+    message = {"session_type": "message", "provider": "anthropic", "model": "m-chat"}
+    for choice in (
+        {"session_type": "task", "provider": "anthropic", "model": "m-global"},
+        {"session_type": "task", "provider": "litellm", "model": "m-b", "task_list_id": "default"},
+        message,
+    ):
+        assert (await call(http, board, "PATCH", "/llm-config/session", choice)).status == 200
+    config = (await call(http, board, "GET", "/llm-config")).body
+    assert [(p["provider"], p["base_url"], p["auth_token"]) for p in config["providers"]] == [
+        ("anthropic", None, None),
+        ("litellm", "http://127.0.0.1:9", "sk-secret"),
+    ]
+    assert set(config["providers"][1]) == {
+        "id",
+        "workspace_id",
+        "provider",
+        "base_url",
+        "auth_token",
+        "created_at",
+        "updated_at",
     }
+    assert config["providers"][1]["id"].startswith("llmp_")
+    assert [
+        (c["session_type"], c["task_list_id"], c["provider"], c["model"])
+        for c in config["session_configs"]
+    ] == [
+        ("message", None, "anthropic", "m-chat"),
+        ("task", None, "anthropic", "m-global"),
+        ("task", "default", "litellm", "m-b"),
+    ]
+    assert config["session_configs"][0]["id"].startswith("llmsc_")
+
+
+async def test_v2_llm_config_updates_in_place(
+    make_board: MakeBoard, http: aiohttp.ClientSession
+) -> None:
+    """A provider set again keeps the fields not sent; a choice set again is replaced, and
+    a deleted one is gone (one row per provider, one per kind and project)."""
+    board = await make_board(profile="v2")
+    first = {"provider": "ollama", "base_url": "http://127.0.0.1:11434", "auth_token": "t1"}
+    await call(http, board, "PATCH", "/llm-config/providers", first)
+    renewed = {"provider": "ollama", "auth_token": "t2"}
+    row = (await call(http, board, "PATCH", "/llm-config/providers", renewed)).body["provider"]
+    assert (row["base_url"], row["auth_token"]) == ("http://127.0.0.1:11434", "t2")
+    global_choice = {"session_type": "task", "provider": "ollama", "model": "a"}
+    await call(http, board, "PATCH", "/llm-config/session", global_choice)
+    replaced = {**global_choice, "model": None}
+    await call(http, board, "PATCH", "/llm-config/session", replaced)
+    config = (await call(http, board, "GET", "/llm-config")).body
+    assert len(config["providers"]) == 1
+    assert [(c["task_list_id"], c["model"]) for c in config["session_configs"]] == [(None, None)]
+    gone = await call(http, board, "DELETE", "/llm-config/session", {"session_type": "task"})
+    assert gone.body == {"deleted": True}
+    assert (await call(http, board, "GET", "/llm-config")).body["session_configs"] == []
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/llm-config/providers", {"provider": "gpt"}, "provider"),
+        ("/llm-config/providers", {"base_url": "http://x"}, "provider"),
+        ("/llm-config/providers", {"provider": "custom", "auth_token": 7}, "auth_token"),
+        ("/llm-config/session", {"session_type": "chat", "provider": "anthropic"}, "session_type"),
+        ("/llm-config/session", {"session_type": "task"}, "provider"),
+    ],
+)
+async def test_v2_llm_config_refuses_bad_settings(
+    make_board: MakeBoard, http: aiohttp.ClientSession, path: str, body: object, field: str
+) -> None:
+    board = await make_board(profile="v2")
+    refused = await call(http, board, "PATCH", path, body)
+    assert refused.status == 400
+    assert refused.body["details"]["field"] == field
+    assert (await call(http, board, "GET", "/llm-config")).body == {
+        "providers": [],
+        "session_configs": [],
+    }
+
+
+async def test_v2_limits_projects_but_not_the_model_choice(
+    make_board: MakeBoard, http: aiohttp.ClientSession
+) -> None:
+    """As the release: ``/task-lists`` counts against the key's minute and says so in its
+    headers; ``/llm-config``, which its orchestrator reads every cycle, does not."""
+    board = await make_board(profile="v2", rate_limit=2)
+    listed = await call(http, board, "GET", "/task-lists")
+    assert listed.headers["X-RateLimit-Remaining"] == "1"
+    assert (await call(http, board, "GET", "/task-lists/default")).status == 200
+    assert (await call(http, board, "GET", "/task-lists")).status == 429
+    for _ in range(3):
+        config = await call(http, board, "GET", "/llm-config")
+        assert config.status == 200
+        assert "X-RateLimit-Limit" not in config.headers

@@ -92,6 +92,30 @@ def test_schema_wal_and_default_task_list_survive_reopening(tmp_path: Path) -> N
     assert "tasks_next" in indexes
 
 
+def test_an_earlier_boards_model_tables_make_way_for_the_releases(tmp_path: Path) -> None:
+    # The tables of the board before it kept the release's shape: opening the file replaces
+    # them (they held nothing a person could have set), and everything else stays.
+    db = tmp_path / "old.db"
+    with BoardStore(db) as store:
+        task = store.create_task("kept")
+    raw = sqlite3.connect(db)
+    raw.executescript(
+        "DROP TABLE llm_session_config; DROP TABLE llm_providers;"
+        "CREATE TABLE llm_providers (id TEXT PRIMARY KEY, name TEXT NOT NULL);"
+        "CREATE TABLE llm_models (workspace_id TEXT, task_list_id TEXT, model TEXT);"
+    )
+    raw.close()
+    with BoardStore(db) as store:
+        assert store.get_task(task["id"])["title"] == "kept"
+        names = {
+            row["name"]
+            for row in store.rows("SELECT name FROM pragma_table_info(?)", ("llm_providers",))
+        }
+        assert {"provider", "auth_token"} <= names
+        assert not store.rows("SELECT 1 FROM sqlite_master WHERE name = 'llm_models'")
+        assert store.rows("SELECT 1 FROM sqlite_master WHERE name = 'llm_session_config'")
+
+
 def test_timestamps_come_from_the_clock(tmp_path: Path) -> None:
     clock = FakeClock(now=86_400 + 3_723.9)
     with BoardStore(tmp_path / "b.db", clock=clock) as store:

@@ -26,11 +26,15 @@ reaches it there), else ``$FAKE_CLAUDE_MODE``, else ``success``:
     orphan_exits       leaves a setsid grandchild that exits 0.3 s after its parent died
                        (a zombie for whoever adopted it), waits 1 s, then succeeds
     garbage            junk lines, unknown events, odd types, binary bytes, then success
+    echo_env           prints its whole environment as text and as its result (what a
+                       prompt-injected agent does with secrets), then succeeds
 
 Every run records what it was given in ``.fake_claude/`` of its cwd: ``argv.json``,
 ``env.json``, ``prompt.txt``, ``pid`` and ``stdin.json`` (whether stdin was /dev/null,
 and where the prompt came from), so that tests can check the command line and environment.
 ``FAKE_SAY=<word>`` in the prompt makes the success mode say that word (redaction tests).
+With ``$FAKE_CLAUDE_RECORD`` set, the records go to ``$FAKE_CLAUDE_RECORD/<pid>/`` instead,
+outside the task's tree (pool tests, whose trees are committed and removed).
 """
 
 from __future__ import annotations
@@ -197,7 +201,11 @@ def read_prompt(options: dict[str, str | bool], positional: list[str]) -> tuple[
 
 
 def record(options: dict[str, str | bool], prompt: str, source: str, devnull: bool) -> None:
-    RECORD.mkdir(exist_ok=True)
+    global RECORD
+    elsewhere = os.environ.get("FAKE_CLAUDE_RECORD")
+    if elsewhere:
+        RECORD = Path(elsewhere, str(os.getpid()))
+    RECORD.mkdir(parents=True, exist_ok=True)
     (RECORD / "argv.json").write_text(json.dumps(sys.argv))
     (RECORD / "env.json").write_text(json.dumps(dict(os.environ)))
     (RECORD / "prompt.txt").write_text(prompt)
@@ -254,6 +262,11 @@ def main() -> int:
         tool("Edit", {"file_path": os.path.join(cwd, "src", "app.py"), "old_string": "a"})
         tool("Bash", {"command": "pytest -q"}, "3 passed")
         result(text_="All done: edited src/app.py and the tests pass.")
+        return 0
+    if mode == "echo_env":
+        shown = "\n".join(f"{name}={value}" for name, value in sorted(os.environ.items()))
+        text(f"My environment:\n{shown}")
+        result(text_=f"Done. For the record:\n{shown}")
         return 0
     if mode == "write_file":
         name = param("FAKE_FILE", "fake_output.txt")
