@@ -4,7 +4,9 @@ The template is split with ``shlex`` first and ``{prompt}``, ``{workspace}`` and
 ``{task_id}`` are replaced inside each argument afterwards, in one pass, so that task text
 always stays inside the argument it was put in: it can add no arguments and reach no shell.
 Its output lines (stdout and stderr) are the transcript; exit 0 is success and the result
-text is the end of the output. The prompt is also in a file named by
+text is the end of the output. Exit 126 or 127 (a program it runs could not be found or
+executed: the shell's and the exec shim's convention) is the worker's fault, not the
+task's: every task would fail the same way. The prompt is also in a file named by
 ``$TASKINFA_PROMPT_FILE``, for prompts too long for an argument.
 """
 
@@ -23,7 +25,7 @@ from taskinfa_worker.agent.launch import SupervisedAgent
 from taskinfa_worker.agent.process import MAX_ARG_BYTES, ProcessEnd, ProcessRun
 from taskinfa_worker.agent.prompt import build_prompt
 from taskinfa_worker.agent.transcript import Transcript
-from taskinfa_worker.errors import AgentError, ConfigError
+from taskinfa_worker.errors import AgentError, AgentUnavailableError, ConfigError
 from taskinfa_worker.redact import Redactor
 from taskinfa_worker.settings import Settings
 
@@ -33,6 +35,14 @@ TAIL_LINES = 40
 TAIL_CHARS = 4000
 # One very long output line is cut to its end in the tail.
 LINE_CHARS = 2000
+# "found but not executable" and "not found", from a shell or from the exec shim.
+CANNOT_RUN_CODES = frozenset({126, 127})
+CANNOT_RUN_FIX = (
+    "make every program AGENT_COMMAND runs available to the agent: name real executables "
+    "(not a version manager's shim), install what it calls on this worker; under the "
+    "sandbox the agent sees the system folders and the files AGENT_COMMAND names, not "
+    "the worker's home"
+)
 
 
 def parse_template(template: str) -> list[str]:
@@ -130,6 +140,13 @@ class CommandAgent(SupervisedAgent):
             run = await self._supervise(supervisor, transcript)
             outcome = self._judge(run, tail.text())
             self._note_end(transcript, outcome, run)
+        if run.ending is ProcessEnd.EXITED and run.exit_code in CANNOT_RUN_CODES:
+            said = outcome.stderr_tail.strip().splitlines()
+            raise AgentUnavailableError(
+                f"the agent command exited with code {run.exit_code}: a program it runs "
+                "was not found or could not be executed" + (f" ({said[-1][:300]})" if said else ""),
+                fix=CANNOT_RUN_FIX,
+            )
         return outcome
 
     def _judge(self, run: ProcessRun, tail: str) -> AgentOutcome:

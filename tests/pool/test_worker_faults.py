@@ -85,6 +85,41 @@ async def test_a_missing_agent_with_exit_when_idle_exits_with_status_4(
         assert pool.state.worker_faults == 1
 
 
+@pytest.mark.parametrize(
+    ("line", "code"), [("no-such-program-7f3a", 127), ('"$0.d/not-executable"', 126)]
+)
+async def test_an_agent_whose_program_cannot_run_is_the_workers_fault(
+    board: Any, scene: Scene, tmp_path: Path, line: str, code: int
+) -> None:
+    """The agent starts but a program it runs is missing (a version manager's shim under
+    the sandbox, a tool not installed): exit 127 or 126 would fail every task alike."""
+    agent = tmp_path / "agent.sh"
+    (tmp_path / "agent.sh.d").mkdir()
+    (tmp_path / "agent.sh.d" / "not-executable").write_text("echo hi\n")
+    agent.write_text(f'#!/bin/sh\necho working\n{line} "$1"\n')
+    agent.chmod(0o755)
+    settings = worker_settings(
+        board.url, board.api_key, scene, agent_command=f"{agent} {{task_id}}", concurrency=1
+    )
+    async with BoardClient.from_settings(settings) as client:
+        first = await client.create_task("first", "default")
+        second = await client.create_task("second", "default")
+        async with running_pool(settings) as (pool, _):
+            await wait_for(lambda: pool.state.worker_faults == 1, what="a worker fault")
+        task = await client.get_task(first.id)
+        assert task is not None
+        assert (task.status, task.assigned_to, task.error_count) == ("todo", None, 0)
+        released = [n for n in await comments(client, first.id) if n.startswith("Released:")]
+        assert len(released) == 1
+        assert f"exited with code {code}" in released[0]
+        assert "is at fault, not the task" in released[0]
+        assert "not a version manager's shim" in released[0]
+        untouched = await client.get_task(second.id)
+        assert untouched is not None
+        assert (untouched.status, untouched.error_count) == ("todo", 0)
+        assert pool.state.failed == 0
+
+
 async def test_an_unreachable_repository_host_is_the_workers_fault(
     board: Any, scene: Scene
 ) -> None:
