@@ -37,7 +37,7 @@ from taskinfa_worker.pool.heartbeat import HeartbeatLoop
 from taskinfa_worker.pool.identity import BeatRecord, ensure_name_free
 from taskinfa_worker.pool.periodic import Upkeep, run_upkeep
 from taskinfa_worker.pool.recovery import LeaseSweeper, recover_own_tasks
-from taskinfa_worker.pool.registry import RunningTasks, StopKind
+from taskinfa_worker.pool.registry import Claimed, RunningTasks, StopKind
 from taskinfa_worker.pool.reporting import TaskReporter
 from taskinfa_worker.pool.retention import LogRetention
 from taskinfa_worker.pool.runner import Ended, TaskEnding, TaskRunner
@@ -60,6 +60,8 @@ WORKER_FAULT_PAUSE = 60.0
 WORKER_FAULT_PAUSE_MAX = 3600.0
 # The longest a slot waits to tell the board it is idle before it looks for work again.
 SLOT_BEAT_TIMEOUT = 5.0
+# A slot whose task ended and that has claimed no next one after this long shows as idle.
+SLOT_IDLE_AFTER = 3.0
 
 
 class WorkerPool:
@@ -122,6 +124,11 @@ class WorkerPool:
             f"completed={s.completed} failed={s.failed} released={s.released}"
             f"{' draining' if s.draining else ''}>"
         )
+
+    @property
+    def heartbeat_rounds(self) -> int:
+        """Rounds of the heartbeat loop so far (the slots' own heartbeats not counted)."""
+        return self._heartbeats.rounds
 
     def _counters(self) -> str:
         """Tasks and runs apart: one task may take several attempts."""
@@ -341,40 +348,65 @@ class WorkerPool:
         self.state.board_ready = ok
 
     async def _slot_loop(self, slot: str) -> None:
-        while not self.state.draining:
-            try:
-                claimed = await self._dispatcher.claim(slot)
-                if claimed is None:
-                    return
-                self.metrics.tasks_claimed.inc()
-                self.state.tasks.add(claimed.task.id)
-                await self._heartbeats.slot_started(slot, claimed.task.id)
-                await self._sessions.begin(slot, claimed.task)
-                ended: Ended | None = None
+        owes_idle = False  # its last task ended and the board still shows it working
+        try:
+            while not self.state.draining:
                 try:
-                    ended = await self._runner.run(slot, claimed)
-                finally:
-                    # Never in place of the runner's own exception: a refused key meets
-                    # the next claim anyway.
-                    with anyio.CancelScope(shield=True), contextlib.suppress(AuthError):
-                        with anyio.move_on_after(SLOT_BEAT_TIMEOUT):
-                            await self._heartbeats.slot_ended(slot)
-                        with anyio.move_on_after(SLOT_BEAT_TIMEOUT):
-                            await self._sessions.end(slot, ended)
-            except AuthError as exc:
-                self._fatal(exc)
-                return
-            except BoardError as exc:
-                # The runner makes the board's failures a worker fault of their own and the
-                # heartbeats log theirs; this keeps a future one from ending the process.
-                logger.error("{} met a board error outside a task's run: {}", slot, exc)
-                continue
-            self._count(ended)
-            self._dispatcher.task_ended()
-            if ended.ending is TaskEnding.WORKER_FAULT:
-                self._pause_after_worker_fault(ended.reason)
-            elif ended.ending in (TaskEnding.COMPLETED, TaskEnding.FAILED):
-                self._worker_works()
+                    claimed = await self._next_claim(slot, owes_idle)
+                    if claimed is None:
+                        return
+                    owes_idle = False
+                    self.metrics.tasks_claimed.inc()
+                    self.state.tasks.add(claimed.task.id)
+                    await self._heartbeats.slot_started(slot, claimed.task.id)
+                    await self._sessions.begin(slot, claimed.task)
+                    ended: Ended | None = None
+                    try:
+                        ended = await self._runner.run(slot, claimed)
+                    finally:
+                        owes_idle = True
+                        # Never in place of the runner's own exception: a refused key meets
+                        # the next claim anyway.
+                        with anyio.CancelScope(shield=True), contextlib.suppress(AuthError):
+                            with anyio.move_on_after(SLOT_BEAT_TIMEOUT):
+                                await self._sessions.end(slot, ended)
+                except AuthError as exc:
+                    self._fatal(exc)
+                    return
+                except BoardError as exc:
+                    # The runner makes the board's failures a worker fault of their own and
+                    # the heartbeats log theirs; this keeps a future one from ending the
+                    # process.
+                    logger.error("{} met a board error outside a task's run: {}", slot, exc)
+                    continue
+                self._count(ended)
+                self._dispatcher.task_ended()
+                if ended.ending is TaskEnding.WORKER_FAULT:
+                    self._pause_after_worker_fault(ended.reason)
+                elif ended.ending in (TaskEnding.COMPLETED, TaskEnding.FAILED):
+                    self._worker_works()
+        finally:
+            if owes_idle:
+                with anyio.CancelScope(shield=True), contextlib.suppress(AuthError):
+                    with anyio.move_on_after(SLOT_BEAT_TIMEOUT):
+                        await self._heartbeats.slot_ended(slot)
+
+    async def _next_claim(self, slot: str, owes_idle: bool) -> Claimed | None:
+        """The slot's next task. A slot whose task just ended tells the board it is idle
+        only if no next task comes within ``SLOT_IDLE_AFTER``: one that claims at once goes
+        from "working" on one task to "working" on the next with a single heartbeat."""
+        if not owes_idle:
+            return await self._dispatcher.claim(slot)
+        async with anyio.create_task_group() as group:
+            group.start_soon(self._idle_later, slot)
+            claimed = await self._dispatcher.claim(slot)
+            group.cancel_scope.cancel()
+        return claimed
+
+    async def _idle_later(self, slot: str) -> None:
+        await anyio.sleep(SLOT_IDLE_AFTER)
+        with contextlib.suppress(AuthError):  # the next claim meets a refused key too
+            await self._heartbeats.slot_ended(slot)
 
     def _count(self, ended: Ended) -> None:
         s = self.state
