@@ -153,13 +153,21 @@ class TaskRunner:
             handover = await wait_for_handover(self._client, claimed.offered, self._settings, slot)
             if handover.waited:
                 self._metrics.handover_wait_seconds.inc(handover.waited)
-            await self._reporter.started(task, slot, attempt)
+            opening: str | None = self._reporter.started_text(slot, attempt)
+            if self._client.workers_supported is not True:
+                # Where the slot's heartbeat names its task (sent at the claim), the fence of
+                # another worker sees the run by it, and the start note waits for the first
+                # progress comment; elsewhere the note is what the fence sees.
+                await self._reporter.started(task, slot, attempt)
+                opening = None
             # One read of the comments serves the fence and the history.
             history = await read_history(self._client, task, handover.comments)
-            outcome, result = await self._work(slot, claimed, attempt, history)
+            outcome, result = await self._work(slot, claimed, attempt, history, opening=opening)
             if outcome.resume_not_found:
                 logger.info("the Claude session to resume is gone; starting afresh")
-                outcome, result = await self._work(slot, claimed, attempt, history, True)
+                outcome, result = await self._work(
+                    slot, claimed, attempt, history, True, opening=opening
+                )
 
         if handle.stop_kind in (StopKind.BOARD, StopKind.DELETED):
             assert handle.stop_kind is not None
@@ -210,6 +218,7 @@ class TaskRunner:
         attempt: int,
         history: TaskHistory,
         fresh: bool = False,
+        opening: str | None = None,
     ) -> tuple[AgentOutcome, WorkspaceResult]:
         """Workspace and agent; every way this can fail becomes a failed outcome."""
         task = claimed.task
@@ -224,7 +233,9 @@ class TaskRunner:
             reason = f"Workspace: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
             return _fault_outcome(reason, WORKSPACE_FIX), WorkspaceResult()
         try:
-            outcome = await self._run_agent(slot, claimed, workspace, attempt, history, fresh)
+            outcome = await self._run_agent(
+                slot, claimed, workspace, attempt, history, fresh, opening
+            )
             if not outcome.success:
                 return outcome, WorkspaceResult()
             try:
@@ -251,6 +262,7 @@ class TaskRunner:
         attempt: int,
         history: TaskHistory,
         fresh: bool,
+        opening: str | None,
     ) -> AgentOutcome:
         task = claimed.task
 
@@ -258,7 +270,8 @@ class TaskRunner:
             await self._reporter.progress(task, slot, text)
             await self._events.progress(slot, text)
 
-        progress = ProgressReporter(post=post, interval=self._progress_interval)
+        # The start note, where it is deferred, opens the first progress comment.
+        progress = ProgressReporter(post=post, interval=self._progress_interval, opening=opening)
         job = AgentJob(
             task=task,
             project=claimed.project,
