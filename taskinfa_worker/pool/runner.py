@@ -22,7 +22,7 @@ from loguru import logger
 
 from taskinfa_worker.agent import Agent, AgentJob, AgentOutcome
 from taskinfa_worker.client.answer import excerpt
-from taskinfa_worker.client.api import BoardClient, Lane
+from taskinfa_worker.client.api import BoardClient
 from taskinfa_worker.client.models import Task, TaskStatus, taken_away
 from taskinfa_worker.errors import (
     AgentError,
@@ -35,6 +35,7 @@ from taskinfa_worker.metrics import Metrics
 from taskinfa_worker.pool import budget
 from taskinfa_worker.pool.handover import wait_for_handover
 from taskinfa_worker.pool.history import TaskHistory, came_back, read_history
+from taskinfa_worker.pool.ownership import OwnershipReads
 from taskinfa_worker.pool.progress import ProgressReporter
 from taskinfa_worker.pool.registry import Claimed, RunningTask, RunningTasks, StopKind
 from taskinfa_worker.pool.reporting import TaskReporter
@@ -106,6 +107,7 @@ class TaskRunner:
         self._reporter = reporter
         self._metrics = metrics
         self._running = running
+        self._ownership = OwnershipReads(client)
 
     async def run(self, slot: str, claimed: Claimed) -> Ended:
         task = claimed.task
@@ -317,9 +319,10 @@ class TaskRunner:
         return folder / f"attempt-{attempt}-{stamp}.jsonl"
 
     async def _still_ours(self, task: Task, slot: str) -> bool:
-        """Read the task back before writing its ending over a person's change."""
+        """Read the task back before writing its ending over a person's change (one read
+        shared by the endings that ask together: ``ownership.py``)."""
         try:
-            current = await self._client.get_task(task.id, lane=Lane.CRITICAL)
+            current = await self._ownership.current(task.id)
         except BoardError as exc:
             # Cannot tell: write the ending, the usual case is that nobody touched it.
             logger.warning("could not re-read {} before reporting: {}", task.id, exc)
