@@ -6,7 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.board_support import MakeBoard
+from pydantic import SecretStr
+
+from taskinfa_worker.client.api import BoardClient
+from taskinfa_worker.pool.offers import LIST_LIMIT, Offers
+from taskinfa_worker.pool.spacing import RetrySpacing
+from tests.board_support import BoardHandle, MakeBoard
 from tests.pool.support import Scene, recording, running_pool, wait_for, worker_settings
 
 
@@ -78,3 +83,76 @@ async def test_without_comments_the_ending_alone_carries_the_whole_summary(
     notes = board.store.get_task(task["id"])["completion_notes"]
     assert notes.startswith("Finished")
     assert "Files changed (1): result.txt" in notes
+
+
+def spacing() -> RetrySpacing:
+    return RetrySpacing(0, 1, max_attempts=3)
+
+
+async def test_one_read_of_the_todo_list_feeds_several_claims_in_board_order(
+    any_board: BoardHandle,
+) -> None:
+    board = any_board
+    low = board.create_task("low", priority="low")
+    urgent = board.create_task("urgent", priority="urgent")
+    second = board.create_task("high, later", priority="high", order=2)
+    first = board.create_task("high, first", priority="high", order=1)
+    async with BoardClient(board.url, SecretStr(board.api_key)) as client:
+        offers = Offers(client, (), spacing(), fresh_for=60)
+        offered = [(await offers.next()).task for _ in range(4)]
+        assert offers.list_reads == 1
+        assert [task.id if task else None for task in offered] == [
+            urgent["id"],
+            first["id"],
+            second["id"],
+            low["id"],
+        ]
+        # Queued work is offered only while it is fresh, and never a task we still run.
+        offers = Offers(client, (), spacing(), fresh_for=60)
+        head = await offers.next(skip={urgent["id"]})
+        assert head.task is not None
+        assert head.task.id == first["id"]
+        offers.forget()  # a lost claim: the board moved on
+        await offers.next()
+        assert offers.list_reads == 2
+
+
+async def test_a_full_page_still_yields_the_most_urgent_task_beyond_it(
+    make_board: MakeBoard,
+) -> None:
+    board = await make_board()
+    for n in range(LIST_LIMIT):
+        board.create_task(f"filler {n}", priority="low", order=n)
+    # Past the first page of a list ordered by `order`, but first in the board's order.
+    urgent = board.create_task("urgent, last in the list", priority="urgent", order=10_000)
+    async with BoardClient(board.url, SecretStr(board.api_key)) as client:
+        offers = Offers(client, (), spacing(), fresh_for=60)
+        offer = await offers.next()
+        assert offer.task is not None
+        assert offer.task.id == urgent["id"]
+        assert await client.claim(urgent["id"], "bot-1") is not None
+        # The page's low tasks were not queued as the board's next ones (another urgent
+        # task may hide beyond the page): the next offer reads again.
+        then = await offers.next()
+        assert offers.list_reads == 2
+        assert then.task is not None
+        assert then.task.priority == "low"
+
+
+async def test_free_slots_claim_from_one_read(make_board: MakeBoard, scene: Scene) -> None:
+    board = await make_board()
+    tasks = [board.create_task(f"waits {n} [gate]") for n in range(4)]
+    async with recording(board.url) as (url, seen):
+        settings = worker_settings(
+            url, board.api_key, scene, concurrency=4, poll_interval=30, max_poll_interval=60
+        )
+        async with running_pool(settings) as (pool, _):
+            await wait_for(lambda: len(pool.running) == 4, what="four claims")
+            looks = [r for r in seen if r.endpoint in ("GET /tasks/next", "GET /tasks")]
+            todo_reads = [r for r in looks if r.query.get("status") == "todo"]
+            assert (len(todo_reads), len(looks) - len(todo_reads)) == (1, 1)  # + the recovery
+            scene.open_gate()
+            await wait_for(lambda: pool.state.completed == 4, what="the tasks to end")
+    assert {r.path for r in seen if r.method == "POST" and r.path.endswith("/claim")} == {
+        f"/tasks/{task['id']}/claim" for task in tasks
+    }
