@@ -32,6 +32,7 @@ from bench.harness import (
     BenchBoard,
     WorkerProcess,
     interrupt_on_sigterm,
+    looks_for_work,
     per_endpoint,
     progress,
     wait_for,
@@ -39,7 +40,6 @@ from bench.harness import (
     write_result,
 )
 
-LOOKS_FOR_WORK = ("GET /tasks/next", "GET /tasks")
 # The board with the claim route, then the real releases: the worker-era one (claims by
 # PATCH and read-back, heartbeats, no comments) and the current one (no claim route, no
 # /workers: sessions and events instead). The rate limit is off on all three.
@@ -61,8 +61,7 @@ async def run(
     bench_process = psutil.Process()
     try:
         await wait_for(
-            # Its first look for work (the todo list, or /tasks/next).
-            lambda: any(h.endpoint in LOOKS_FOR_WORK for h in board.hits),
+            lambda: any(looks_for_work(h) for h in board.hits),
             timeout=60,
             what="the worker to poll",
         )

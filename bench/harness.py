@@ -182,6 +182,11 @@ class BenchBoard:
         return found
 
 
+def looks_for_work(hit: Hit) -> bool:
+    """A worker asking the board for work: its todo list read, or ``/tasks/next``."""
+    return hit.endpoint in ("GET /tasks", "GET /tasks/next")
+
+
 def per_endpoint(hits: Iterable[Hit]) -> dict[str, int]:
     return dict(Counter(hit.endpoint for hit in hits).most_common())
 
