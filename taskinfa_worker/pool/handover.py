@@ -6,12 +6,12 @@ poll, while the first worker's agent goes on until that worker's next takeaway c
 agent starts, a claimed task whose last run never ended is fenced:
 
 - the last run is the newest "Started by <slot>" note; it ended if an ending note follows it
-  (a summary, an error, a release, a stop note). Where the board has ``/workers``, a run
-  posts no start note until its first progress comment (``runner.py``): its slot's
-  heartbeat, sent at the claim, names the task instead. So there a live slot (not ours)
-  whose heartbeat still names the task is a run too, unless that slot posted an ending
-  note since that heartbeat (the slot says "working" on its next task, or idle, only a
-  moment after an ending);
+  (a summary, an error, a release, a stop note). Where the board has ``/workers`` or
+  sessions, a run posts no start note until its first progress comment (``runner.py``):
+  its slot's heartbeat, or its session's owner mark, both sent at the claim, name the task
+  instead. So there a live slot (not ours) that the board shows on the task is a run too,
+  unless that slot posted an ending note since the board last heard it (its heartbeat
+  moves on, its session ends, a moment after the ending);
 - an unended run is waited for until its stop note appears (the old worker posts it once its
   agent is stopped and reaped), its worker's heartbeat goes stale past the lease, or the
   bound passes: two takeaway checks and a kill grace, time enough for a live worker with the
@@ -38,11 +38,11 @@ from taskinfa_worker.client.models import (
     CommentPage,
     CommentType,
     Task,
-    Worker,
     newest_first,
 )
 from taskinfa_worker.errors import BoardError
 from taskinfa_worker.pool.history import COMMENTS_READ
+from taskinfa_worker.pool.owner_mark import marked_owner
 from taskinfa_worker.pool.recovery import age, owning_worker
 from taskinfa_worker.pool.reporting import RELEASED, STARTED, STOPPED
 from taskinfa_worker.settings import Settings
@@ -140,25 +140,42 @@ async def _earlier_run(
             worker is not None and age(worker.last_heartbeat, now) <= lease_timeout
         ):
             return slot
-    for worker in by_name.values():
-        fresh = age(worker.last_heartbeat, now) <= lease_timeout
-        theirs = worker.status == "working" and worker.current_task_id == task_id
+    # Runs the board names: (slot, when it last said so) from heartbeats, or from sessions.
+    named: list[tuple[str, datetime | None]] = [
+        (w.name, w.last_heartbeat)
+        for w in by_name.values()
+        if w.status == "working" and w.current_task_id == task_id
+    ]
+    if workers is None:
+        named = await _sessions_naming(client, task_id)
+    for name, said in named:
+        fresh = age(said, now) <= lease_timeout
         # Our own slot says so since its claim.
-        if fresh and theirs and worker.name != own_slot and not _ended_since(notes, worker):
-            return worker.name
+        if fresh and name != own_slot and not _ended_since(notes, name, said):
+            return name
     return None
 
 
-def _ended_since(notes: Sequence[Comment], worker: Worker) -> bool:
-    """Whether the worker posted an ending note after its heartbeat that names the task
-    (that run is over; its slot's next heartbeat comes a moment later)."""
-    beat = worker.last_heartbeat
+async def _sessions_naming(client: BoardClient, task_id: str) -> list[tuple[str, datetime | None]]:
+    """(slot, last sign of life) of the active sessions whose owner mark names the task."""
+    sessions = await client.sessions.find(status="active")
+    named = []
+    for session in sessions or ():
+        owner = marked_owner(session.summary)
+        if owner is not None and owner[1] == task_id:
+            named.append((owner[0], session.last_sign_of_life))
+    return named
+
+
+def _ended_since(notes: Sequence[Comment], slot: str, said: datetime | None) -> bool:
+    """Whether the slot posted an ending note after the board last heard it name the task
+    (that run is over; its heartbeat or session moves on a moment later)."""
     return any(
-        note.author == worker.name
+        note.author == slot
         and _ends_a_run(note)
         and note.created_at is not None
-        and beat is not None
-        and note.created_at > beat
+        and said is not None
+        and note.created_at > said
         for note in notes
     )
 

@@ -77,6 +77,8 @@ class ProgressEvents(Protocol):
 
     def requests_per_progress(self) -> int: ...
 
+    def names_run(self, slot: str) -> bool: ...
+
     async def progress(self, slot: str, text: str) -> None: ...
 
 
@@ -156,10 +158,11 @@ class TaskRunner:
             if handover.waited:
                 self._metrics.handover_wait_seconds.inc(handover.waited)
             opening: str | None = self._reporter.started_text(slot, attempt)
-            if self._client.workers_supported is not True:
-                # Where the slot's heartbeat names its task (sent at the claim), the fence of
-                # another worker sees the run by it, and the start note waits for the first
-                # progress comment; elsewhere the note is what the fence sees.
+            if not (self._client.workers_supported or self._events.names_run(slot)):
+                # Where the slot's heartbeat or the run's session names the task (both sent
+                # at the claim), another worker's fence sees the run by it, and the start
+                # note waits for the first progress comment; elsewhere the note is what the
+                # fence sees.
                 await self._reporter.started(task, slot, attempt)
                 opening = None
             # One read of the comments serves the fence and the history.

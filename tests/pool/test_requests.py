@@ -51,13 +51,16 @@ async def test_a_run_that_goes_on_opens_its_first_progress_with_the_start_note(
     assert sum(note["content"].startswith("Started by") for note in notes) == 1
 
 
-async def test_without_heartbeats_the_start_note_is_posted_at_once(
+async def test_without_heartbeats_or_sessions_the_start_note_is_posted_at_once(
     make_board: MakeBoard, scene: Scene
 ) -> None:
-    # The current release has no /workers: the note is all another worker's fence can see.
+    # The current release has no /workers, and sessions are off here: the note is all
+    # another worker's fence can see.
     board = await make_board(profile="v2")
     task = board.create_task("waits [gate]", status="todo")
-    settings = worker_settings(board.url, board.api_key, scene, progress_interval=3600)
+    settings = worker_settings(
+        board.url, board.api_key, scene, progress_interval=3600, sessions=False
+    )
     async with running_pool(settings) as (pool, _):
         await wait_for(lambda: scene.starts(task["id"]), what="the agent to start")
         await wait_for(lambda: comments(board, task["id"]), what="the start note")
