@@ -682,10 +682,13 @@ So the fence delays a handed-over task by the first worker's detection time (at 
 `CANCEL_CHECK_INTERVAL`, jittered and stretched by the budget, plus the agent's stop) and
 one fence poll, bounded by two check intervals plus `KILL_GRACE`. A task that never
 started pays nothing; one whose last run ended (a retry, a task back from review) pays one
-read of its comments. `taskinfa_handover_wait_seconds_total` counts the seconds waited. The
-same test runs on the local board's `v1` profile (no comments: the fence goes by the old
-worker's heartbeat, which names the task until its slot says idle) and `v2` (no
-`/workers`: the fence waits for the stop note, or its bound).
+read of its comments (and of the workers or the active sessions).
+`taskinfa_handover_wait_seconds_total` counts the seconds waited. The same test runs on the
+local board's `v1` profile (no comments: the fence goes by the old worker's heartbeat,
+which names the task until its slot moves on) and `v2` (no `/workers`: by the old run's
+active session, until its stop note or its bound). A run's start note opens its first
+progress comment, so in its first minute the heartbeat or the session is what the fence
+sees on every profile.
 """
 
 
