@@ -55,6 +55,8 @@ class HeartbeatLoop:
         self._server_interval = DEFAULT_SERVER_INTERVAL
         self._working_last_round: set[str] = set()
         self._shown_idle: set[str] = set()  # slots whose last heartbeat, answered, said idle
+        # Slots whose last heartbeat, answered, said working, and on which task.
+        self._shown_working: dict[str, str | None] = {}
         self.rounds = 0
 
     def interval(self) -> float:
@@ -86,6 +88,11 @@ class HeartbeatLoop:
         """A slot claimed ``task_id``: the board shows it working now, not next round."""
         await self._send(slot, "working", task_id)
 
+    def names_run(self, slot: str, task_id: str) -> bool:
+        """Whether the board took the slot's last heartbeat, and it said "working" on
+        ``task_id`` (the slot sends one at each claim)."""
+        return slot in self._shown_working and self._shown_working[slot] == task_id
+
     async def slot_ended(self, slot: str) -> None:
         """A slot's task ended: the board shows the slot idle at once."""
         self._working_last_round.discard(slot)
@@ -112,8 +119,10 @@ class HeartbeatLoop:
         self._on_board_answer(True)
         if status == "idle":
             self._shown_idle.add(name)
+            self._shown_working.pop(name, None)
         else:
             self._shown_idle.discard(name)
+            self._shown_working[name] = task_id
         if record is not None and answer.worker is not None:
             record.save(answer.worker.last_heartbeat)
         self._server_interval = max(1.0, answer.next_heartbeat_in)

@@ -11,6 +11,7 @@ without an attempt.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
@@ -77,8 +78,6 @@ class ProgressEvents(Protocol):
 
     def requests_per_progress(self) -> int: ...
 
-    def names_run(self, slot: str) -> bool: ...
-
     async def progress(self, slot: str, text: str) -> None: ...
 
 
@@ -100,9 +99,13 @@ class TaskRunner:
         metrics: Metrics,
         running: RunningTasks,
         events: ProgressEvents,
+        board_names_run: Callable[[str, str], bool] = lambda _slot, _task_id: False,
     ) -> None:
         self._settings = settings
         self._events = events
+        # Whether the board shows the slot's run on its task since the claim (the slot's
+        # heartbeat, the run's session): then no start note is needed before the agent.
+        self._board_names_run = board_names_run
         self._client = client
         self._agent = agent
         self._workspaces = workspaces
@@ -158,7 +161,7 @@ class TaskRunner:
             if handover.waited:
                 self._metrics.handover_wait_seconds.inc(handover.waited)
             opening: str | None = self._reporter.started_text(slot, attempt)
-            if not (self._client.workers_supported or self._events.names_run(slot)):
+            if not self._board_names_run(slot, task.id):
                 # Where the slot's heartbeat or the run's session names the task (both sent
                 # at the claim), another worker's fence sees the run by it, and the start
                 # note waits for the first progress comment; elsewhere the note is what the

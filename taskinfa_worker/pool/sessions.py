@@ -131,9 +131,11 @@ class RunSessions:
         except BoardError as exc:
             logger.warning("session of {} not begun: {}", task.id, exc)
 
-    def names_run(self, slot: str) -> bool:
-        """Whether the slot's run is a session on the board (which names its task)."""
-        return slot in self._live
+    def names_run(self, slot: str, task_id: str) -> bool:
+        """Whether the slot's run of ``task_id`` is a session on the board (its owner mark
+        names the task)."""
+        live = self._live.get(slot)
+        return live is not None and live.task.id == task_id
 
     async def progress(self, slot: str, text: str) -> None:
         """One progress event, sent with the progress comment of the same text; the first

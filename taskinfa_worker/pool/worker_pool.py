@@ -102,6 +102,9 @@ class WorkerPool:
             metrics,
             self.running,
             self._sessions,
+            lambda slot, task_id: (
+                self._heartbeats.names_run(slot, task_id) or self._sessions.names_run(slot, task_id)
+            ),
         )
         self._dispatcher = Dispatcher(settings, client, self.running, on_done=self.drain)
         self._signals = 0

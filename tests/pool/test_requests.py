@@ -6,13 +6,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from aiohttp import web
 from pydantic import SecretStr
 
 from taskinfa_worker.client.api import BoardClient
 from taskinfa_worker.pool.offers import LIST_LIMIT, Offers
 from taskinfa_worker.pool.spacing import RetrySpacing
 from tests.board_support import BoardHandle, MakeBoard
-from tests.pool.support import Scene, recording, running_pool, wait_for, worker_settings
+from tests.pool.support import (
+    Scene,
+    forward,
+    recording,
+    running_pool,
+    serving,
+    wait_for,
+    worker_settings,
+)
 
 
 def comments(board: Any, task_id: str) -> list[dict[str, Any]]:
@@ -159,3 +168,30 @@ async def test_free_slots_claim_from_one_read(make_board: MakeBoard, scene: Scen
     assert {r.path for r in seen if r.method == "POST" and r.path.endswith("/claim")} == {
         f"/tasks/{task['id']}/claim" for task in tasks
     }
+
+
+async def test_a_run_whose_claim_heartbeat_failed_posts_its_start_note_at_once(
+    make_board: MakeBoard, scene: Scene
+) -> None:
+    # The board never showed the slot on its task: the note is what another worker's
+    # fence can see.
+    board = await make_board()
+    task = board.create_task("waits [gate]")
+    upstream = board.url.removesuffix("/api")
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        if request.path.endswith("/heartbeat") and b'"tester-1"' in body:
+            return web.Response(status=503, text="<h1>503</h1>", content_type="text/html")
+        status, payload, content_type = await forward(upstream, request, body)
+        return web.Response(status=status, body=payload, headers={"Content-Type": content_type})
+
+    async with serving(handle) as url:
+        settings = worker_settings(url, board.api_key, scene, progress_interval=3600)
+        async with running_pool(settings) as (pool, _):
+            await wait_for(lambda: scene.starts(task["id"]), what="the agent to start")
+            await wait_for(lambda: comments(board, task["id"]), what="the start note")
+            (first,) = comments(board, task["id"])
+            assert first["content"] == "Started by tester-1 (attempt 1 of 3)."
+            scene.open_gate()
+            await wait_for(lambda: pool.state.completed == 1, what="the task to end")
