@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 from aiohttp import web
 from pydantic import SecretStr
 
@@ -195,3 +196,41 @@ async def test_a_run_whose_claim_heartbeat_failed_posts_its_start_note_at_once(
             assert first["content"] == "Started by tester-1 (attempt 1 of 3)."
             scene.open_gate()
             await wait_for(lambda: pool.state.completed == 1, what="the task to end")
+
+
+async def test_a_persons_move_after_the_agent_ended_is_never_written_over(
+    make_board: MakeBoard, scene: Scene
+) -> None:
+    board = await make_board()
+    task = board.create_task("quick")
+    upstream = board.url.removesuffix("/api")
+    moved = anyio.Event()
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        # The read before the ending (the takeaway check does not run in this test): a
+        # person moves the task just before the board answers it.
+        before_ending = request.method == "GET" and (
+            request.path == f"/api/tasks/{task['id']}"
+            or request.query.get("status") == "in_progress"
+        )
+        if before_ending and scene.starts(task["id"]) and not moved.is_set():
+            board.store.update_task(
+                task["id"], {"status": "backlog", "assigned_to": None, "completion_notes": "Dana"}
+            )
+            moved.set()
+        status, payload, content_type = await forward(upstream, request, body)
+        return web.Response(status=status, body=payload, headers={"Content-Type": content_type})
+
+    async with serving(handle) as url:
+        settings = worker_settings(url, board.api_key, scene, cancel_check_interval=3600)
+        async with running_pool(settings) as (pool, _):
+            await wait_for(moved.is_set, what="the person's move")
+            await wait_for(lambda: not pool.running, what="the run to end")
+    final = board.store.get_task(task["id"])
+    assert (final["status"], final["assigned_to"], final["completion_notes"]) == (
+        "backlog",
+        None,
+        "Dana",
+    )
+    assert comments(board, task["id"]) == []  # no summary on a task that is not ours
