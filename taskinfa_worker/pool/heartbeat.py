@@ -88,6 +88,10 @@ class HeartbeatLoop:
         """A slot claimed ``task_id``: the board shows it working now, not next round."""
         await self._send(slot, "working", task_id)
 
+    def shows_working(self, slot: str) -> bool:
+        """Whether the board took the slot's last heartbeat, and it said "working"."""
+        return slot in self._shown_working
+
     def names_run(self, slot: str, task_id: str) -> bool:
         """Whether the board took the slot's last heartbeat, and it said "working" on
         ``task_id`` (the slot sends one at each claim)."""

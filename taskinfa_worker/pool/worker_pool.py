@@ -351,54 +351,54 @@ class WorkerPool:
         self.state.board_ready = ok
 
     async def _slot_loop(self, slot: str) -> None:
-        owes_idle = False  # its last task ended and the board still shows it working
         try:
-            while not self.state.draining:
-                try:
-                    claimed = await self._next_claim(slot, owes_idle)
-                    if claimed is None:
-                        return
-                    owes_idle = False
-                    self.metrics.tasks_claimed.inc()
-                    self.state.tasks.add(claimed.task.id)
-                    await self._heartbeats.slot_started(slot, claimed.task.id)
-                    await self._sessions.begin(slot, claimed.task)
-                    ended: Ended | None = None
-                    try:
-                        ended = await self._runner.run(slot, claimed)
-                    finally:
-                        owes_idle = True
-                        # Never in place of the runner's own exception: a refused key meets
-                        # the next claim anyway.
-                        with anyio.CancelScope(shield=True), contextlib.suppress(AuthError):
-                            with anyio.move_on_after(SLOT_BEAT_TIMEOUT):
-                                await self._sessions.end(slot, ended)
-                except AuthError as exc:
-                    self._fatal(exc)
-                    return
-                except BoardError as exc:
-                    # The runner makes the board's failures a worker fault of their own and
-                    # the heartbeats log theirs; this keeps a future one from ending the
-                    # process.
-                    logger.error("{} met a board error outside a task's run: {}", slot, exc)
-                    continue
-                self._count(ended)
-                self._dispatcher.task_ended()
-                if ended.ending is TaskEnding.WORKER_FAULT:
-                    self._pause_after_worker_fault(ended.reason)
-                elif ended.ending in (TaskEnding.COMPLETED, TaskEnding.FAILED):
-                    self._worker_works()
+            await self._slot_claims(slot)
         finally:
-            if owes_idle:
+            # The slot stops claiming: idle on the board now, not working on its last task.
+            if self._heartbeats.shows_working(slot):
                 with anyio.CancelScope(shield=True), contextlib.suppress(AuthError):
                     with anyio.move_on_after(SLOT_BEAT_TIMEOUT):
                         await self._heartbeats.slot_ended(slot)
 
-    async def _next_claim(self, slot: str, owes_idle: bool) -> Claimed | None:
-        """The slot's next task. A slot whose task just ended tells the board it is idle
-        only if no next task comes within ``SLOT_IDLE_AFTER``: one that claims at once goes
-        from "working" on one task to "working" on the next with a single heartbeat."""
-        if not owes_idle:
+    async def _slot_claims(self, slot: str) -> None:
+        while not self.state.draining:
+            try:
+                claimed = await self._next_claim(slot)
+                if claimed is None:
+                    return
+                self.metrics.tasks_claimed.inc()
+                self.state.tasks.add(claimed.task.id)
+                await self._heartbeats.slot_started(slot, claimed.task.id)
+                await self._sessions.begin(slot, claimed.task)
+                ended: Ended | None = None
+                try:
+                    ended = await self._runner.run(slot, claimed)
+                finally:
+                    # Never in place of the runner's own exception: a refused key meets
+                    # the next claim anyway.
+                    with anyio.CancelScope(shield=True), contextlib.suppress(AuthError):
+                        with anyio.move_on_after(SLOT_BEAT_TIMEOUT):
+                            await self._sessions.end(slot, ended)
+            except AuthError as exc:
+                self._fatal(exc)
+                return
+            except BoardError as exc:
+                # The runner makes the board's failures a worker fault of their own and the
+                # heartbeats log theirs; this keeps a future one from ending the process.
+                logger.error("{} met a board error outside a task's run: {}", slot, exc)
+                continue
+            self._count(ended)
+            self._dispatcher.task_ended()
+            if ended.ending is TaskEnding.WORKER_FAULT:
+                self._pause_after_worker_fault(ended.reason)
+            elif ended.ending in (TaskEnding.COMPLETED, TaskEnding.FAILED):
+                self._worker_works()
+
+    async def _next_claim(self, slot: str) -> Claimed | None:
+        """The slot's next task. A slot the board still shows working on its last task
+        says idle only if no next task comes within ``SLOT_IDLE_AFTER``: one that claims at
+        once goes from "working" on one task to "working" on the next in one heartbeat."""
+        if not self._heartbeats.shows_working(slot):
             return await self._dispatcher.claim(slot)
         async with anyio.create_task_group() as group:
             group.start_soon(self._idle_later, slot)
