@@ -140,9 +140,12 @@ class Offers:
         alone (the board's next may be beyond the page; this is the best the lists show)."""
         # One project: asked with the filter, for boards that honour it (the local board).
         only = self._allowed[0] if len(self._allowed) == 1 else None
-        head = (await self._client.next_task(only)).task
+        offer = await self._client.next_task(only)
+        head = offer.task
         if head is None:
             return []  # nothing waits anywhere: the list was read a moment too early
+        if offer.project is not None:  # what the claims of the head's project need
+            self._projects.setdefault(offer.project.id, offer.project)
         sure = [
             task
             for task in candidates
