@@ -1,6 +1,6 @@
 """Dispatch overhead: 1,000 tasks whose agent does nothing, 32 slots, one worker process.
 
-    python -m bench.dispatch [--tasks 1000] [--slots 32]
+    python -m bench.dispatch [--tasks 1000] [--slots 32] [--profiles full,v1,v2]
 
 The agent is ``true``: every millisecond measured is the worker's own work per task (claim,
 workspace folder, agent start and supervision, transcript, comments, review). The board's
@@ -11,6 +11,9 @@ Reported: tasks per second (first claim to last review), the worker process's CP
 (user + system of the worker itself, psutil), the agents' CPU per task (the reaped
 children), and beside them the board's own time: the wall and CPU time spent inside its
 handlers, which bounds the throughput however fast the worker were (tasks / board time).
+The same run is repeated on the local board's ``v1`` and ``v2`` profiles (the real releases:
+no claim route; heartbeats but no comments; sessions and events instead of /workers), and
+the requests each task spent there are reported per endpoint beside the headline's.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from bench.harness import (
     BenchBoard,
     WorkerProcess,
     interrupt_on_sigterm,
+    looks_for_work,
     per_endpoint,
     progress,
     wait_for,
@@ -36,6 +40,10 @@ from bench.harness import (
     write_result,
 )
 
+# The board with the claim route, then the real releases: the worker-era one (claims by
+# PATCH and read-back, heartbeats, no comments) and the current one (no claim route, no
+# /workers: sessions and events instead). The rate limit is off on all three.
+PROFILES = ("full", "v1", "v2")
 SETTINGS = {
     "agent_command": "true",
     "rate_limit": 100_000,
@@ -44,14 +52,16 @@ SETTINGS = {
 }
 
 
-async def run(tmp: Path, tasks: int = 1000, slots: int = 32) -> dict[str, Any]:
-    board = await BenchBoard.start(tmp / "board")
+async def run(
+    tmp: Path, tasks: int = 1000, slots: int = 32, profile: str = "full"
+) -> dict[str, Any]:
+    board = await BenchBoard.start(tmp / "board", profile=profile)
     root = tmp / "w"
     worker = WorkerProcess(worker_env(board, root, "dispatch", concurrency=slots, **SETTINGS), root)
     bench_process = psutil.Process()
     try:
         await wait_for(
-            lambda: any(h.route.endswith("/tasks/next") for h in board.hits),
+            lambda: any(looks_for_work(h) for h in board.hits),
             timeout=60,
             what="the worker to poll",
         )
@@ -87,7 +97,9 @@ async def run(tmp: Path, tasks: int = 1000, slots: int = 32) -> dict[str, Any]:
     board_wall = sum(h.wall for h in hits)
     board_cpu = sum(h.cpu for h in hits)
     bench_cpu = (bench_after.user + bench_after.system) - (bench_before.user + bench_before.system)
+    by_endpoint = per_endpoint(hits)
     return {
+        "profile": profile,
         "tasks": tasks,
         "slots": slots,
         "settings": SETTINGS,
@@ -97,7 +109,10 @@ async def run(tmp: Path, tasks: int = 1000, slots: int = 32) -> dict[str, Any]:
         "agents_cpu_ms_per_task": agents_cpu * 1000 / tasks,
         "requests": len(hits),
         "requests_per_task": len(hits) / tasks,
-        "requests_by_endpoint": per_endpoint(hits),
+        "requests_by_endpoint": by_endpoint,
+        "requests_per_task_by_endpoint": {
+            endpoint: count / tasks for endpoint, count in by_endpoint.items()
+        },
         "board_wall_ms_per_task": board_wall * 1000 / tasks,
         "board_cpu_ms_per_task": board_cpu * 1000 / tasks,
         "board_wall_ms_per_request": board_wall * 1000 / len(hits),
@@ -106,15 +121,29 @@ async def run(tmp: Path, tasks: int = 1000, slots: int = 32) -> dict[str, Any]:
     }
 
 
+def requests(result: dict[str, Any]) -> dict[str, Any]:
+    """What one profile's run spent on requests, per task and per endpoint."""
+    keys = ("tasks", "requests", "requests_per_task", "requests_per_task_by_endpoint")
+    return {key: result[key] for key in keys}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--slots", type=int, default=32)
+    parser.add_argument("--profiles", default=",".join(PROFILES), help="board profiles, full first")
     args = parser.parse_args()
     interrupt_on_sigterm()
     tmp = Path(tempfile.mkdtemp(prefix="taskinfa-bench-dispatch-"))
     try:
-        result = anyio.run(run, tmp, args.tasks, args.slots)
+        runs = {}
+        for profile in args.profiles.split(","):
+            runs[profile] = anyio.run(run, tmp / profile, args.tasks, args.slots, profile)
+            spent = runs[profile]["requests_per_task"]
+            progress(f"dispatch ({profile}): {spent:.2f} requests/task")
+        # The claim-route board's run is the headline; every profile's requests beside it.
+        profiles = {name: requests(r) for name, r in runs.items()}
+        result = {**next(iter(runs.values())), "profiles": profiles}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(write_result("dispatch", result))

@@ -33,7 +33,7 @@ import psutil
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from taskinfa_worker.board import BoardOptions, BoardStore
+from taskinfa_worker.board import BoardStore, options_for
 from taskinfa_worker.board.routes import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -132,13 +132,15 @@ class BenchBoard:
     hits: list[Hit] = field(default_factory=list)
 
     @classmethod
-    async def start(cls, folder: Path, *, rate_limit: int = 0) -> BenchBoard:
+    async def start(cls, folder: Path, *, rate_limit: int = 0, profile: str = "full") -> BenchBoard:
+        """A board of ``profile`` (``full``, or the real releases ``v1``, ``v2``), limited to
+        ``rate_limit`` requests a minute (0: no limit, whatever the profile's)."""
         folder.mkdir(parents=True, exist_ok=True)
         store = BoardStore(folder / "board.db")
         key = f"tk_bench_{secrets.token_hex(12)}"
         store.add_api_key(key)
         hits: list[Hit] = []
-        app = create_app(store, BoardOptions(rate_limit=rate_limit))
+        app = create_app(store, options_for(profile, rate_limit=rate_limit))
         # Outermost: the recorded time includes authentication and the rate limit.
         app.middlewares.insert(0, recording_middleware(hits))
         runner = web.AppRunner(app, access_log=None)
@@ -170,12 +172,19 @@ class BenchBoard:
         return [hit for hit in self.hits if since <= hit.start < until]
 
     def claims(self) -> dict[str, Hit]:
-        """The first successful claim of each task."""
+        """The first successful claim of each task: a claim route's, or a PATCH to
+        ``in_progress`` on the profiles without one."""
         found: dict[str, Hit] = {}
         for hit in self.hits:
-            if hit.route.endswith("/claim") and hit.status == 200 and hit.task_id:
+            claimed = hit.route.endswith("/claim") or hit.task_status == "in_progress"
+            if claimed and hit.status == 200 and hit.task_id:
                 found.setdefault(hit.task_id, hit)
         return found
+
+
+def looks_for_work(hit: Hit) -> bool:
+    """A worker asking the board for work: its todo list read, or ``/tasks/next``."""
+    return hit.endpoint in ("GET /tasks", "GET /tasks/next")
 
 
 def per_endpoint(hits: Iterable[Hit]) -> dict[str, int]:

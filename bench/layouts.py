@@ -30,6 +30,7 @@ from bench.harness import (
     MemorySampler,
     WorkerProcess,
     interrupt_on_sigterm,
+    looks_for_work,
     per_endpoint,
     progress,
     wait_for,
@@ -66,7 +67,7 @@ async def run_layout(tmp: Path, processes: int, slots: int) -> dict[str, Any]:
         await wait_for(
             lambda: (
                 names <= {h.who for h in board.hits if h.route.endswith("/heartbeat")}
-                and sum(h.route.endswith("/tasks/next") for h in board.hits) >= processes
+                and sum(map(looks_for_work, board.hits)) >= processes
             ),
             timeout=120,
             what=f"{processes} worker processes to start",
@@ -105,7 +106,7 @@ async def run_layout(tmp: Path, processes: int, slots: int) -> dict[str, Any]:
             "requests": len(hits),
             "requests_per_task": len(hits) / count,
             "requests_by_endpoint": per_endpoint(hits),
-            # Every process's /tasks/next offers the same first task: all but one lose it.
+            # Every process's first read offers the same first task: all but one lose it.
             "lost_claims": sum(h.route.endswith("/claim") and h.status == 409 for h in hits),
             "seconds": last_review - first_claim,
             "tasks_per_second": count / (last_review - first_claim),

@@ -236,6 +236,67 @@ def budget_section(budget: dict[str, Any] | None) -> str:
     )
 
 
+# Requests per task before issue 17's item 2 (bench.dispatch, 300 tasks × 32 slots, agent
+# `true`, on the commit before it), per profile and endpoint: the reference for the rows below.
+REQUESTS_BEFORE: dict[str, dict[str, float]] = {
+    "full": {
+        "GET /tasks/next": 1.02,
+        "POST /tasks/{task_id}/claim": 1.0,
+        "GET /tasks/{task_id}": 1.0,
+        "PATCH /tasks/{task_id}": 1.0,
+        "POST /tasks/{task_id}/comments": 2.0,
+        "POST /workers/heartbeat": 2.0,
+    },
+    "v1": {
+        "GET /tasks/next": 1.02,
+        "GET /tasks/{task_id}": 3.0,
+        "PATCH /tasks/{task_id}": 4.0,
+        "POST /workers/heartbeat": 2.0,
+    },
+    "v2": {
+        "GET /tasks/next": 1.02,
+        "GET /tasks/{task_id}": 3.0,
+        "PATCH /tasks/{task_id}": 2.0,
+        "POST /tasks/{task_id}/comments": 2.0,
+        "POST /sessions": 1.0,
+        "POST /events": 2.0,
+        "PATCH /sessions/{session_id}": 1.0,
+    },
+}
+REQUESTS_BEFORE_TOTAL = {"full": 8.03, "v1": 10.03, "v2": 12.02}
+PROFILE_LABELS = {
+    "full": "claim route (`full`)",
+    "v1": "worker-era release (`v1`)",
+    "v2": "current release (`v2`)",
+}
+
+
+def requests_section(profiles: dict[str, Any] | None) -> str:
+    """Requests per task by endpoint on each board profile, before and now."""
+    if not profiles:
+        return "_requests per task: no result_"
+    names = [name for name in PROFILE_LABELS if name in profiles]
+    endpoints: dict[str, None] = {}
+    for name in names:
+        endpoints.update(dict.fromkeys(REQUESTS_BEFORE.get(name, {})))
+        for endpoint, rate in profiles[name]["requests_per_task_by_endpoint"].items():
+            if rate >= 0.005:  # a request the whole run made once is no cost per task
+                endpoints.setdefault(endpoint)
+    header = ["requests / task", *(f"{PROFILE_LABELS[n]} before → now" for n in names)]
+
+    def cell(name: str, endpoint: str | None) -> str:
+        before = REQUESTS_BEFORE.get(name, {})
+        now = profiles[name]["requests_per_task_by_endpoint"]
+        if endpoint is None:
+            total = profiles[name]["requests_per_task"]
+            return f"**{_fmt(REQUESTS_BEFORE_TOTAL.get(name), 2)} → {_fmt(total, 2)}**"
+        return f"{_fmt(before.get(endpoint, 0.0), 2)} → {_fmt(now.get(endpoint, 0.0), 2)}"
+
+    rows = [[f"`{e}`", *(cell(n, e) for n in names)] for e in endpoints]
+    rows.append(["**all**", *(cell(n, None) for n in names)])
+    return table(header, rows)
+
+
 def dispatch_section(dispatch: dict[str, Any] | None) -> str:
     if not dispatch:
         return "_dispatch: no result_"
@@ -267,8 +328,11 @@ def dispatch_section(dispatch: dict[str, Any] | None) -> str:
     return (
         table(["", "measured"], rows)
         + "\n\nBoard rate limit off and RATE_LIMIT=100000 for this part (a real board's 100 "
-        "requests a minute allows about 100 / requests-per-task ≈ 16 tasks a minute). The "
-        "board runs in the benchmark process, the worker in its own."
+        "requests a minute allows about 100 / requests-per-task tasks a minute). The "
+        "board runs in the benchmark process, the worker in its own.\n\n"
+        "The requests each task spends, per endpoint, on the board with the claim route and "
+        "on the local board's profiles of the two real releases (same run, rate limit off; "
+        "before: the commit before issue 17's item 2):\n\n" + requests_section(d.get("profiles"))
     )
 
 
@@ -618,10 +682,13 @@ So the fence delays a handed-over task by the first worker's detection time (at 
 `CANCEL_CHECK_INTERVAL`, jittered and stretched by the budget, plus the agent's stop) and
 one fence poll, bounded by two check intervals plus `KILL_GRACE`. A task that never
 started pays nothing; one whose last run ended (a retry, a task back from review) pays one
-read of its comments. `taskinfa_handover_wait_seconds_total` counts the seconds waited. The
-same test runs on the local board's `v1` profile (no comments: the fence goes by the old
-worker's heartbeat, which names the task until its slot says idle) and `v2` (no
-`/workers`: the fence waits for the stop note, or its bound).
+read of its comments (and of the workers or the active sessions).
+`taskinfa_handover_wait_seconds_total` counts the seconds waited. The same test runs on the
+local board's `v1` profile (no comments: the fence goes by the old worker's heartbeat,
+which names the task until its slot moves on) and `v2` (no `/workers`: by the old run's
+active session, until its stop note or its bound). A run's start note opens its first
+progress comment, so in its first minute the heartbeat or the session is what the fence
+sees on every profile.
 """
 
 

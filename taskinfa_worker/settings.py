@@ -140,8 +140,9 @@ class Settings(BaseSettings):
     poll_interval: PositiveSeconds = setting(
         2.0,
         group="Pool",
-        help="Shortest time between polls while idle (seconds). Idle polls spend 15 percent of "
-        "the key's budget, shared by every process on the key.",
+        help="Shortest time between polls while idle (seconds), and how long one read of the "
+        "todo list feeds claims. Idle polls spend 15 percent of the key's budget, shared by "
+        "every process on the key.",
     )
     max_poll_interval: PositiveSeconds = setting(
         60.0,

@@ -281,13 +281,12 @@ class BoardClient:
         content: str,
         comment_type: str,
         loop_number: int | None = None,
-        into_notes: bool = True,
     ) -> bool:
         """Post a note that explains an ending (summary, failure, release, stop) at least once
-        and show it once (``certain.py``). False when the comments route kept failing: the
-        caller then puts the text into the ending's ``completion_notes``. On a board without
-        comments the note goes to ``completion_notes`` at once, unless ``into_notes`` is
-        False (a task that is no longer ours: its notes are a person's now)."""
+        and show it once (``certain.py``). False when the comments route kept failing or the
+        board has none: the caller then puts the text into the ending's ``completion_notes``
+        (one PATCH with the ending, rather than a note's PATCH the ending overwrites), or,
+        on a task that is no longer ours, nowhere (its notes are a person's now)."""
         if self.comments_supported is None:
             # Learn first whether the route exists (a read: safe to retry, unlike the post).
             # A process's first note is often a recovery at start, before any other comment.
@@ -295,10 +294,7 @@ class BoardClient:
             with contextlib.suppress(BoardError):
                 await self.list_comments(task_id, limit=1)
         if self.comments_supported is False:
-            if not into_notes:
-                return False
-            await self._comment_as_notes(task_id, author, content, comment_type, Lane.CRITICAL)
-            return True
+            return False
         body = _comment_body(author, "bot", content, comment_type, loop_number)
         posted = await certain.post_note(
             self._transport,

@@ -1,10 +1,10 @@
 """Finding and claiming work: one poller per process, only for a free slot.
 
 Free slots line up on one lock; the slot holding it is the process's only poller. It asks
-for the next task of its projects (``offers.py``: ``/tasks/next``, checked against
-``TASK_LIST_ID``, or each project's todo list where the board ignores the filter), claims
-what it gets and hands the lock on, so a busy queue is drained one
-claim at a time with no prefetch, and an empty queue costs one jittered poll per interval
+for the next task of its projects (``offers.py``: one read of each project's todo list
+feeds the claims of the next ``poll_interval`` seconds, in the board's order), claims what
+it gets and hands the lock on, so a busy queue is drained one claim at a time with no
+claim made ahead of a free slot, and an empty queue costs one jittered poll per interval
 whatever the number of slots. The interval is the process's part of the key's idle-poll
 budget (``budget.idle_poll_interval``: a share of the rate, divided among the processes on
 the key by their part of its traffic), between ``poll_interval`` and ``max_poll_interval``;
@@ -59,7 +59,12 @@ class Dispatcher:
     ) -> None:
         self._settings = settings
         self._client = client
-        self._offers = Offers(client, settings.task_list_ids, RetrySpacing.from_settings(settings))
+        self._offers = Offers(
+            client,
+            settings.task_list_ids,
+            RetrySpacing.from_settings(settings),
+            fresh_for=settings.poll_interval,
+        )
         self._running = running
         self._on_done = on_done
         self._paused_until = 0.0
@@ -125,7 +130,7 @@ class Dispatcher:
 
     async def _try_once(self, slot_name: str) -> Claimed | Miss:
         try:
-            offer = await self._offers.next()
+            offer = await self._offers.next(skip=self._running)
             if offer.task is None:
                 return Miss.EMPTY
             if self._closed:
@@ -141,6 +146,7 @@ class Dispatcher:
             return Miss.ERROR
         if task is None:
             logger.debug("lost the claim on {} to another worker", offer.task.id)
+            self._offers.forget()  # the board moved on since the list was read
             return Miss.LOST
         return Claimed(task, offer.project, offered=offer.task)
 

@@ -6,8 +6,12 @@ poll, while the first worker's agent goes on until that worker's next takeaway c
 agent starts, a claimed task whose last run never ended is fenced:
 
 - the last run is the newest "Started by <slot>" note; it ended if an ending note follows it
-  (a summary, an error, a release, a stop note). On a board without comments (the
-  worker-era release) a live worker whose heartbeat still names the task is the run;
+  (a summary, an error, a release, a stop note). Where the board has ``/workers`` or
+  sessions, a run posts no start note until its first progress comment (``runner.py``):
+  its slot's heartbeat, or its session's owner mark, both sent at the claim, name the task
+  instead. So there a live slot (not ours) that the board shows on the task is a run too,
+  unless that slot posted an ending note since the board last heard it (its heartbeat
+  moves on, its session ends, a moment after the ending);
 - an unended run is waited for until its stop note appears (the old worker posts it once its
   agent is stopped and reaped), its worker's heartbeat goes stale past the lease, or the
   bound passes: two takeaway checks and a kill grace, time enough for a live worker with the
@@ -29,9 +33,16 @@ import anyio
 from loguru import logger
 
 from taskinfa_worker.client.api import BoardClient
-from taskinfa_worker.client.models import Comment, CommentPage, CommentType, Task, newest_first
+from taskinfa_worker.client.models import (
+    Comment,
+    CommentPage,
+    CommentType,
+    Task,
+    newest_first,
+)
 from taskinfa_worker.errors import BoardError
 from taskinfa_worker.pool.history import COMMENTS_READ
+from taskinfa_worker.pool.owner_mark import marked_owner
 from taskinfa_worker.pool.recovery import age, owning_worker
 from taskinfa_worker.pool.reporting import RELEASED, STARTED, STOPPED
 from taskinfa_worker.settings import Settings
@@ -52,10 +63,9 @@ def unended_run(comments: Sequence[Comment]) -> str | None:
     for comment in newest_first(comments):
         if comment.author_type == "user":
             continue
-        text = comment.content
-        if comment.comment_type in _ENDINGS or text.startswith((RELEASED, STOPPED)):
+        if _ends_a_run(comment):
             return None
-        if text.startswith(STARTED):
+        if comment.content.startswith(STARTED):
             return comment.author
     return None
 
@@ -115,33 +125,60 @@ async def _earlier_run(
 ) -> str | None:
     """The slot of a run of ``task_id`` that may still be alive, or None.
 
-    From the task's notes where the board has comments; where it has none (the worker-era
-    release), from the heartbeats: a live worker that still reports the task as its own.
+    From the task's notes (where the board has comments), and from the heartbeats (where
+    it has ``/workers``): a live slot that still reports the task as its own.
     """
-    if client.comments_supported is not False:
-        slot = unended_run(page.comments)
-        if slot is None or not await _alive(client, slot, lease_timeout):
-            return None
-        return slot
-    workers = await client.list_workers()
-    if workers is None:
-        return None  # neither notes nor heartbeats: nothing to go by
+    notes = page.comments if client.comments_supported is not False else []
+    workers = await client.list_workers()  # None: the board has no /workers
+    by_name = {} if workers is None else {w.name: w for w in workers.workers}
     now = datetime.now(UTC)
-    for worker in workers.workers:
-        fresh = age(worker.last_heartbeat, now) <= lease_timeout
-        theirs = worker.status == "working" and worker.current_task_id == task_id
-        if fresh and theirs and worker.name != own_slot:  # our slot says so since its claim
-            return worker.name
+    slot = unended_run(notes)
+    if slot is not None:
+        # Without heartbeats the bound is the only safe answer: the run counts as alive.
+        worker = owning_worker(slot, by_name)
+        if workers is None or (
+            worker is not None and age(worker.last_heartbeat, now) <= lease_timeout
+        ):
+            return slot
+    # Runs the board names: (slot, when it last said so) from heartbeats, or from sessions.
+    named: list[tuple[str, datetime | None]] = [
+        (w.name, w.last_heartbeat)
+        for w in by_name.values()
+        if w.status == "working" and w.current_task_id == task_id
+    ]
+    if workers is None:
+        named = await _sessions_naming(client, task_id)
+    for name, said in named:
+        fresh = age(said, now) <= lease_timeout
+        # Our own slot says so since its claim.
+        if fresh and name != own_slot and not _ended_since(notes, name, said):
+            return name
     return None
 
 
-async def _alive(client: BoardClient, slot: str, lease_timeout: float) -> bool:
-    """Whether the slot's worker (or its process) sent a heartbeat within the lease. True
-    when the board cannot say: without heartbeats the bound is the only safe answer."""
-    workers = await client.list_workers()
-    if workers is None:
-        return True
-    worker = owning_worker(slot, {w.name: w for w in workers.workers})
-    if worker is None:
-        return False
-    return age(worker.last_heartbeat, datetime.now(UTC)) <= lease_timeout
+async def _sessions_naming(client: BoardClient, task_id: str) -> list[tuple[str, datetime | None]]:
+    """(slot, last sign of life) of the active sessions whose owner mark names the task."""
+    sessions = await client.sessions.find(status="active")
+    named = []
+    for session in sessions or ():
+        owner = marked_owner(session.summary)
+        if owner is not None and owner[1] == task_id:
+            named.append((owner[0], session.last_sign_of_life))
+    return named
+
+
+def _ended_since(notes: Sequence[Comment], slot: str, said: datetime | None) -> bool:
+    """Whether the slot posted an ending note after the board last heard it name the task
+    (that run is over; its heartbeat or session moves on a moment later)."""
+    return any(
+        note.author == slot
+        and _ends_a_run(note)
+        and note.created_at is not None
+        and said is not None
+        and note.created_at > said
+        for note in notes
+    )
+
+
+def _ends_a_run(note: Comment) -> bool:
+    return note.comment_type in _ENDINGS or note.content.startswith((RELEASED, STOPPED))

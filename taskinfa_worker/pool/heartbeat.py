@@ -11,8 +11,15 @@ Between rounds the slots speak for themselves, so the board never shows what is 
 true: a slot says ``working`` the moment it claims and ``idle`` the moment its task ends
 (a task shorter than a round would otherwise never show, and an ended one would show
 "working" until the next round), and the process says ``idle`` for itself and every slot
-as it exits, rather than "working" until the board's 120 s run out. A round skips a slot
-whose task ended while the round was under way, so it cannot undo the slot's ``idle``.
+not yet shown idle as it exits, rather than "working" until the board's 120 s run out. A
+round skips a slot whose task ended while the round was under way, so it cannot undo the
+slot's ``idle``.
+
+A slot that ends a task and claims the next at once sends one heartbeat for both: "working"
+on the new task. It says ``idle`` only when no next task came within ``SLOT_IDLE_AFTER``
+(``worker_pool.py``), or when it stops claiming. The board's ``total_tasks_completed``
+counter (no dashboard page shows it) counts a worker's working → idle changes, so it then
+counts a slot's runs of a busy stretch as one.
 """
 
 from __future__ import annotations
@@ -47,6 +54,9 @@ class HeartbeatLoop:
         self._record = record
         self._server_interval = DEFAULT_SERVER_INTERVAL
         self._working_last_round: set[str] = set()
+        self._shown_idle: set[str] = set()  # slots whose last heartbeat, answered, said idle
+        # Slots whose last heartbeat, answered, said working, and on which task.
+        self._shown_working: dict[str, str | None] = {}
         self.rounds = 0
 
     def interval(self) -> float:
@@ -78,6 +88,15 @@ class HeartbeatLoop:
         """A slot claimed ``task_id``: the board shows it working now, not next round."""
         await self._send(slot, "working", task_id)
 
+    def shows_working(self, slot: str) -> bool:
+        """Whether the board took the slot's last heartbeat, and it said "working"."""
+        return slot in self._shown_working
+
+    def names_run(self, slot: str, task_id: str) -> bool:
+        """Whether the board took the slot's last heartbeat, and it said "working" on
+        ``task_id`` (the slot sends one at each claim)."""
+        return slot in self._shown_working and self._shown_working[slot] == task_id
+
     async def slot_ended(self, slot: str) -> None:
         """A slot's task ended: the board shows the slot idle at once."""
         self._working_last_round.discard(slot)
@@ -85,7 +104,7 @@ class HeartbeatLoop:
 
     async def farewell(self, slots: Iterable[str]) -> None:
         """The process exits: it and its slots are idle, not working until they time out."""
-        for name in (*sorted(slots), self._bot_name):
+        for name in (*sorted(set(slots) - self._shown_idle), self._bot_name):
             if await self._send(name, "idle", None) is False:
                 return
 
@@ -102,6 +121,12 @@ class HeartbeatLoop:
         if answer is None:
             return False
         self._on_board_answer(True)
+        if status == "idle":
+            self._shown_idle.add(name)
+            self._shown_working.pop(name, None)
+        else:
+            self._shown_idle.discard(name)
+            self._shown_working[name] = task_id
         if record is not None and answer.worker is not None:
             record.save(answer.worker.last_heartbeat)
         self._server_interval = max(1.0, answer.next_heartbeat_in)

@@ -2,7 +2,10 @@
 
 ``ProgressReporter`` collects the agent's ``Activity`` (cheap, synchronous ``record``) and
 posts at most one progress comment per ``interval()`` seconds, only when something
-happened; the pool's interval function stretches with the shared request budget. The text
+happened; the pool's interval function stretches with the shared request budget. Given an
+``opening`` (the run's "Started by" note, where the runner defers it), the first comment
+is posted one interval after the start whether or not anything happened, and begins with
+it: a run shorter than that posts no start note at all. The text
 passes through the Redactor when one is given (the reporter redacts again before posting:
 harmless twice). A task's ending and its texts are ``reporting``'s.
 """
@@ -43,8 +46,10 @@ class ProgressReporter:
         *,
         redactor: Redactor | None = None,
         clock: Callable[[], float] = time.monotonic,
+        opening: str | None = None,
     ) -> None:
         self._post = post
+        self._opening = opening
         self._interval = interval
         self._redact: Callable[[str], str] = redactor or _identity
         self._clock = clock
@@ -71,18 +76,20 @@ class ProgressReporter:
         """The progress text for everything recorded since the last one (and forget it);
         None when nothing happened."""
         self._changed = anyio.Event()
+        opening, self._opening = self._opening, None
         if not (self._tools or self._files or self._note):
-            return None
+            return opening
         text = self._redact(progress_text(self._tools, list(self._files), self._note))
         self._tools = Counter()
         self._files = {}
         self._note = None
-        return text
+        return text if opening is None else f"{opening}\n\n{text}"
 
     async def run(self) -> None:
         """Post progress until cancelled: at most one comment per ``interval()`` seconds."""
         while True:
-            await self._changed.wait()
+            if self._opening is None:  # the opening is due after an interval, news or not
+                await self._changed.wait()
             # Not polling: the interval may stretch while we wait (more slots busy), so the
             # deadline is computed again after each sleep.
             while (wait := self._next_post() - self._clock()) > 0:  # noqa: ASYNC110

@@ -120,11 +120,11 @@ class TaskReporter:
         comment_type: str,
         *,
         loop_number: int | None = None,
-        into_notes: bool = True,
     ) -> bool:
         """Post a note that explains an ending: at least once, shown once (the client reads
-        back an unknown outcome). False when it could not be delivered: the caller then
-        carries its text in the ending's ``completion_notes``."""
+        back an unknown outcome). False when it is not a comment on the board (no comments
+        route, or it kept failing): the caller then carries its text in the ending's
+        ``completion_notes``, which people read on the boards without comments."""
         text = board_text(self._redact(content), COMMENT_LIMIT)
         try:
             return await self._client.add_note(
@@ -133,17 +133,20 @@ class TaskReporter:
                 content=text,
                 comment_type=comment_type,
                 loop_number=loop_number,
-                into_notes=into_notes,
             )
         except BoardError as exc:  # a refusal (400, 404): the note has no place on the board
             logger.warning("note on {} not posted: {}", task.id, exc)
             return False
 
+    def started_text(self, author: str, attempt: int) -> str:
+        """The note that opens a run (the handover fence looks for its first words)."""
+        return f"{STARTED}{author} (attempt {attempt} of {self._max_attempts})."
+
     async def started(self, task: Task, author: str, attempt: int) -> None:
         await self.comment(
             task.id,
             author,
-            f"{STARTED}{author} (attempt {attempt} of {self._max_attempts}).",
+            self.started_text(author, attempt),
             CommentType.PROGRESS,
             loop_number=task.loop_count + 1,
         )
@@ -188,7 +191,6 @@ class TaskReporter:
             author,
             f"{STOPPED}{author}: {reason} The agent was stopped; the task is left as set.",
             CommentType.PROGRESS,
-            into_notes=False,
         )
 
     async def complete(self, task: Task, author: str, notes: str, **fields: Any) -> None:
@@ -233,17 +235,16 @@ class TaskReporter:
         if wait:
             then += f"; the next attempt waits at least {wait:g} s (RETRY_BACKOFF)"
         suffix = f"Attempt {attempt} of {self._max_attempts}: {then}."
-        await self.note(
-            task,
-            author,
-            f"{FAILED}{reason}\n\n{suffix}",
-            CommentType.ERROR,
-            loop_number=task.loop_count + 1,
+        text = f"{FAILED}{reason}\n\n{suffix}"
+        posted = await self.note(
+            task, author, text, CommentType.ERROR, loop_number=task.loop_count + 1
         )
-        # The notes say it too, so the next attempt learns why even if the comment was lost.
+        # The notes say it too, so the next attempt learns why even if the comment was lost
+        # (and spacing.py reads their first word); all of it where there is no comment.
+        notes = f"{FAILED}{reason}" if posted else text
         fields: dict[str, Any] = {
             "error_count": attempt,
-            "completion_notes": board_text(self._redact(f"{FAILED}{reason}"), NOTES_LIMIT),
+            "completion_notes": board_text(self._redact(notes), NOTES_LIMIT),
         }
         if session_id and server_has(task, "claude_session_id"):
             fields["claude_session_id"] = session_id  # the retry resumes the session

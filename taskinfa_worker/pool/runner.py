@@ -11,6 +11,7 @@ without an attempt.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
@@ -22,7 +23,7 @@ from loguru import logger
 
 from taskinfa_worker.agent import Agent, AgentJob, AgentOutcome
 from taskinfa_worker.client.answer import excerpt
-from taskinfa_worker.client.api import BoardClient, Lane
+from taskinfa_worker.client.api import BoardClient
 from taskinfa_worker.client.models import Task, TaskStatus, taken_away
 from taskinfa_worker.errors import (
     AgentError,
@@ -36,6 +37,7 @@ from taskinfa_worker.pool import budget
 from taskinfa_worker.pool.handover import wait_for_handover
 from taskinfa_worker.pool.history import TaskHistory, came_back, read_history
 from taskinfa_worker.pool.model_choice import ModelChoices
+from taskinfa_worker.pool.ownership import OwnershipReads
 from taskinfa_worker.pool.progress import ProgressReporter
 from taskinfa_worker.pool.registry import Claimed, RunningTask, RunningTasks, StopKind
 from taskinfa_worker.pool.reporting import TaskReporter
@@ -99,16 +101,21 @@ class TaskRunner:
         running: RunningTasks,
         events: ProgressEvents,
         models: ModelChoices,
+        board_names_run: Callable[[str, str], bool] = lambda _slot, _task_id: False,
     ) -> None:
         self._settings = settings
         self._models = models
         self._events = events
+        # Whether the board shows the slot's run on its task since the claim (the slot's
+        # heartbeat, the run's session): then no start note is needed before the agent.
+        self._board_names_run = board_names_run
         self._client = client
         self._agent = agent
         self._workspaces = workspaces
         self._reporter = reporter
         self._metrics = metrics
         self._running = running
+        self._ownership = OwnershipReads(client)
 
     async def run(self, slot: str, claimed: Claimed) -> Ended:
         task = claimed.task
@@ -156,13 +163,22 @@ class TaskRunner:
             handover = await wait_for_handover(self._client, claimed.offered, self._settings, slot)
             if handover.waited:
                 self._metrics.handover_wait_seconds.inc(handover.waited)
-            await self._reporter.started(task, slot, attempt)
+            opening: str | None = self._reporter.started_text(slot, attempt)
+            if not self._board_names_run(slot, task.id):
+                # Where the slot's heartbeat or the run's session names the task (both sent
+                # at the claim), another worker's fence sees the run by it, and the start
+                # note waits for the first progress comment; elsewhere the note is what the
+                # fence sees.
+                await self._reporter.started(task, slot, attempt)
+                opening = None
             # One read of the comments serves the fence and the history.
             history = await read_history(self._client, task, handover.comments)
-            outcome, result = await self._work(slot, claimed, attempt, history)
+            outcome, result = await self._work(slot, claimed, attempt, history, opening=opening)
             if outcome.resume_not_found:
                 logger.info("the Claude session to resume is gone; starting afresh")
-                outcome, result = await self._work(slot, claimed, attempt, history, True)
+                outcome, result = await self._work(
+                    slot, claimed, attempt, history, True, opening=opening
+                )
 
         if handle.stop_kind in (StopKind.BOARD, StopKind.DELETED):
             assert handle.stop_kind is not None
@@ -213,6 +229,7 @@ class TaskRunner:
         attempt: int,
         history: TaskHistory,
         fresh: bool = False,
+        opening: str | None = None,
     ) -> tuple[AgentOutcome, WorkspaceResult]:
         """Workspace and agent; every way this can fail becomes a failed outcome."""
         task = claimed.task
@@ -227,7 +244,9 @@ class TaskRunner:
             reason = f"Workspace: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
             return _fault_outcome(reason, WORKSPACE_FIX), WorkspaceResult()
         try:
-            outcome = await self._run_agent(slot, claimed, workspace, attempt, history, fresh)
+            outcome = await self._run_agent(
+                slot, claimed, workspace, attempt, history, fresh, opening
+            )
             if not outcome.success:
                 return outcome, WorkspaceResult()
             try:
@@ -254,6 +273,7 @@ class TaskRunner:
         attempt: int,
         history: TaskHistory,
         fresh: bool,
+        opening: str | None,
     ) -> AgentOutcome:
         task = claimed.task
 
@@ -261,7 +281,8 @@ class TaskRunner:
             await self._reporter.progress(task, slot, text)
             await self._events.progress(slot, text)
 
-        progress = ProgressReporter(post=post, interval=self._progress_interval)
+        # The start note, where it is deferred, opens the first progress comment.
+        progress = ProgressReporter(post=post, interval=self._progress_interval, opening=opening)
         project_id = claimed.project.id if claimed.project is not None else task.task_list_id
         route = await self._models.route_for(project_id)
         if route.origin:
@@ -317,9 +338,10 @@ class TaskRunner:
         return folder / f"attempt-{attempt}-{stamp}.jsonl"
 
     async def _still_ours(self, task: Task, slot: str) -> bool:
-        """Read the task back before writing its ending over a person's change."""
+        """Read the task back before writing its ending over a person's change (one read
+        shared by the endings that ask together: ``ownership.py``)."""
         try:
-            current = await self._client.get_task(task.id, lane=Lane.CRITICAL)
+            current = await self._ownership.current(task.id)
         except BoardError as exc:
             # Cannot tell: write the ending, the usual case is that nobody touched it.
             logger.warning("could not re-read {} before reporting: {}", task.id, exc)

@@ -29,9 +29,9 @@ from taskinfa_worker.client.api import BoardClient
 from taskinfa_worker.client.models import Session, Task
 from taskinfa_worker.client.sessions import LIST_LIMIT
 from taskinfa_worker.errors import BoardError
+from taskinfa_worker.pool.owner_mark import marked_owner
 from taskinfa_worker.pool.recovery import age, in_progress_page
 from taskinfa_worker.pool.reporting import TaskReporter
-from taskinfa_worker.pool.sessions import marked_owner
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,13 @@ That dashboard shows agents only through sessions and an event feed. ``RunSessio
 the live sessions of this process, one per running slot:
 
 - a claim begins one (``POST /sessions`` naming the task and its project, with an owner
-  mark in the summary: this worker's slot and the task) and posts ``task_claimed``;
-- progress posts ``task_progress`` with each progress comment (the same throttled cadence,
-  whose interval counts the event: ``budget.progress_interval``);
+  mark in the summary: this worker's slot and the task): that is how the dashboard and
+  another worker's handover fence see the run from its first moment;
+- progress posts an event with each progress comment (the same throttled cadence, whose
+  interval counts the event: ``budget.progress_interval``): the run's first one is its
+  ``task_claimed``, with the claim and the progress in one message, the others
+  ``task_progress``. A run shorter than a progress interval sends no claim event: its
+  session and its outcome's event say it all;
 - a keep-alive round PATCHes ``last_event_at`` of every live session that showed no other
   sign within ``budget.keepalive_interval`` (a third of the lease), because on a board
   without ``/workers`` another worker trusts that sign to tell a live run from a dead one
@@ -21,12 +25,10 @@ without the routes turns the feature off after its first answer (``client/sessio
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final
 
 from loguru import logger
 
@@ -35,21 +37,9 @@ from taskinfa_worker.client.models import Task
 from taskinfa_worker.client.ratelimit import Lane
 from taskinfa_worker.errors import BoardError
 from taskinfa_worker.pool import budget
+from taskinfa_worker.pool.owner_mark import owner_mark
 from taskinfa_worker.pool.runner import Ended, TaskEnding
 from taskinfa_worker.redact import Redactor
-
-_OWNER: Final = re.compile(r"^taskinfa-worker (?P<slot>\S+) runs (?P<task>[^\s:]+)")
-
-
-def owner_mark(slot: str, task_id: str) -> str:
-    """The first words of a live session's summary: who runs which task (for recovery)."""
-    return f"taskinfa-worker {slot} runs {task_id}"
-
-
-def marked_owner(summary: str | None) -> tuple[str, str] | None:
-    """The (slot, task id) of a session's owner mark; None when it has none."""
-    found = _OWNER.match(summary or "")
-    return None if found is None else (found["slot"], found["task"])
 
 
 @dataclass(frozen=True)
@@ -84,6 +74,7 @@ class LiveSession:
     id: str
     task: Task
     last_sign: float  # when (monotonic) the board last heard of it
+    claim: str | None = None  # the claim's words, until the first progress event says them
 
 
 class RunSessions:
@@ -134,14 +125,26 @@ class RunSessions:
             )
             if session is None:
                 return
-            self._live[slot] = LiveSession(session.id, task, self._clock())
+            claim = f"{slot} claimed {task.id}: {task.title}"
+            self._live[slot] = LiveSession(session.id, task, self._clock(), claim)
             self._check_budget()
-            await self._event(slot, "task_claimed", f"{slot} claimed {task.id}: {task.title}")
         except BoardError as exc:
             logger.warning("session of {} not begun: {}", task.id, exc)
 
+    def names_run(self, slot: str, task_id: str) -> bool:
+        """Whether the slot's run of ``task_id`` is a session on the board (its owner mark
+        names the task)."""
+        live = self._live.get(slot)
+        return live is not None and live.task.id == task_id
+
     async def progress(self, slot: str, text: str) -> None:
-        """One progress event, sent with the progress comment of the same text."""
+        """One progress event, sent with the progress comment of the same text; the first
+        one of a run also tells of its claim."""
+        live = self._live.get(slot)
+        if live is not None and live.claim is not None:
+            claim, live.claim = live.claim, None
+            await self._event(slot, "task_claimed", f"{claim}\n\n{text}")
+            return
         await self._event(slot, "task_progress", text)
 
     async def end(self, slot: str, ended: Ended | None) -> None:

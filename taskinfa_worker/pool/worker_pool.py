@@ -38,7 +38,7 @@ from taskinfa_worker.pool.identity import BeatRecord, ensure_name_free
 from taskinfa_worker.pool.model_choice import ModelChoices
 from taskinfa_worker.pool.periodic import Upkeep, run_upkeep
 from taskinfa_worker.pool.recovery import LeaseSweeper, recover_own_tasks
-from taskinfa_worker.pool.registry import RunningTasks, StopKind
+from taskinfa_worker.pool.registry import Claimed, RunningTasks, StopKind
 from taskinfa_worker.pool.reporting import TaskReporter
 from taskinfa_worker.pool.retention import LogRetention
 from taskinfa_worker.pool.runner import Ended, TaskEnding, TaskRunner
@@ -61,6 +61,8 @@ WORKER_FAULT_PAUSE = 60.0
 WORKER_FAULT_PAUSE_MAX = 3600.0
 # The longest a slot waits to tell the board it is idle before it looks for work again.
 SLOT_BEAT_TIMEOUT = 5.0
+# A slot whose task ended and that has claimed no next one after this long shows as idle.
+SLOT_IDLE_AFTER = 3.0
 
 
 class WorkerPool:
@@ -104,6 +106,9 @@ class WorkerPool:
             self.running,
             self._sessions,
             self._models,
+            lambda slot, task_id: (
+                self._heartbeats.names_run(slot, task_id) or self._sessions.names_run(slot, task_id)
+            ),
         )
         self._dispatcher = Dispatcher(settings, client, self.running, on_done=self.drain)
         self._signals = 0
@@ -126,6 +131,11 @@ class WorkerPool:
             f"completed={s.completed} failed={s.failed} released={s.released}"
             f"{' draining' if s.draining else ''}>"
         )
+
+    @property
+    def heartbeat_rounds(self) -> int:
+        """Rounds of the heartbeat loop so far (the slots' own heartbeats not counted)."""
+        return self._heartbeats.rounds
 
     def _counters(self) -> str:
         """Tasks and runs apart: one task may take several attempts."""
@@ -345,9 +355,19 @@ class WorkerPool:
         self.state.board_ready = ok
 
     async def _slot_loop(self, slot: str) -> None:
+        try:
+            await self._slot_claims(slot)
+        finally:
+            # The slot stops claiming: idle on the board now, not working on its last task.
+            if self._heartbeats.shows_working(slot):
+                with anyio.CancelScope(shield=True), contextlib.suppress(AuthError):
+                    with anyio.move_on_after(SLOT_BEAT_TIMEOUT):
+                        await self._heartbeats.slot_ended(slot)
+
+    async def _slot_claims(self, slot: str) -> None:
         while not self.state.draining:
             try:
-                claimed = await self._dispatcher.claim(slot)
+                claimed = await self._next_claim(slot)
                 if claimed is None:
                     return
                 self.metrics.tasks_claimed.inc()
@@ -361,8 +381,6 @@ class WorkerPool:
                     # Never in place of the runner's own exception: a refused key meets
                     # the next claim anyway.
                     with anyio.CancelScope(shield=True), contextlib.suppress(AuthError):
-                        with anyio.move_on_after(SLOT_BEAT_TIMEOUT):
-                            await self._heartbeats.slot_ended(slot)
                         with anyio.move_on_after(SLOT_BEAT_TIMEOUT):
                             await self._sessions.end(slot, ended)
             except AuthError as exc:
@@ -379,6 +397,23 @@ class WorkerPool:
                 self._pause_after_worker_fault(ended.reason)
             elif ended.ending in (TaskEnding.COMPLETED, TaskEnding.FAILED):
                 self._worker_works()
+
+    async def _next_claim(self, slot: str) -> Claimed | None:
+        """The slot's next task. A slot the board still shows working on its last task
+        says idle only if no next task comes within ``SLOT_IDLE_AFTER``: one that claims at
+        once goes from "working" on one task to "working" on the next in one heartbeat."""
+        if not self._heartbeats.shows_working(slot):
+            return await self._dispatcher.claim(slot)
+        async with anyio.create_task_group() as group:
+            group.start_soon(self._idle_later, slot)
+            claimed = await self._dispatcher.claim(slot)
+            group.cancel_scope.cancel()
+        return claimed
+
+    async def _idle_later(self, slot: str) -> None:
+        await anyio.sleep(SLOT_IDLE_AFTER)
+        with contextlib.suppress(AuthError):  # the next claim meets a refused key too
+            await self._heartbeats.slot_ended(slot)
 
     def _count(self, ended: Ended) -> None:
         s = self.state

@@ -238,3 +238,41 @@ async def serving(
         yield f"http://127.0.0.1:{runner.addresses[0][1]}/api"
     finally:
         await runner.cleanup()
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One request the pool sent, as a recording proxy passed it on."""
+
+    method: str
+    path: str  # below /api, without the query
+    query: dict[str, str]
+    body: Any  # the JSON body, or None
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+@asynccontextmanager
+async def recording(board_url: str) -> AsyncIterator[tuple[str, list[Seen]]]:
+    """A proxy that passes every request on to the board and keeps it, in the order sent;
+    yields its API base URL and the list it fills."""
+    upstream = board_url.removesuffix("/api")
+    seen: list[Seen] = []
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        seen.append(
+            Seen(
+                request.method,
+                request.path.removeprefix("/api"),
+                dict(request.query),
+                await request.json() if body else None,
+            )
+        )
+        status, payload, content_type = await forward(upstream, request, body)
+        return web.Response(status=status, body=payload, headers={"Content-Type": content_type})
+
+    async with serving(handle) as url:
+        yield url, seen

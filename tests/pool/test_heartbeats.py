@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.board_support import BoardHandle, MakeBoard
-from tests.pool.support import Scene, running_pool, wait_for, worker_settings
+from tests.pool.support import Scene, recording, running_pool, wait_for, worker_settings
 
 
 def workers(board: BoardHandle) -> dict[str, dict[str, Any]]:
@@ -34,7 +34,7 @@ async def test_short_tasks_show_and_the_process_says_idle_at_exit(
     assert all(worker["current_task_id"] is None for worker in shown.values())
 
 
-async def test_a_slot_is_idle_the_moment_its_task_ends(make_board: MakeBoard, scene: Scene) -> None:
+async def test_a_slot_is_idle_soon_after_its_task_ends(make_board: MakeBoard, scene: Scene) -> None:
     board = await make_board(profile="v1")
     gated = board.create_task("waits [gate]")
     settings = worker_settings(board.url, board.api_key, scene, concurrency=1)
@@ -45,5 +45,28 @@ async def test_a_slot_is_idle_the_moment_its_task_ends(make_board: MakeBoard, sc
         )
         scene.open_gate()
         await wait_for(lambda: pool.state.completed == 1, what="the task to end")
-        # Told by the slot itself before the pool counted the ending, not by a later round.
-        assert workers(board)["tester-1"]["status"] == "idle"
+        rounds = pool.heartbeat_rounds
+        # No next task came: the slot itself says idle (within SLOT_IDLE_AFTER), not a
+        # later round of the heartbeat loop.
+        await wait_for(lambda: workers(board)["tester-1"]["status"] == "idle", what="idle")
+        assert pool.heartbeat_rounds == rounds
+
+
+async def test_a_slot_that_claims_at_once_goes_from_task_to_task_with_one_heartbeat(
+    make_board: MakeBoard, scene: Scene
+) -> None:
+    board = await make_board(profile="v1")
+    tasks = [board.create_task(f"quick {n}") for n in range(3)]
+    async with recording(board.url) as (url, seen):
+        settings = worker_settings(url, board.api_key, scene, concurrency=1, exit_when_idle=True)
+        async with running_pool(settings) as (pool, _):
+            await wait_for(lambda: pool.state.draining, what="the pool to run out of work")
+    beats = [
+        (request.body["status"], request.body.get("current_task_id"))
+        for request in seen
+        if request.endpoint == "POST /workers/heartbeat"
+        and request.body["worker_name"] == "tester-1"
+    ]
+    # Working on each task in turn, idle once at the end: no "idle" between two tasks.
+    assert beats == [*(("working", task["id"]) for task in tasks), ("idle", None)]
+    assert workers(board)["tester-1"]["status"] == "idle"

@@ -68,8 +68,9 @@ async def test_eight_slots_forty_tasks_all_reach_review(
         assert sample.loop_count == 1
         if board.options.comments_route:
             kinds = [c.comment_type for c in await comments_of(client, tasks[0].id)]
-            assert "summary" in kinds
-            assert "progress" in kinds
+            # The summary alone: the start note waits for a first progress comment (the
+            # run's heartbeat or session names it meanwhile), and these runs are short.
+            assert kinds == ["summary"]
         else:
             assert sample.completion_notes  # the summary reached the task itself
         assert "completed=40" in repr(pool)

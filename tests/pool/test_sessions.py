@@ -47,11 +47,12 @@ async def test_a_run_is_a_session_with_its_events_and_its_outcome(
     finished = session_of(board, done.id)
     assert (finished["status"], finished["project_id"]) == ("completed", "default")
     assert finished["summary"].endswith(f"ran {done.id}, completed; the task is in review.")
-    assert events_of(board, finished["id"]) == ["task_claimed", "task_completed"]
+    # Shorter than a progress interval: the session and its outcome say it all.
+    assert events_of(board, finished["id"]) == ["task_completed"]
     failed = session_of(board, broken.id)
     assert failed["status"] == "error"
     assert "the task needs a person" in failed["summary"]
-    assert events_of(board, failed["id"]) == ["task_claimed", "needs_input"]
+    assert events_of(board, failed["id"]) == ["needs_input"]
 
 
 async def test_a_live_run_shows_its_owner_and_progress_and_a_shutdown_ends_it(
@@ -71,9 +72,16 @@ async def test_a_live_run_shows_its_owner_and_progress_and_a_shutdown_ends_it(
             live = session_of(board, task.id)
             assert live["status"] == "active"
             assert live["summary"].startswith(f"taskinfa-worker tester-1 runs {task.id}: ")
-            progress = board.agent_records.list_events(task_id=task.id, event_type="task_progress")
-            assert progress[0]["message"].startswith("Working")
-            assert progress[0]["session_id"] == live["id"]
+            feed = board.agent_records.list_events(task_id=task.id)
+            # The first progress tells of the claim too (the start note leads it), and the
+            # next ones are plain progress.
+            first, then = feed[-1], feed[-2]
+            assert first["event_type"] == "task_claimed"
+            assert first["message"].startswith(f"tester-1 claimed {task.id}: talkative")
+            assert "Started by tester-1 (attempt 1 of 3).\n\nWorking" in first["message"]
+            assert then["event_type"] == "task_progress"
+            assert then["message"].startswith("Working")
+            assert then["session_id"] == live["id"]
     ended = session_of(board, task.id)
     assert ended["status"] == "completed"
     assert "released" in ended["summary"]
@@ -134,10 +142,16 @@ async def test_a_key_in_a_title_never_reaches_the_sessions_or_the_feed(
     make_board: MakeBoard, scene: Scene
 ) -> None:
     board = await make_board(profile="v2")
-    settings = worker_settings(board.url, board.api_key, scene)
+    # Long enough for a first progress, whose claim event carries the title.
+    settings = worker_settings(board.url, board.api_key, scene, progress_interval=0.2)
     async with BoardClient.from_settings(settings) as client:
-        (task,) = await add_tasks(client, 1, title=f"use the key {board.api_key} please")
+        (task,) = await add_tasks(client, 1, title=f"use the key {board.api_key} please [gate]")
         async with running_pool(settings) as (pool, _):
+            await wait_for(
+                lambda: board.agent_records.list_events(event_type="task_claimed"),
+                what="the claim event",
+            )
+            scene.open_gate()
             await wait_for(lambda: pool.state.completed == 1, what="the task done")
     session = session_of(board, task.id)
     texts = [session["summary"]] + [
