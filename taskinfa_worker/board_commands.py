@@ -20,7 +20,7 @@ from pydantic import SecretStr
 from taskinfa_worker.client.api import BoardClient
 from taskinfa_worker.client.llm_config import UNSET, LlmConfig, LlmProvider
 from taskinfa_worker.client.models import Task, TaskStatus
-from taskinfa_worker.errors import ApiError, BoardError
+from taskinfa_worker.errors import ApiError, BoardError, NotFoundError
 from taskinfa_worker.settings import Settings
 
 EXIT_OK: Final = 0
@@ -153,6 +153,8 @@ async def choose_model(
     whose = f"project {project_id}" if project_id else "the workspace"
 
     async def put(client: BoardClient) -> str:
+        if provider is not None and project_id is not None:
+            await _known_project(client, project_id)
         async with _llm_routes(client):
             if provider is None:
                 await client.llm.clear_choice(project_id=project_id, session_type=session_type)
@@ -164,6 +166,18 @@ async def choose_model(
         return f"{session_type} runs of {whose} use {shown} on {provider}."
 
     return await _on_board(settings, put)
+
+
+async def _known_project(client: BoardClient, project_id: str) -> None:
+    """A choice for a project id that is not there would be kept (the local board) or fail
+    with the database's own words (the release), and no run would ever follow it."""
+    try:
+        await client.get_task_list(project_id)
+    except NotFoundError:
+        raise BoardError(
+            f"The board has no project {project_id}: --project takes a task list id"
+            " (GET /task-lists lists them); nothing was set."
+        ) from None
 
 
 @contextlib.asynccontextmanager

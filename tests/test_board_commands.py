@@ -188,6 +188,28 @@ async def test_a_newcomer_sets_a_provider_and_a_projects_model(
     assert len(LlmRecords(board.store).config()["session_configs"]) == 1
 
 
+async def test_a_model_choice_for_a_project_that_is_not_there_is_refused(
+    make_board: MakeBoard, tmp_path: Path
+) -> None:
+    """A typo in --project would leave a choice no run ever follows, and say it worked."""
+    board = await make_board(profile="v2")
+    refused = await board_cli(
+        board, "model", "ollama", "qwen3-coder", "--project", "websit", cwd=tmp_path
+    )
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == (
+        "taskinfa-worker: The board has no project websit: --project takes a task list id"
+        " (GET /task-lists lists them); nothing was set."
+    )
+    assert LlmRecords(board.store).config()["session_configs"] == []
+    board.store.create_task_list("Website")
+    chosen = await board_cli(
+        board, "model", "ollama", "qwen3-coder", "--project", "website", cwd=tmp_path
+    )
+    assert chosen.returncode == 0, chosen.stderr
+    assert len(LlmRecords(board.store).config()["session_configs"]) == 1
+
+
 @pytest.mark.parametrize("profile", ["full", "v1"])
 async def test_model_choice_commands_on_a_board_without_it(
     make_board: MakeBoard, tmp_path: Path, profile: str
