@@ -13,6 +13,7 @@ example agent examples/demo_agent.py does real, small work in each task's git tr
 the `command` agent), and the demo says so.
 
 Ctrl-C once: the worker drains (running tasks finish). Twice: running tasks are released.
+Either way the demo then ends, without its review round.
 """
 
 from __future__ import annotations
@@ -52,6 +53,12 @@ DEMO_TASKS = [
 SLOTS = 4
 STEP_PAUSE = "1.0"  # seconds between the example agent's steps: a task takes about 5 s
 COLUMNS = ("todo", "in_progress", "review", "blocked")
+
+
+class CtrlC:
+    """How many times Ctrl-C was pressed: the handler counts, main() decides what follows."""
+
+    presses = 0
 
 
 def say(text: str) -> None:
@@ -303,6 +310,10 @@ async def main() -> int:
             if code != 0:
                 return code
             show_branches(origin)
+            if CtrlC.presses:
+                # Ctrl-C means "stop": a second worker taking the tasks left would not.
+                say("Stopped by Ctrl-C: the review round and the tasks left in todo are skipped.")
+                return code
             reviewed = await send_back_with_an_answer(client)
             say("The worker runs again and continues that task from its branch:")
             worker = start_worker(env)
@@ -329,14 +340,13 @@ async def main() -> int:
 def run() -> int:
     """Ctrl-C reaches the worker itself (same process group): the first drains it, the
     second releases its running tasks. The demo keeps watching until the worker exits."""
-    interrupts = 0
 
     def note(_signum: int, _frame: object) -> None:
-        nonlocal interrupts
-        interrupts += 1
-        action = "drains" if interrupts == 1 else "stops its agents and releases their tasks"
-        print(f"\n   (Ctrl-C {interrupts}: the worker {action})", flush=True)
-        if interrupts >= 3:
+        CtrlC.presses += 1
+        presses = CtrlC.presses
+        action = "drains" if presses == 1 else "stops its agents and releases their tasks"
+        print(f"\n   (Ctrl-C {presses}: the worker {action})", flush=True)
+        if presses >= 3:
             raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, note)

@@ -9,8 +9,9 @@ worker's. Each command prints a few plain lines and returns the exit status.
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -19,7 +20,7 @@ from pydantic import SecretStr
 from taskinfa_worker.client.api import BoardClient
 from taskinfa_worker.client.llm_config import UNSET, LlmConfig, LlmProvider
 from taskinfa_worker.client.models import Task, TaskStatus
-from taskinfa_worker.errors import BoardError
+from taskinfa_worker.errors import ApiError, BoardError, NotFoundError
 from taskinfa_worker.settings import Settings
 
 EXIT_OK: Final = 0
@@ -36,6 +37,11 @@ COLUMNS: Final = (
     TaskStatus.DONE,
     TaskStatus.BLOCKED,
 )
+NO_LLM_CONFIG: Final = (
+    "The board has no llm-config (a release before the model choice;"
+    " the local board has it with --profile v2)."
+)
+
 FREE_STATUSES: Final = frozenset({TaskStatus.BACKLOG, TaskStatus.TODO})
 """Statuses in which nobody works on a task: moving a task there also unassigns it, so a
 worker can claim it again (a claim takes only unassigned ``todo`` tasks)."""
@@ -114,7 +120,7 @@ async def show_llm(settings: Settings) -> int:
     async def show(client: BoardClient) -> str:
         config = await client.llm.read()
         if config is None:
-            return "The board has no llm-config (a release before the model choice)."
+            return NO_LLM_CONFIG
         return llm_table(config)
 
     return await _on_board(settings, show)
@@ -126,9 +132,10 @@ async def set_provider(
     """``token``: the new token, None to remove it, UNSET to keep the board's."""
 
     async def put(client: BoardClient) -> str:
-        row = await client.llm.set_provider(
-            provider, base_url=base_url if base_url is not None else UNSET, auth_token=token
-        )
+        async with _llm_routes(client):
+            row = await client.llm.set_provider(
+                provider, base_url=base_url if base_url is not None else UNSET, auth_token=token
+            )
         return f"Provider {row.provider}: {_endpoint(row.base_url)}, {_token_state(row)}"
 
     return await _on_board(settings, put)
@@ -146,16 +153,43 @@ async def choose_model(
     whose = f"project {project_id}" if project_id else "the workspace"
 
     async def put(client: BoardClient) -> str:
-        if provider is None:
-            await client.llm.clear_choice(project_id=project_id, session_type=session_type)
-            return f"Cleared the {session_type} choice of {whose}."
-        await client.llm.set_choice(
-            provider, model, project_id=project_id, session_type=session_type
-        )
+        if provider is not None and project_id is not None:
+            await _known_project(client, project_id)
+        async with _llm_routes(client):
+            if provider is None:
+                await client.llm.clear_choice(project_id=project_id, session_type=session_type)
+                return f"Cleared the {session_type} choice of {whose}."
+            await client.llm.set_choice(
+                provider, model, project_id=project_id, session_type=session_type
+            )
         shown = model or "the provider's default model"
         return f"{session_type} runs of {whose} use {shown} on {provider}."
 
     return await _on_board(settings, put)
+
+
+async def _known_project(client: BoardClient, project_id: str) -> None:
+    """A choice for a project id that is not there would be kept (the local board) or fail
+    with the database's own words (the release), and no run would ever follow it."""
+    try:
+        await client.get_task_list(project_id)
+    except NotFoundError:
+        raise BoardError(
+            f"The board has no project {project_id}: --project takes a task list id"
+            " (GET /task-lists lists them); nothing was set."
+        ) from None
+
+
+@contextlib.asynccontextmanager
+async def _llm_routes(client: BoardClient) -> AsyncIterator[None]:
+    """A board without the routes answers a write with its bare 404 page (HTML on a real
+    dashboard): say what is missing instead, as ``board llm`` does."""
+    try:
+        yield
+    except ApiError:
+        if client.llm.supported is False:
+            raise BoardError(NO_LLM_CONFIG) from None
+        raise
 
 
 def llm_table(config: LlmConfig) -> str:

@@ -37,7 +37,7 @@ import anyio
 
 from taskinfa_worker.agent.sandbox import sandbox_state
 from taskinfa_worker.client.answer import excerpt
-from taskinfa_worker.client.api import BoardClient, Lane
+from taskinfa_worker.client.api import BoardClient, Lane, not_the_api
 from taskinfa_worker.client.llm_config import TASK_SESSION
 from taskinfa_worker.errors import (
     AuthError,
@@ -181,7 +181,11 @@ class _Checks:
             return
         except BoardError as exc:
             self.report(Check("ok", "board reachable", f"({url})"))
-            self.report(Check("FAIL", "board key accepted", f"unexpected answer: {exc}"))
+            wrong_url = not_the_api(exc)
+            if wrong_url is not None:
+                self.report(Check("FAIL", "board key accepted", f"cannot tell: {wrong_url}"))
+            else:
+                self.report(Check("FAIL", "board key accepted", f"unexpected answer: {exc}"))
             return
         finally:
             await client.aclose()

@@ -120,9 +120,15 @@ def add_board_parser(commands: Any) -> None:
 
 def add_serve_flags(parser: argparse.ArgumentParser) -> None:
     """The flags of a local board being served."""
-    parser.add_argument("--db", type=Path, default=Path("board.db"), help="SQLite file.")
-    parser.add_argument("--host", default="127.0.0.1", help="Address to listen on.")
-    parser.add_argument("--port", type=int, default=3000, help="Port (0 = any free port).")
+    parser.add_argument(
+        "--db", type=Path, default=Path("board.db"), help="SQLite file (default: board.db)."
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="Address to listen on (default: 127.0.0.1)."
+    )
+    parser.add_argument(
+        "--port", type=int, default=3000, help="Port (default: 3000; 0 = any free port)."
+    )
     parser.add_argument(
         "--api-key", default=None, help="Accept this key (default: generate one, shown once)."
     )
@@ -130,7 +136,8 @@ def add_serve_flags(parser: argparse.ArgumentParser) -> None:
         "--profile",
         choices=PROFILE_NAMES,
         default="full",
-        help="Behave as a real release: v1 (worker era), v2 (current), full (as documented).",
+        help="Behave as a real release: v1 (worker era), v2 (current, with the model choice),"
+        " or full (as documented; the default).",
     )
     # The switches below default to "not given" (None) so they override the profile only
     # when they appear on the command line.

@@ -188,16 +188,49 @@ async def test_a_newcomer_sets_a_provider_and_a_projects_model(
     assert len(LlmRecords(board.store).config()["session_configs"]) == 1
 
 
-async def test_model_choice_commands_on_a_board_without_it(
+async def test_a_model_choice_for_a_project_that_is_not_there_is_refused(
     make_board: MakeBoard, tmp_path: Path
 ) -> None:
-    board = await make_board(profile="v1")
+    """A typo in --project would leave a choice no run ever follows, and say it worked."""
+    board = await make_board(profile="v2")
+    refused = await board_cli(
+        board, "model", "ollama", "qwen3-coder", "--project", "websit", cwd=tmp_path
+    )
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == (
+        "taskinfa-worker: The board has no project websit: --project takes a task list id"
+        " (GET /task-lists lists them); nothing was set."
+    )
+    assert LlmRecords(board.store).config()["session_configs"] == []
+    board.store.create_task_list("Website")
+    chosen = await board_cli(
+        board, "model", "ollama", "qwen3-coder", "--project", "website", cwd=tmp_path
+    )
+    assert chosen.returncode == 0, chosen.stderr
+    assert len(LlmRecords(board.store).config()["session_configs"]) == 1
+
+
+@pytest.mark.parametrize("profile", ["full", "v1"])
+async def test_model_choice_commands_on_a_board_without_it(
+    make_board: MakeBoard, tmp_path: Path, profile: str
+) -> None:
+    """The default local board has no model choice either: a newcomer who tries it there is
+    told what is missing and where it is, not shown the board's 404 page."""
+    board = await make_board(profile=profile)
     shown = await board_cli(board, "llm", cwd=tmp_path)
     assert shown.returncode == 0
     assert "has no llm-config" in shown.stdout
-    refused = await board_cli(board, "model", "ollama", "qwen3", cwd=tmp_path)
-    assert refused.returncode == 1
-    assert "404" in refused.stderr
+    for args in (
+        ("model", "ollama", "qwen3"),
+        ("model", "--clear"),
+        ("provider", "ollama", "--base-url", "http://127.0.0.1:11434"),
+    ):
+        refused = await board_cli(board, *args, cwd=tmp_path)
+        assert refused.returncode == 1
+        assert refused.stderr.strip() == (
+            "taskinfa-worker: The board has no llm-config (a release before the model choice;"
+            " the local board has it with --profile v2)."
+        )
     unclear = await board_cli(board, "model", cwd=tmp_path)
     assert unclear.returncode == 2
     assert "needs a PROVIDER, or --clear" in unclear.stderr

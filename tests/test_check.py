@@ -123,6 +123,22 @@ async def test_an_unreachable_board_fails(tmp_path: Path) -> None:
     assert lines["board key accepted"].startswith("skip  ")
 
 
+async def test_the_dashboard_address_without_api_says_what_to_fix(
+    tmp_path: Path, board: BoardHandle
+) -> None:
+    """The most likely first mistake: the address of the dashboard's page, not its API.
+    The board answers 404 with a web page; the line names the setting, not the page."""
+    root = board.url.removesuffix("/api")
+    status, lines = await checks(make_settings(tmp_path, board, taskinfa_api_url=root))
+    assert status == 1
+    assert lines["board reachable"] == f"ok    board reachable ({root})"
+    assert lines["board key accepted"] == (
+        f"FAIL  board key accepted: cannot tell: GET {root}/tasks answered 404: TASKINFA_API_URL"
+        " is not the board's API, which on a Taskinfa dashboard ends in /api"
+        " (http://localhost:3000/api)"
+    )
+
+
 async def test_a_board_without_the_claim_route_warns_only(
     tmp_path: Path, make_board: MakeBoard
 ) -> None:

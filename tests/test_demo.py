@@ -46,6 +46,42 @@ def test_the_demo_opens_on_the_page_overlaps_its_slots_and_leaves_nothing(tmp_pa
     assert on_folder(folder) == []
 
 
+def test_ctrl_c_ends_the_demo_after_the_drain(tmp_path: Path) -> None:
+    """Ctrl-C in a terminal reaches the demo and its worker (one process group): the worker
+    drains, and the demo stops there instead of starting a second worker on what is left."""
+    folder = tmp_path / "demo"
+    env = {**os.environ, "TASKINFA_DEMO_DIR": str(folder), "DEMO_AGENT_PAUSE": "0.5"}
+    env.pop("ANTHROPIC_API_KEY", None)
+    demo = subprocess.Popen(
+        [sys.executable, str(DEMO)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert demo.stdout is not None
+        seen = []
+        for line in demo.stdout:  # until the first claim: the worker handles signals now
+            seen.append(line)
+            if "todo → in_progress" in line:
+                break
+        os.killpg(demo.pid, signal.SIGINT)
+        rest, _ = demo.communicate(timeout=120)
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+            demo.wait()
+    out = "".join(seen) + rest
+    assert demo.returncode == 0, out
+    assert "(Ctrl-C 1: the worker drains)" in out
+    assert "Stopped by Ctrl-C" in out
+    assert "The worker runs again" not in out
+    assert re.search(r"^   todo ", out, re.MULTILINE), out  # the tasks not begun stay todo
+    assert on_folder(folder) == []
+
+
 def test_a_killed_demo_takes_its_board_along(tmp_path: Path) -> None:
     """A demo SIGKILLed while it runs (a timeout, a closed terminal) runs no cleanup; the
     board, in a session of its own so that Ctrl-C does not reach it, must still go."""

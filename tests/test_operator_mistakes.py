@@ -291,6 +291,31 @@ async def test_sigterm_while_the_board_is_unreachable_at_start_exits_at_once(
     assert "stopped" in worker.output()
 
 
+@pytest.mark.slow
+async def test_the_dashboard_address_without_api_names_the_setting(
+    board: Any, tmp_path: Path
+) -> None:
+    """Not "not reachable yet" with the board's 404 page: the board answered, and what to
+    fix is the URL. It still retries (the setting may be fixed by a restart of the board's
+    proxy), so the operator reads the line and stops it."""
+    mistake = "`TASKINFA_API_URL` without `/api` (the dashboard's own address)"
+    root = board.url.removesuffix("/api")
+    worker = WorkerProcess(
+        worker_env(board, tmp_path, TASKINFA_API_URL=root), [], tmp_path / "w.log"
+    )
+    try:
+        await wait_for(lambda: "retrying in" in worker.output())
+        worker.signal(signal.SIGTERM)
+        assert await worker.wait(timeout=15) == documented_status(mistake)
+    finally:
+        worker.kill()
+    said = next(line for line in worker.output().splitlines() if "retrying in" in line)
+    for part in documented_words(mistake):
+        assert part in said, f"docs/reliability.md says {part!r}; the worker said {said}"
+    assert "<html" not in worker.output().lower()
+    assert board.api_key not in worker.output()
+
+
 def test_every_mistake_in_the_table_is_met_by_a_test() -> None:
     section = RELIABILITY.read_text().split("## Operator mistakes", 1)[1].split("\n## ", 1)[0]
     rows = [

@@ -15,6 +15,7 @@ import contextlib
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Final, Self
+from urllib.parse import urlsplit
 
 from loguru import logger
 from pydantic import SecretStr
@@ -38,11 +39,11 @@ from taskinfa_worker.client.sessions import SessionsApi
 from taskinfa_worker.client.transport import DEFAULT_RETRY_MAX_TIME, BoardTransport
 from taskinfa_worker.client.transport import MAX_BACKOFF as MAX_BACKOFF
 from taskinfa_worker.client.transport import MAX_RATE_LIMITED as MAX_RATE_LIMITED
-from taskinfa_worker.errors import BoardError
+from taskinfa_worker.errors import BoardError, NotFoundError
 from taskinfa_worker.metrics import Metrics
 from taskinfa_worker.settings import Settings
 
-__all__ = ["DEFAULT_RETRY_MAX_TIME", "BoardClient", "Lane"]
+__all__ = ["DEFAULT_RETRY_MAX_TIME", "BoardClient", "Lane", "not_the_api"]
 
 # completion_notes carries progress where the board has no comments; keep it readable.
 MAX_NOTES: Final = 4000
@@ -414,6 +415,19 @@ class BoardClient:
         if len(notes) > MAX_NOTES:
             notes = notes[: MAX_NOTES - 1] + "…"
         await self.update_task(task_id, lane=lane, completion_notes=notes)
+
+
+def not_the_api(exc: BoardError) -> str | None:
+    """What to fix when the task list itself is not found: every board has ``GET /tasks``,
+    so a 404 there means ``TASKINFA_API_URL`` names something else (most often the
+    dashboard's address without ``/api``). None for any other error. The answer's body, a
+    web page there, is left out."""
+    if not isinstance(exc, NotFoundError) or not urlsplit(exc.url).path.endswith(TASKS):
+        return None
+    return (
+        f"{exc.method} {exc.url} answered {exc.status}: TASKINFA_API_URL is not the board's"
+        " API, which on a Taskinfa dashboard ends in /api (http://localhost:3000/api)"
+    )
 
 
 def _comment_body(

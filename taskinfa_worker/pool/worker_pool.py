@@ -28,7 +28,7 @@ from loguru import logger
 from taskinfa_worker.agent import Agent
 from taskinfa_worker.agent.environment import OWNER_VAR, owner_entry
 from taskinfa_worker.agent.reaper import kill_owned_now, sweep_leftovers
-from taskinfa_worker.client.api import BoardClient
+from taskinfa_worker.client.api import BoardClient, not_the_api
 from taskinfa_worker.errors import EXIT_WORKER_FAULT, AuthError, BoardError, FatalError
 from taskinfa_worker.logs import LOG_FILE_NAME
 from taskinfa_worker.metrics import Metrics
@@ -331,9 +331,15 @@ class WorkerPool:
                     self.client, self._reporter, self.settings.slot_names(), self.settings.bot_name
                 )
             except BoardError as exc:
-                logger.warning(
-                    "the board is not reachable yet ({}); retrying in {:.0f} s", exc, delay
-                )
+                wrong_url = not_the_api(exc)
+                if wrong_url is not None:
+                    logger.error(
+                        "the board's API is not there ({}); retrying in {:.0f} s", wrong_url, delay
+                    )
+                else:
+                    logger.warning(
+                        "the board is not reachable yet ({}); retrying in {:.0f} s", exc, delay
+                    )
                 with anyio.move_on_after(delay):
                     await self._draining.wait()
                 delay = min(delay * 2, self.settings.max_poll_interval)
