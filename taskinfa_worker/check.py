@@ -250,7 +250,7 @@ class _Checks:
                 self.report(Check("warn", "sessions unknown", f"GET /sessions failed: {exc}"))
                 return
         if sessions is None:
-            detail = "(an earlier release: runs are not shown as sessions there)"
+            detail = "(not the current release: runs are not shown as sessions there)"
             self.report(Check("ok", "no sessions route", detail))
         elif self.settings.sessions:
             detail = f"({len(sessions)} active: each run shows in the dashboard as a session)"
@@ -280,7 +280,7 @@ class _Checks:
                 self.report(Check("warn", "model choice unknown", f"GET /llm-config: {exc}"))
                 return
         if config is None:
-            detail = "(an earlier release: runs use the worker's own model settings)"
+            detail = "(not the current release: runs use the worker's own model settings)"
             self.report(Check("ok", "no llm-config route", detail))
             return
         for token in config.tokens():

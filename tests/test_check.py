@@ -338,8 +338,8 @@ def test_a_full_page_is_counted_as_at_least_that_many() -> None:
     [
         ("v2", True, "ok    sessions (0 active: each run shows in the dashboard as a session)"),
         ("v2", False, "warn  sessions off (SESSIONS=false on a board with sessions"),
-        ("v1", True, "ok    no sessions route (an earlier release"),
-        ("full", True, "ok    no sessions route (an earlier release"),
+        ("v1", True, "ok    no sessions route (not the current release"),
+        ("full", True, "ok    no sessions route (not the current release"),
     ],
 )
 async def test_sessions_are_reported_as_the_board_has_them(
@@ -426,7 +426,7 @@ async def test_the_model_choice_is_reported_without_its_tokens(
 @pytest.mark.parametrize(
     ("profile", "overrides", "expected"),
     [
-        ("v1", {}, "ok    no llm-config route (an earlier release"),
+        ("v1", {}, "ok    no llm-config route (not the current release"),
         ("v2", {"anthropic_base_url": "http://127.0.0.1:9"}, "ok    model choice (ANTHROPIC_BASE"),
     ],
 )

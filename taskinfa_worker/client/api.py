@@ -393,8 +393,11 @@ class BoardClient:
     # --- fallbacks for missing routes -----------------------------------------------------
     def _note_no_workers_route(self) -> None:
         if self.workers_supported is not False:
-            logger.warning(
-                "The board at {} has no /workers/heartbeat route: heartbeats are not sent.",
+            # INFO: the current release has no /workers at all and shows agents by their
+            # sessions; the pool says so at WARNING where nothing would show this worker.
+            logger.info(
+                "The board at {} has no /workers routes: no heartbeats are sent (the "
+                "current release shows agents by their sessions instead).",
                 self._transport.shown_base,
             )
         self.workers_supported = False

@@ -264,7 +264,12 @@ class WorkerPool:
                 "heartbeats",
                 heartbeats.beat,
                 heartbeats.interval,
-                "the board has no heartbeat route: heartbeats stop",
+                "the board has no heartbeat route: heartbeats stop; "
+                + (
+                    "the dashboard sees this worker through its runs' sessions"
+                    if s.sessions
+                    else "with SESSIONS off, the dashboard does not see this worker"
+                ),
             ),
             Upkeep("takeaway checks", watcher.check, watcher.interval, "takeaway checks stop"),
             Upkeep(

@@ -238,7 +238,7 @@ async def test_board_without_heartbeat_route(
         assert client.workers_supported is False
     assert requests_counted(metrics, "/workers/heartbeat") == 1
     assert requests_counted(metrics, "/workers") == 0
-    assert len([line for line in logs if "no /workers/heartbeat route" in line]) == 1
+    assert len([line for line in logs if "no /workers routes: no heartbeats" in line]) == 1
 
 
 async def test_board_without_comments_route_writes_completion_notes(
