@@ -20,6 +20,7 @@ from loguru import logger
 from pydantic import SecretStr
 
 from taskinfa_worker.client import certain
+from taskinfa_worker.client.chat import ChatApi
 from taskinfa_worker.client.claims import CLAIM as CLAIM
 from taskinfa_worker.client.claims import Claimer, route_missing
 from taskinfa_worker.client.models import (
@@ -90,6 +91,8 @@ class BoardClient:
         """False when the board has no ``/tasks/{id}/comments`` route."""
         self.sessions = SessionsApi(self._transport)
         """The current release's sessions and event feed (``sessions.py``)."""
+        self.chat = ChatApi(self._transport)
+        """The current release's async chat: its pending messages (``chat.py``)."""
 
     @classmethod
     def from_settings(cls, settings: Settings, metrics: Metrics | None = None) -> BoardClient:

@@ -6,10 +6,11 @@ the periodic loops here do not queue up behind them: each computes its interval 
 number of requests one cycle costs and the share of the budget it may use, so the
 intervals stretch as the number of busy slots grows and the total stays under the limit.
 
-Shares of the learned rate per minute (below; they sum to under 1, leaving room for
-claims, polls and completions). A run's session (where the board has sessions) costs about
-4 requests besides: its start and claim event, its outcome event and its end, sent with
-the run's own start and end, out of the reserve.
+Shares of the learned rate per minute (below; with the reserve, which the loops never use
+and which leaves room for claims, polls and completions, they sum to 1). A run's session
+(where the board has sessions) costs about 4 requests besides: its start and claim
+event, its outcome event and its end, sent with the run's own start and end, out of the
+reserve.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ RESERVE_SHARE = 0.25  # never used by the loops: polls, claims, starts, endings,
 # says how much the key used), so ten idle replicas poll as often together as one alone.
 # 15 % of 100 requests a minute is a poll every 4 s: a new task waits 2 s on average.
 IDLE_POLL_SHARE = 0.15
+# Polls of the chat's pending messages: the last 5 % (5 requests a minute of a 100 key, one
+# every 12 s, divided among the processes on the key like the others). Taking up and
+# answering a message is a claim's and an ending's traffic, out of the reserve.
+CHAT_SHARE = 0.05
 
 # The board shows a worker offline after 120 s without a heartbeat; stay well under it even
 # when one heartbeat round is slow to get through the limiter.
@@ -83,7 +88,7 @@ def keepalive_share(heartbeats_too: bool) -> float:
     stretch as heartbeats do); half the heartbeats' where a board has both."""
     if heartbeats_too:
         return HEARTBEAT_SHARE / 2
-    return 1.0 - PROGRESS_SHARE - WATCH_SHARE - RESERVE_SHARE
+    return 1.0 - PROGRESS_SHARE - WATCH_SHARE - RESERVE_SHARE - CHAT_SHARE
 
 
 def keepalives_fit(
@@ -101,6 +106,11 @@ def watch_interval(base: float, requests_per_cycle: int, budget: BudgetSource) -
 def idle_poll_interval(floor: float, ceiling: float, budget: BudgetSource) -> float:
     """Seconds between polls of an idle process: its part of the key's idle-poll share."""
     return min(max(floor, 1.0 / _per_second(IDLE_POLL_SHARE, budget)), ceiling)
+
+
+def chat_poll_interval(floor: float, budget: BudgetSource) -> float:
+    """Seconds between two looks at the chat's pending messages."""
+    return stretched(floor, 1, CHAT_SHARE, budget)
 
 
 def jittered(seconds: float, spread: float = 0.1) -> float:

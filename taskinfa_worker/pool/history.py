@@ -33,6 +33,12 @@ class TaskHistory:
     people: tuple[Comment, ...] = ()  # oldest first
 
 
+def cut_message(text: str) -> str:
+    """One person's message as a prompt may carry it: at most ``MESSAGE_CHARS``, marked."""
+    content = text.strip()
+    return content if len(content) <= MESSAGE_CHARS else content[:MESSAGE_CHARS] + " … [cut]"
+
+
 def came_back(task: Task) -> bool:
     """Whether the task ran before (it failed, or it went to review and was sent back)."""
     return task.error_count > 0 or task.loop_count > 0
@@ -68,9 +74,7 @@ def history_of(comments: list[Comment], task: Task | None = None) -> TaskHistory
             break  # the last run ended here: older messages were for it
         if comment.author_type != PERSON:
             continue
-        content = comment.content.strip()
-        if len(content) > MESSAGE_CHARS:
-            content = content[:MESSAGE_CHARS] + " … [cut]"
+        content = cut_message(comment.content)
         if len(content) > room:
             break
         room -= len(content)

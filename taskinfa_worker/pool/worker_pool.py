@@ -32,6 +32,8 @@ from taskinfa_worker.client.api import BoardClient
 from taskinfa_worker.errors import EXIT_WORKER_FAULT, AuthError, BoardError, FatalError
 from taskinfa_worker.logs import LOG_FILE_NAME
 from taskinfa_worker.metrics import Metrics
+from taskinfa_worker.pool.answering import ChatAnswers
+from taskinfa_worker.pool.chat import ChatClaims, ChatDesk, ChatTurn
 from taskinfa_worker.pool.dispatcher import Dispatcher
 from taskinfa_worker.pool.heartbeat import HeartbeatLoop
 from taskinfa_worker.pool.identity import BeatRecord, ensure_name_free
@@ -60,6 +62,7 @@ WORKER_FAULT_PAUSE = 60.0
 WORKER_FAULT_PAUSE_MAX = 3600.0
 # The longest a slot waits to tell the board it is idle before it looks for work again.
 SLOT_BEAT_TIMEOUT = 5.0
+CHAT_CLAIMS = "chat-claims"  # in the bot's log folder: messages being answered (chat.py)
 
 
 class WorkerPool:
@@ -101,7 +104,22 @@ class WorkerPool:
             self.running,
             self._sessions,
         )
-        self._dispatcher = Dispatcher(settings, client, self.running, on_done=self.drain)
+        self._chat = ChatDesk(
+            client,
+            ChatClaims(settings.bot_log_dir / CHAT_CLAIMS),
+            enabled=settings.chat,
+            poll_floor=settings.poll_interval,
+            busy=lambda task_id: task_id in self.running,
+            on_found=lambda: self._dispatcher.task_ended(),
+        )
+        self._answers = ChatAnswers(settings, client, agent, workspaces, self._reporter, self._chat)
+        self._dispatcher = Dispatcher(
+            settings,
+            client,
+            self.running,
+            on_done=self.drain,
+            chat=self._chat if settings.chat else None,
+        )
         self._signals = 0
         self._stopping = False
         self._draining = anyio.Event()  # the pool is built inside the event loop
@@ -157,6 +175,7 @@ class WorkerPool:
             return
         self._stopping = True
         self.running.stop_all(StopKind.SHUTDOWN, why)
+        self._answers.stop_all()
 
     def _fatal(self, exc: FatalError) -> None:
         logger.error("{}", exc)
@@ -270,6 +289,10 @@ class WorkerPool:
                     "",  # the client said it once already: the board has no sessions
                 )
             )
+        if self._chat.active:
+            loops.append(
+                Upkeep("chat polls", self._chat.poll, self._chat.interval, "")  # said by client
+            )
         return loops
 
     async def _run(self) -> None:
@@ -328,6 +351,9 @@ class WorkerPool:
             self._on_change()  # the status file exists from the start, busy or not
             if recovered:
                 logger.info("recovered {} task(s) left in progress by a previous run", recovered)
+            lost = await self._chat.recover(self.settings.bot_name)
+            if lost:
+                logger.info("told {} person(s) their message's answer was lost at a crash", lost)
             return
 
     async def _guarded(self, loop: Callable[..., Awaitable[None]], *args: Any) -> None:
@@ -346,6 +372,9 @@ class WorkerPool:
                 claimed = await self._dispatcher.claim(slot)
                 if claimed is None:
                     return
+                if isinstance(claimed, ChatTurn):
+                    await self._answers.answer(slot, claimed)
+                    continue
                 self.metrics.tasks_claimed.inc()
                 self.state.tasks.add(claimed.task.id)
                 await self._heartbeats.slot_started(slot, claimed.task.id)
