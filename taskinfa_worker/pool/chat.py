@@ -120,7 +120,9 @@ def first_claim(comments: Sequence[Comment], message_id: str) -> Comment | None:
 
 def answered_on(comments: Sequence[Comment], message_id: str) -> bool:
     """Whether a worker's answer or error about ``message_id`` is among ``comments``: one
-    naming it, or a summary or error after its claim (a delivered change's summary)."""
+    naming it, or a summary or error stamped after its claim's second (a delivered change's
+    summary, which comes at least ``SETTLE`` later; the run's own summary may share the
+    claim's second)."""
     claim = first_claim(comments, message_id)
     for c in comments:
         if c.author_type == PERSON:
@@ -128,7 +130,7 @@ def answered_on(comments: Sequence[Comment], message_id: str) -> bool:
         if reference(message_id) in c.content:
             return True
         ending = c.comment_type in (CommentType.SUMMARY, CommentType.ERROR)
-        if claim is not None and ending and _stamp(c) >= _stamp(claim):
+        if claim is not None and ending and _stamp(c) > _stamp(claim):
             return True
     return False
 

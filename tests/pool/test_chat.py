@@ -9,11 +9,16 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
+from aiohttp import web
 from loguru import logger
+from pydantic import SecretStr
 
 from taskinfa_worker.client.api import BoardClient
 from taskinfa_worker.client.chat import PENDING_MESSAGES
@@ -22,7 +27,16 @@ from taskinfa_worker.metrics import Metrics
 from taskinfa_worker.pool.chat import TAKING, reference
 from taskinfa_worker.pool.history import MESSAGE_CHARS
 from tests.board_support import BoardHandle, MakeBoard
-from tests.pool.support import Scene, running_pool, wait_for, worker_settings
+from tests.pool.support import (
+    Scene,
+    WorkerProcess,
+    forward,
+    process_env,
+    running_pool,
+    serving,
+    wait_for,
+    worker_settings,
+)
 from tests.workspace.support import make_origin, sh
 
 CHAT_AGENT = Path(__file__).parents[1] / "fakes" / "chat_agent.py"
@@ -247,3 +261,99 @@ def requests_to(metrics: Metrics, endpoint: str) -> float:
             ):
                 total += sample.value
     return total
+
+
+# --- several processes on one key ------------------------------------------------------------
+def replica_env(
+    board: BoardHandle, url: str, scene: Scene, record: Path, name: str
+) -> dict[str, str]:
+    return process_env(
+        url,
+        board.api_key,
+        scene,
+        BOT_NAME=name,
+        AGENT_COMMAND=COMMAND,
+        AGENT_ENV_ALLOW="FAKE_RECORD,FAKE_GATE",
+        ALLOW_LOCAL_REPOS="true",
+        FAKE_RECORD=str(record),
+        WORKSPACE_DIR=str(scene.root / f"workspace-{name}"),
+    )
+
+
+@asynccontextmanager
+async def slow_comment_reads(board: BoardHandle, seconds: float) -> AsyncIterator[str]:
+    """A proxy whose answers to comment reads come ``seconds`` late, after the board read
+    them: two workers that poll within that window both see no claim and both claim."""
+
+    async def handler(request: web.Request) -> web.Response:
+        body = await request.read()
+        status, payload, kind = await forward(board.url.removesuffix("/api"), request, body)
+        if request.method == "GET" and request.path.endswith("/comments"):
+            await anyio.sleep(seconds)
+        return web.Response(status=status, body=payload, content_type=kind.split(";")[0])
+
+    async with serving(handler) as url:
+        yield url
+
+
+async def test_two_replicas_racing_for_one_message_give_one_answer(
+    v2: BoardHandle, scene: Scene, record: Path
+) -> None:
+    origin = make_origin(scene.root, {"README.md": "app\n"})
+    async with (
+        slow_comment_reads(v2, 1.5) as url,
+        BoardClient(v2.url, SecretStr(v2.api_key), rate_limit=10_000) as client,
+    ):
+        workers = [
+            WorkerProcess(replica_env(v2, url, scene, record, name), [], scene.root / f"{name}.log")
+            for name in ("alpha", "beta")
+        ]
+        try:
+            done = await reviewed_task(v2, client, origin)
+            message = await say(client, done.id, "Why this way?")
+            await answered(client, done.id, message)
+            # Both took part: each posted a claim, so the race was run, and one stood down.
+            await wait_for(
+                lambda: any("answers the message" in w.output() for w in workers),
+                what="the loser standing down",
+            )
+            comments = await comments_of(client, done.id)
+        finally:
+            for worker in workers:
+                worker.signal()
+            for worker in workers:
+                assert await worker.wait() == 0, worker.output()
+    assert len(claims_on(comments, message)) == 2
+    (answer,) = answers_to(comments, message)
+    assert "ANSWER to: Why this way?" in answer.content
+    assert len([r for r in runs(record) if "Why this way?" in r["prompt"]]) == 1
+
+
+async def test_a_worker_killed_while_answering_says_so_after_its_restart(
+    v2: BoardHandle, scene: Scene, record: Path
+) -> None:
+    origin = make_origin(scene.root, {"README.md": "app\n"})
+    env = replica_env(v2, v2.url, scene, record, "alpha")
+    log = scene.root / "alpha.log"
+    async with BoardClient(v2.url, SecretStr(v2.api_key), rate_limit=10_000) as client:
+        first = WorkerProcess(env, [], log)
+        try:
+            done = await reviewed_task(v2, client, origin)
+            message = await say(client, done.id, "[wait] Hold on.")
+            await wait_for(lambda: len(runs(record)) == 2, what="the answer's agent started")
+        finally:
+            first.kill()  # SIGKILL: no goodbye, the claim stays
+        again = WorkerProcess(env, [], log)
+        try:
+            (note,) = await answered(client, done.id, message)
+            pending = await client.chat.pending()
+        finally:
+            scene.open_gate()
+            again.signal()
+            assert await again.wait() == 0, again.output()
+        comments = await comments_of(client, done.id)
+    assert note.comment_type == "error"
+    assert "restarted" in note.content
+    assert answers_to(comments, message) == [note]  # never answered as well
+    assert pending == []  # and not taken up again
+    assert len(runs(record)) == 2
