@@ -11,6 +11,7 @@ import shlex
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,14 @@ from taskinfa_worker.client.api import BoardClient
 from taskinfa_worker.client.chat import PENDING_MESSAGES
 from taskinfa_worker.client.models import Comment, Task
 from taskinfa_worker.metrics import Metrics
-from taskinfa_worker.pool.chat import TAKING, reference
+from taskinfa_worker.pool.chat import (
+    TAKING,
+    claim_text,
+    first_claim,
+    ran_here,
+    reference,
+    waiting_message,
+)
 from taskinfa_worker.pool.history import MESSAGE_CHARS
 from tests.board_support import BoardHandle, MakeBoard
 from tests.pool.support import (
@@ -122,6 +130,49 @@ async def answered(client: BoardClient, task_id: str, message: Comment) -> list[
 
     await wait_for(there, what=f"an answer to {message.id}")
     return found
+
+
+# --- the rules, on comments as the board sends them --------------------------------------
+START = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def note(second: int, content: str, *, ident: str = "", person: bool = False) -> Comment:
+    return Comment(
+        id=ident or f"cmt_{second}_{len(content)}",
+        task_id="t",
+        author="Dana" if person else "bot-1",
+        author_type="user" if person else "bot",
+        content=content,
+        comment_type="human_message" if person else "progress",
+        created_at=START + timedelta(seconds=second),
+    )
+
+
+def test_the_earliest_claim_wins_and_a_tie_in_one_second_goes_to_the_lower_id() -> None:
+    late = note(5, claim_text("a-1", "cmt_m"), ident="cmt_a")
+    tied_high, tied_low = (
+        note(4, claim_text(s, "cmt_m"), ident=i) for s, i in (("b-1", "cmt_z"), ("c-1", "cmt_b"))
+    )
+    other = note(1, claim_text("d-1", "cmt_other"), ident="cmt_0")
+    for order in ([late, tied_high, tied_low, other], [tied_low, other, late, tied_high]):
+        winner = first_claim(order, "cmt_m")
+        assert winner is not None
+        assert winner.id == "cmt_b"  # whatever order the board lists them in
+    assert first_claim([other], "cmt_m") is None
+
+
+def test_a_message_waits_until_a_worker_claims_or_answers_it() -> None:
+    run = [note(0, "Started by bot-1 (attempt 1 of 3)."), note(1, "Finished.")]
+    message = note(2, "why?", ident="cmt_m", person=True)
+    assert ran_here(run)
+    assert waiting_message([*run, message]) == message
+    assert waiting_message([*run, message, note(2, claim_text("x-1", "cmt_m"))]) is None
+    assert waiting_message([*run, message, note(3, f"ok {reference('cmt_m')}")]) is None
+    # Someone else's claim on an older message is no claim on this one.
+    older = note(1, claim_text("x-1", "cmt_old"))
+    assert waiting_message([*run, older, message]) == message
+    # A task no taskinfa-worker ran is not ours to answer.
+    assert not ran_here([note(0, "orchestrator did it"), message])
 
 
 async def test_a_message_on_a_task_in_review_gets_one_answer_from_its_branch(
