@@ -6,8 +6,8 @@ the periodic loops here do not queue up behind them: each computes its interval 
 number of requests one cycle costs and the share of the budget it may use, so the
 intervals stretch as the number of busy slots grows and the total stays under the limit.
 
-Shares of the learned rate per minute (below; with the reserve, which the loops never use
-and which leaves room for claims, polls and completions, they sum to 1). A run's session
+Shares of the learned rate per minute (below; they sum to under 1, leaving room for
+claims, polls and completions). A run's session
 (where the board has sessions) costs about 4 requests besides: its start and claim
 event, its outcome event and its end, sent with the run's own start and end, out of the
 reserve.
@@ -27,9 +27,10 @@ RESERVE_SHARE = 0.25  # never used by the loops: polls, claims, starts, endings,
 # says how much the key used), so ten idle replicas poll as often together as one alone.
 # 15 % of 100 requests a minute is a poll every 4 s: a new task waits 2 s on average.
 IDLE_POLL_SHARE = 0.15
-# Polls of the chat's pending messages: the last 5 % (5 requests a minute of a 100 key, one
-# every 12 s, divided among the processes on the key like the others). Taking up and
-# answering a message is a claim's and an ending's traffic, out of the reserve.
+# Polls of the chat's pending messages, out of the reserve beside the idle polls: 5 % (5
+# requests a minute of a 100 key, one every 12 s, divided among the processes on the key
+# like the idle polls). Taking up and answering a message is a claim's and an ending's
+# traffic, out of the reserve too; the loops above stay untouched.
 CHAT_SHARE = 0.05
 
 # The board shows a worker offline after 120 s without a heartbeat; stay well under it even
@@ -88,7 +89,7 @@ def keepalive_share(heartbeats_too: bool) -> float:
     stretch as heartbeats do); half the heartbeats' where a board has both."""
     if heartbeats_too:
         return HEARTBEAT_SHARE / 2
-    return 1.0 - PROGRESS_SHARE - WATCH_SHARE - RESERVE_SHARE - CHAT_SHARE
+    return 1.0 - PROGRESS_SHARE - WATCH_SHARE - RESERVE_SHARE
 
 
 def keepalives_fit(
