@@ -47,7 +47,13 @@ from taskinfa_worker.client.api import BoardClient
 from taskinfa_worker.client.models import Comment, CommentType, Task, TaskStatus, newest_first
 from taskinfa_worker.errors import BoardError
 from taskinfa_worker.pool import budget
-from taskinfa_worker.pool.history import COMMENTS_READ, MESSAGES_CHARS, PERSON, cut_message
+from taskinfa_worker.pool.history import (
+    CHAT_REPLY,
+    COMMENTS_READ,
+    MESSAGES_CHARS,
+    PERSON,
+    cut_message,
+)
 from taskinfa_worker.pool.reporting import STARTED
 
 HUMAN_MESSAGE: Final = "human_message"
@@ -73,7 +79,7 @@ def claim_text(slot: str, message_id: str) -> str:
 
 def reference(message_id: str) -> str:
     """The last line of an answer or an error about a message: which message it was."""
-    return f"(re: {message_id})"
+    return f"{CHAT_REPLY}{message_id})"
 
 
 def _stamp(comment: Comment) -> float:

@@ -25,6 +25,10 @@ MESSAGE_CHARS = 2000
 MESSAGES_CHARS = 6000
 PERSON = "user"
 _RUN_ENDINGS = (CommentType.SUMMARY, CommentType.ERROR)
+CHAT_REPLY = "(re: "
+"""How a worker's answer to a person's chat message names it (``chat.py``): such a reply
+is part of the conversation, not the end of a run, so people's messages before it still
+reach the task's next run."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,11 @@ def history_of(comments: list[Comment], task: Task | None = None) -> TaskHistory
     people: list[Comment] = []
     room = MESSAGES_CHARS
     for comment in newest:
-        if comment.author_type != PERSON and comment.comment_type in _RUN_ENDINGS:
+        if (
+            comment.author_type != PERSON
+            and comment.comment_type in _RUN_ENDINGS
+            and CHAT_REPLY not in comment.content
+        ):
             break  # the last run ended here: older messages were for it
         if comment.author_type != PERSON:
             continue
