@@ -34,6 +34,7 @@ from taskinfa_worker.pool.chat import (
     waiting_message,
 )
 from taskinfa_worker.pool.history import MESSAGE_CHARS
+from tests.agent.support import FAKE_CLAUDE
 from tests.board_support import BoardHandle, MakeBoard
 from tests.pool.support import (
     Scene,
@@ -408,3 +409,36 @@ async def test_a_worker_killed_while_answering_says_so_after_its_restart(
     assert answers_to(comments, message) == [note]  # never answered as well
     assert pending == []  # and not taken up again
     assert len(runs(record)) == 2
+
+
+async def test_the_answer_resumes_the_tasks_claude_session(v2: BoardHandle, scene: Scene) -> None:
+    """With Claude Code (the fake CLI): the answer runs ``--resume`` on the session the
+    task's run left in ``claude_session_id``."""
+    origin = make_origin(scene.root, {"README.md": "app\n", ".gitignore": ".fake_claude/\n"})
+    settings = chat_settings(
+        v2,
+        scene,
+        agent="claude",
+        claude_bin=str(FAKE_CLAUDE),
+        claude_config_source=scene.root / "claude-config-source",
+        keep_workspaces=True,  # the fake CLI leaves its argv in its tree
+    )
+    async with running_pool(settings) as (_pool, client):
+        done = await reviewed_task(v2, client, origin)
+        assert done.claude_session_id
+        message = await say(client, done.id, "Which file did you read first?")
+        (answer,) = await answered(client, done.id, message)
+        after = await client.get_task(done.id)
+    records = [
+        tree / ".fake_claude"
+        for tree in (scene.root / "workspace" / "tasks").iterdir()
+        if (tree / ".fake_claude" / "prompt.txt").exists()
+    ]
+    (chat,) = [
+        r for r in records if "Which file did you read first?" in (r / "prompt.txt").read_text()
+    ]
+    argv = json.loads((chat / "argv.json").read_text())
+    assert argv[argv.index("--resume") + 1] == done.claude_session_id
+    assert answer.comment_type == "summary"
+    assert after is not None
+    assert after.status == "review"
