@@ -45,7 +45,7 @@ from loguru import logger
 
 from taskinfa_worker.client.api import BoardClient
 from taskinfa_worker.client.models import Comment, CommentType, Task, TaskStatus, newest_first
-from taskinfa_worker.errors import BoardError
+from taskinfa_worker.errors import BoardError, ServerError, TransportError
 from taskinfa_worker.pool import budget
 from taskinfa_worker.pool.history import (
     CHAT_REPLY,
@@ -265,31 +265,39 @@ class ChatDesk:
         if not ran_here(page.comments):
             logger.debug("{}: a message on a task no taskinfa-worker ran; left alone", task_id)
             return None
+        # Noted before it is posted: a kill between the two must not leave a claim
+        # nobody settles.
         self._claims.add(task_id, message.id)
-        claim: Comment | None = None
         try:
-            claim = await self._client.add_comment(
+            posted = await self._client.add_comment(
                 task_id,
                 author=slot,
                 content=claim_text(slot, message.id),
                 comment_type=CommentType.PROGRESS,
             )
-            if claim is None:
-                return None  # no comments route: nowhere to answer either
-            await anyio.sleep(SETTLE)
-            page = await self._client.list_comments(task_id, limit=COMMENTS_READ)
-        finally:
-            if claim is None:
+        except (TransportError, ServerError) as exc:
+            # It may be on the board: the read after the settle tells.
+            logger.warning("the claim on {} got no clear answer ({}); reading back", task_id, exc)
+        except BaseException:
+            self._claims.remove(task_id, message.id)
+            raise
+        else:
+            if posted is None:  # no comments route: nowhere to answer either
                 self._claims.remove(task_id, message.id)
+                return None
+        await anyio.sleep(SETTLE)
+        page = await self._client.list_comments(task_id, limit=COMMENTS_READ)
         winner = first_claim(page.comments, message.id)
-        if winner is None or winner.id != claim.id:
+        # By author, not by id: a claim whose answer was lost is ours all the same, and a
+        # slot name is one live slot's (one BOT_NAME, one live process).
+        if winner is None or winner.author != slot:
             self._claims.remove(task_id, message.id)
             who = winner.author if winner is not None else "another worker"
             logger.info("{}: {} answers the message {}", task_id, who, message.id)
             return None
         logger.info("{}: answering {}'s message {}", task_id, message.author, message.id)
         shown = message.model_copy(update={"content": cut_message(message.content)})
-        return ChatTurn(task, shown, conversation(page.comments, message), claim)
+        return ChatTurn(task, shown, conversation(page.comments, message), winner)
 
     async def recover(self, author: str) -> int:
         """At start: the claims an earlier life of this process left unanswered (it was

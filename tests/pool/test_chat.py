@@ -25,6 +25,7 @@ from taskinfa_worker.client.api import BoardClient
 from taskinfa_worker.client.chat import PENDING_MESSAGES
 from taskinfa_worker.client.models import Comment, Task
 from taskinfa_worker.metrics import Metrics
+from taskinfa_worker.pool.answering import STOPPED
 from taskinfa_worker.pool.chat import (
     TAKING,
     claim_text,
@@ -442,3 +443,20 @@ async def test_the_answer_resumes_the_tasks_claude_session(v2: BoardHandle, scen
     assert answer.comment_type == "summary"
     assert after is not None
     assert after.status == "review"
+
+
+async def test_an_answer_stopped_by_a_shutdown_says_so_and_is_not_retried(
+    v2: BoardHandle, scene: Scene, record: Path
+) -> None:
+    origin = make_origin(scene.root, {"README.md": "app\n"})
+    async with running_pool(chat_settings(v2, scene)) as (pool, client):
+        done = await reviewed_task(v2, client, origin)
+        message = await say(client, done.id, "[wait] Think it over.")
+        await wait_for(lambda: len(runs(record)) == 2, what="the answer's agent started")
+        pool.stop_now("the test stops the worker.")  # as a second SIGTERM does
+        (note,) = await answered(client, done.id, message)
+        pending = await client.chat.pending()
+    assert note.comment_type == "error"
+    assert note.content.startswith(STOPPED)
+    assert pending == []
+    assert not (scene.root / "logs" / "tester" / "chat-claims").read_text()
