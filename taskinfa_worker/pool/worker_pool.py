@@ -373,7 +373,7 @@ class WorkerPool:
                 if claimed is None:
                     return
                 if isinstance(claimed, ChatTurn):
-                    await self._answers.answer(slot, claimed)
+                    await self._answer(slot, claimed)
                     continue
                 self.metrics.tasks_claimed.inc()
                 self.state.tasks.add(claimed.task.id)
@@ -404,6 +404,18 @@ class WorkerPool:
                 self._pause_after_worker_fault(ended.reason)
             elif ended.ending in (TaskEnding.COMPLETED, TaskEnding.FAILED):
                 self._worker_works()
+
+    async def _answer(self, slot: str, turn: ChatTurn) -> None:
+        """A person's message answered in ``slot``, which shows as working meanwhile (the
+        status file and /status say on what)."""
+        state = next(s for s in self.state.slots if s.name == slot)
+        state.set("working", turn.task.id, f"answering a message on: {turn.task.title}")
+        self._on_change()
+        try:
+            await self._answers.answer(slot, turn)
+        finally:
+            state.set("idle")
+            self._on_change()
 
     def _count(self, ended: Ended) -> None:
         s = self.state

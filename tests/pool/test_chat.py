@@ -453,6 +453,9 @@ async def test_an_answer_stopped_by_a_shutdown_says_so_and_is_not_retried(
         done = await reviewed_task(v2, client, origin)
         message = await say(client, done.id, "[wait] Think it over.")
         await wait_for(lambda: len(runs(record)) == 2, what="the answer's agent started")
+        (slot,) = pool.state.slots
+        assert (slot.status, slot.task_id) == ("working", done.id)  # the status file says so
+        assert slot.task_title == "answering a message on: Add the feature"
         pool.stop_now("the test stops the worker.")  # as a second SIGTERM does
         (note,) = await answered(client, done.id, message)
         pending = await client.chat.pending()
