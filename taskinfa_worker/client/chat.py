@@ -43,7 +43,7 @@ class ChatApi:
 
     def _note_missing(self) -> None:
         if self.supported is not False:
-            logger.warning(
+            logger.info(
                 "The board at {} has no /tasks/pending-messages (an earlier release): "
                 "people's messages on tasks are not answered there.",
                 self._transport.shown_base,
