@@ -3,8 +3,9 @@
     run()
     ├── startup: prune stale workspaces, recover our own tasks left in progress
     ├── background (one task group): the upkeep loops (heartbeats, session keep-alives,
-    │   takeaway checks, lease sweeps), signals and the drain deadline
-    └── slots 1..N: claim (dispatcher) → run the task (runner) → again, until told to stop
+    │   takeaway checks, lease sweeps, chat polls), signals and the drain deadline
+    └── slots 1..N: claim (dispatcher) → run the task (runner), or answer a person's
+        message (answering) → again, until told to stop
 
 Stopping comes in tiers (signal handlers only count signals; the pool decides):
 1st SIGTERM/SIGINT, --exit-when-idle or --max-tasks: stop claiming, let running tasks
