@@ -55,9 +55,12 @@ class ChatAnswers:
         self._reporter = reporter
         self._desk = desk
         self._scopes: set[anyio.CancelScope] = set()
+        self._stopped = False
 
     def stop_all(self) -> None:
-        """Stop every answer in progress (the pool is shutting down)."""
+        """Stop every answer in progress, and any taken up from now on (the pool is
+        shutting down: a claim still settling must not start an agent after this)."""
+        self._stopped = True
         for scope in self._scopes:
             scope.cancel()
 
@@ -66,6 +69,8 @@ class ChatAnswers:
         task = turn.task
         with logger.contextualize(slot=slot, task_id=task.id):
             scope = anyio.CancelScope()
+            if self._stopped:
+                scope.cancel()  # the claim is settled with the stop note, nothing runs
             self._scopes.add(scope)
             outcome: AgentOutcome | None = None
             result = WorkspaceResult()
