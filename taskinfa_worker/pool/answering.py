@@ -64,8 +64,10 @@ class ChatAnswers:
         for scope in self._scopes:
             scope.cancel()
 
-    async def answer(self, slot: str, turn: ChatTurn) -> None:
-        """Answer ``turn`` in ``slot``; whatever happens, the board hears how it ended."""
+    async def answer(self, slot: str, turn: ChatTurn) -> tuple[bool, str]:
+        """Answer ``turn`` in ``slot``; whatever happens, the board hears how it ended.
+        Returns whether the person got an answer, and how it went in a line (for the
+        answer's session)."""
         task = turn.task
         with logger.contextualize(slot=slot, task_id=task.id):
             scope = anyio.CancelScope()
@@ -81,6 +83,10 @@ class ChatAnswers:
                 self._scopes.discard(scope)
                 with anyio.CancelScope(shield=True), anyio.move_on_after(ENDING_TIMEOUT):
                     await self._report(slot, turn, outcome, result)
+        answered = outcome is not None and outcome.success
+        how = "answered" if answered else "could not answer"
+        reason = "" if answered or outcome is None else f": {outcome.reason}"
+        return answered, f"{slot} {how} {turn.message.author}'s message on {task.id}{reason}"
 
     async def _report(
         self, slot: str, turn: ChatTurn, outcome: AgentOutcome | None, result: WorkspaceResult

@@ -408,15 +408,20 @@ class WorkerPool:
 
     async def _answer(self, slot: str, turn: ChatTurn) -> None:
         """A person's message answered in ``slot``, which shows as working meanwhile (the
-        status file and /status say on what)."""
+        status file and /status say on what), and in the dashboard as a session."""
         state = next(s for s in self.state.slots if s.name == slot)
         state.set("working", turn.task.id, f"answering a message on: {turn.task.title}")
         self._on_change()
+        await self._sessions.begin_answer(slot, turn.task)
+        answered, how = False, f"{slot}: the answer's ending could not be reported."
         try:
-            await self._answers.answer(slot, turn)
+            answered, how = await self._answers.answer(slot, turn)
         finally:
             state.set("idle")
             self._on_change()
+            with anyio.CancelScope(shield=True), contextlib.suppress(AuthError):
+                with anyio.move_on_after(SLOT_BEAT_TIMEOUT):
+                    await self._sessions.end_answer(slot, answered, how)
 
     def _count(self, ended: Ended) -> None:
         s = self.state

@@ -206,6 +206,16 @@ async def test_a_message_on_a_task_in_review_gets_one_answer_from_its_branch(
     assert after is not None
     assert (after.status, after.loop_count) == ("review", done.loop_count)
     assert sh("rev-parse", done.branch_name, cwd=origin).strip() == tip
+    # Each answer shows in the dashboard as a session of its own, ended as completed.
+    records = v2.agent_records
+    answering = [
+        s
+        for s in records.list_sessions(limit=100)
+        if f"answered Dana's message on {done.id}" in (s["summary"] or "")
+    ]
+    assert [s["status"] for s in answering] == ["completed", "completed"]
+    events = records.list_events(session_id=answering[-1]["id"])
+    assert [e["event_type"] for e in reversed(events)] == ["session_start", "session_end"]
 
 
 async def test_an_answer_that_changes_code_is_delivered_and_goes_to_review(
