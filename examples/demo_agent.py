@@ -13,7 +13,9 @@ working directory)
 It reads the task's title and description from the prompt the worker built (or from
 ``$TASKINFA_PROMPT_FILE``), writes ``NOTES/<task id>.md`` in the workspace with notes derived
 from them (and from what people answered in review, when the task comes back), and commits
-that file when the workspace is a git repository. It prints a few
+that file when the workspace is a git repository. Asked to answer a person's message (the
+dashboard's chat), it answers in words and changes nothing, unless the message says
+"notes", when it adds the message to the notes as a review answer would. It prints a few
 lines of progress (the worker turns them into progress comments) and exits 0. It calls no
 model: it is an example, not an agent you would want working on your code. Standard
 library only.
@@ -64,6 +66,15 @@ def messages_of(prompt: str) -> list[str]:
         return []
     section = section.split("\n## ", 1)[0]
     return [m.group(2) for m in re.finditer(r"^(`{3,})text\n(.*?)\n\1$", section, re.M | re.S)]
+
+
+def question_of(prompt: str) -> str | None:
+    """The person's message to answer, when the worker asks for an answer (the chat)."""
+    _, found, section = prompt.partition("## The message to answer")
+    if not found:
+        return None
+    match = re.search(r"^(`{3,})text\n(.*?)\n\1$", section, re.M | re.S)
+    return match.group(2) if match else ""
 
 
 def safe_name(task_id: str) -> str:
@@ -143,7 +154,12 @@ def main() -> int:
     say(f"reading task {args.task_id}: {title}")
     say(f"the description has {len(description.split())} words")
 
-    answers = messages_of(prompt)
+    question = question_of(prompt)
+    if question is not None and "notes" not in question.lower():
+        say("a person asked a question: answering, changing nothing")
+        print(f"You asked: {question.strip()[:200]!r}. The notes of '{title}' stand as they are.")
+        return 0
+    answers = messages_of(prompt) if question is None else [question]
     if answers:
         say(f"the review answered: {answers[-1][:60]}")
     path = workspace / "NOTES" / f"{safe_name(args.task_id)}.md"

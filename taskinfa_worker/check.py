@@ -127,6 +127,7 @@ class _Checks:
             self.check_claim_route,
             self.check_sessions,
             self.check_model_choice,
+            self.check_chat,
             *self.local_steps(),
         ]
         for step in steps:
@@ -303,6 +304,28 @@ class _Checks:
         if self.settings.model:
             said.append(f"MODEL={self.settings.model} wins over their models")
         self.report(Check("ok", "model choice", f"({'; '.join(said)})"))
+
+    async def check_chat(self) -> None:
+        """Whether people's messages on tasks will be answered (the current release's chat)."""
+        if not self.board_ok:
+            self.report(Check("skip", "chat", "(board not usable)"))
+            return
+        async with self._probe_client() as client:
+            try:
+                pending = await client.chat.pending()
+            except BoardError as exc:
+                detail = f"GET /tasks/pending-messages failed: {exc}"
+                self.report(Check("warn", "chat unknown", detail))
+                return
+        if pending is None:
+            detail = "(an earlier release without /tasks/pending-messages: chat is off)"
+            self.report(Check("ok", "no chat route", detail))
+        elif self.settings.chat:
+            detail = f"({len(pending)} waiting: people's messages on tasks are answered)"
+            self.report(Check("ok", "chat on", detail))
+        else:
+            detail = "(CHAT=false: people's messages on this board's tasks are not answered)"
+            self.report(Check("ok", "chat off", detail))
 
     # --- agent ------------------------------------------------------------------------------
     async def check_agent(self) -> None:

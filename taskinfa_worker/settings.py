@@ -178,6 +178,13 @@ class Settings(BaseSettings):
         help="Show each run as a session with events where the board has /sessions and "
         "/events (the current release's dashboard).",
     )
+    chat: bool = setting(
+        True,
+        group="Pool",
+        help="Answer people's human_message comments on tasks a taskinfa-worker ran, in a "
+        "free slot on the task's branch, where the board has /tasks/pending-messages (the "
+        "current release's async chat). false: such messages are left alone.",
+    )
     drain_timeout: float = setting(
         3600.0,
         group="Pool",

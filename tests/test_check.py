@@ -352,6 +352,24 @@ async def test_sessions_are_reported_as_the_board_has_them(
     assert lines[label].startswith(expected), lines
 
 
+@pytest.mark.parametrize(
+    ("profile", "chat", "expected"),
+    [
+        ("v2", True, "ok    chat on (0 waiting: people's messages on tasks are answered)"),
+        ("v2", False, "ok    chat off (CHAT=false: people's messages"),
+        ("v1", True, "ok    no chat route (an earlier release"),
+    ],
+)
+async def test_the_check_says_whether_chat_is_on(
+    tmp_path: Path, make_board: MakeBoard, profile: str, chat: bool, expected: str
+) -> None:
+    board = await make_board(profile=profile)
+    status, lines = await checks(make_settings(tmp_path, board, chat=chat))
+    assert status == 0, lines
+    label = expected[6:].split(" (")[0]
+    assert lines[label].startswith(expected), lines
+
+
 def failing_bwrap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A bwrap that fails as in a container without user namespaces, probed afresh."""
     folder = tmp_path / "fake-bin"

@@ -54,8 +54,12 @@ class AgentJob:
     attempt: int  # 1-based: error_count + 1
     transcript_path: Path
     previous_error: str | None = None
-    # What people wrote on the task since its last run ended (oldest first).
+    # What people wrote on the task since its last run ended (oldest first); for an answer
+    # to a person's message, the conversation before that message.
     messages: tuple[Comment, ...] = ()
+    # A person's message to answer (the dashboard's chat): the run answers it rather than
+    # doing the task afresh, and changes code only if the message asks for it.
+    question: Comment | None = None
     # The branch holds an earlier round's work (the task came back from review or failed).
     continues: bool = False
     resume_session_id: str | None = None

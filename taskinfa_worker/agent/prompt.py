@@ -68,7 +68,9 @@ def build_prompt(job: AgentJob) -> str:
             "This task ran before: the branch already holds that round's commits. Continue "
             "from them; do not start over.",
         ]
-    if job.messages:
+    if job.question is not None:
+        parts += _conversation(job)
+    elif job.messages:
         parts += [
             "",
             "## What people wrote on the task since the last run",
@@ -78,6 +80,24 @@ def build_prompt(job: AgentJob) -> str:
             parts += [f"From {quoted(message.author)}:", fence(message.content)]
     parts += ["", "## Rules", *(f"- {rule}" for rule in _rules(job))]
     return "\n".join(parts) + "\n"
+
+
+def _conversation(job: AgentJob) -> list[str]:
+    """An answer's part: the conversation so far, then the message, both quoted data."""
+    assert job.question is not None
+    parts = []
+    if job.messages:
+        parts += ["", "## The conversation on the task so far", "Oldest first."]
+        for said in job.messages:
+            who = "the worker" if said.author_type == "bot" else quoted(said.author)
+            parts += [f"From {who}:", fence(said.content)]
+    parts += [
+        "",
+        "## The message to answer",
+        f"{quoted(job.question.author)} wrote this on the task and waits for your answer:",
+        fence(job.question.content),
+    ]
+    return parts
 
 
 def _rules(job: AgentJob) -> list[str]:
@@ -94,9 +114,17 @@ def _rules(job: AgentJob) -> list[str]:
         ]
     else:
         rules.append("The workspace is not a git repository; leave your work as files in it.")
-    rules += [
-        "Do not start processes that keep running after you finish.",
-        "When you are done, answer with a short summary of what you changed and why, and "
-        "anything a reviewer should check.",
-    ]
+    rules.append("Do not start processes that keep running after you finish.")
+    if job.question is not None:
+        rules += [
+            "Answer the message. Change files only if the message asks for a change; "
+            "changed files go to review as a new round of the task.",
+            "Your final answer is posted to the person as a comment: make it the answer "
+            "itself, short and to the point.",
+        ]
+    else:
+        rules.append(
+            "When you are done, answer with a short summary of what you changed and why, and "
+            "anything a reviewer should check."
+        )
     return rules

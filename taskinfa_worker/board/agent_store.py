@@ -222,12 +222,18 @@ class AgentRecords:
 
     # --- the dashboard's chat with the agent -----------------------------------------------
     def pending_messages(self, *, workspace_id: str = DEFAULT_WORKSPACE) -> list[dict[str, Any]]:
-        """Tasks whose newest comment is a person's ``human_message``, oldest task first."""
+        """Tasks whose newest comment is a person's ``human_message``, oldest message first.
+
+        As the release's query: "newest" is by ``created_at`` only, which counts seconds, so
+        a task is listed when any of the comments stamped in its newest second is such a
+        message (a worker's reply in the same second does not hide it), and once per such
+        message."""
         rows = self._store.rows(
-            "SELECT t.id FROM tasks t WHERE t.workspace_id = ? AND ("
-            "SELECT c.author_type || ':' || c.comment_type FROM comments c "
-            "WHERE c.task_id = t.id ORDER BY c.created_at DESC, c.rowid DESC LIMIT 1"
-            ") = 'user:human_message' ORDER BY t.created_at, t.rowid",
+            "SELECT t.id FROM tasks t JOIN comments c ON c.task_id = t.id "
+            "WHERE t.workspace_id = ? AND c.author_type = 'user' "
+            "AND c.comment_type = 'human_message' AND c.created_at = ("
+            "SELECT MAX(c2.created_at) FROM comments c2 WHERE c2.task_id = t.id"
+            ") ORDER BY c.created_at, c.rowid",
             (workspace_id,),
         )
         # The task shaping of store.py: labels and files as lists, no human assignee.

@@ -21,6 +21,7 @@ from loguru import logger
 from pydantic import SecretStr
 
 from taskinfa_worker.client import certain
+from taskinfa_worker.client.chat import ChatApi
 from taskinfa_worker.client.claims import CLAIM as CLAIM
 from taskinfa_worker.client.claims import Claimer, route_missing
 from taskinfa_worker.client.llm_config import LlmConfigApi
@@ -94,6 +95,8 @@ class BoardClient:
         """The current release's sessions and event feed (``sessions.py``)."""
         self.llm = LlmConfigApi(self._transport)
         """The current release's model choice (``llm_config.py``)."""
+        self.chat = ChatApi(self._transport)
+        """The current release's async chat: its pending messages (``chat.py``)."""
 
     @classmethod
     def from_settings(cls, settings: Settings, metrics: Metrics | None = None) -> BoardClient:

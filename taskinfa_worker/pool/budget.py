@@ -27,6 +27,11 @@ RESERVE_SHARE = 0.25  # never used by the loops: polls, claims, starts, endings,
 # says how much the key used), so ten idle replicas poll as often together as one alone.
 # 15 % of 100 requests a minute is a poll every 4 s: a new task waits 2 s on average.
 IDLE_POLL_SHARE = 0.15
+# Polls of the chat's pending messages, out of the reserve beside the idle polls: 5 % (5
+# requests a minute of a 100 key, one every 12 s, divided among the processes on the key
+# like the idle polls). Taking up and answering a message is a claim's and an ending's
+# traffic, out of the reserve too; the loops above stay untouched.
+CHAT_SHARE = 0.05
 
 # The board shows a worker offline after 120 s without a heartbeat; stay well under it even
 # when one heartbeat round is slow to get through the limiter.
@@ -102,6 +107,11 @@ def watch_interval(base: float, requests_per_cycle: int, budget: BudgetSource) -
 def idle_poll_interval(floor: float, ceiling: float, budget: BudgetSource) -> float:
     """Seconds between polls of an idle process: its part of the key's idle-poll share."""
     return min(max(floor, 1.0 / _per_second(IDLE_POLL_SHARE, budget)), ceiling)
+
+
+def chat_poll_interval(floor: float, budget: BudgetSource) -> float:
+    """Seconds between two looks at the chat's pending messages."""
+    return stretched(floor, 1, CHAT_SHARE, budget)
 
 
 def jittered(seconds: float, spread: float = 0.1) -> float:

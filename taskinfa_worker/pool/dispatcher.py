@@ -14,6 +14,11 @@ frees the slot that should take the next task. A failed task waiting for its nex
 (``spacing.py``) is passed over for the next task in the board's order; when only waiting
 tasks are left, the poller sleeps until the first of them may be tried, and the queue does
 not count as empty for ``--exit-when-idle``.
+
+A person's message waiting for an answer (``chat.py``) goes before the next task: the
+person is waiting, and the answer is short. It is taken up by the same poller, so a
+message too is taken only for a free slot; the chat's poll wakes the poller when it finds
+one.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from loguru import logger
 from taskinfa_worker.client.api import BoardClient
 from taskinfa_worker.errors import BoardError
 from taskinfa_worker.pool.budget import idle_poll_interval, jittered
+from taskinfa_worker.pool.chat import ChatDesk, ChatTurn
 from taskinfa_worker.pool.offers import Offers
 from taskinfa_worker.pool.registry import Claimed, RunningTasks
 from taskinfa_worker.pool.spacing import RetrySpacing
@@ -56,6 +62,7 @@ class Dispatcher:
         running: RunningTasks,
         *,
         on_done: Callable[[], None],
+        chat: ChatDesk | None = None,
     ) -> None:
         self._settings = settings
         self._client = client
@@ -67,6 +74,7 @@ class Dispatcher:
         )
         self._running = running
         self._on_done = on_done
+        self._chat = chat
         self._paused_until = 0.0
         self._lock = anyio.Lock()
         self._failures = 0  # board errors in a row: the idle wait doubles with each
@@ -94,8 +102,9 @@ class Dispatcher:
         limit = self._settings.max_tasks
         return limit is not None and self.claimed >= limit
 
-    async def claim(self, slot_name: str) -> Claimed | None:
-        """The next task for this slot, or None when the pool stops claiming."""
+    async def claim(self, slot_name: str) -> Claimed | ChatTurn | None:
+        """The next task (or message to answer) for this slot, or None when the pool stops
+        claiming."""
         async with self._lock:
             lost_in_a_row = 0
             while not self._closed:
@@ -106,6 +115,8 @@ class Dispatcher:
                 if self._paused_until > time.monotonic():
                     await self._sleep(self._paused_until - time.monotonic())
                     continue
+                if self._chat is not None and (turn := await self._chat.take(slot_name)):
+                    return turn
                 claimed = await self._try_once(slot_name)
                 self._failures = self._failures + 1 if claimed is Miss.ERROR else 0
                 if isinstance(claimed, Claimed):

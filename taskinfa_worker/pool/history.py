@@ -25,12 +25,22 @@ MESSAGE_CHARS = 2000
 MESSAGES_CHARS = 6000
 PERSON = "user"
 _RUN_ENDINGS = (CommentType.SUMMARY, CommentType.ERROR)
+CHAT_REPLY = "(re: "
+"""How a worker's answer to a person's chat message names it (``chat.py``): such a reply
+is part of the conversation, not the end of a run, so people's messages before it still
+reach the task's next run."""
 
 
 @dataclass(frozen=True)
 class TaskHistory:
     previous_error: str | None = None
     people: tuple[Comment, ...] = ()  # oldest first
+
+
+def cut_message(text: str) -> str:
+    """One person's message as a prompt may carry it: at most ``MESSAGE_CHARS``, marked."""
+    content = text.strip()
+    return content if len(content) <= MESSAGE_CHARS else content[:MESSAGE_CHARS] + " … [cut]"
 
 
 def came_back(task: Task) -> bool:
@@ -64,13 +74,15 @@ def history_of(comments: list[Comment], task: Task | None = None) -> TaskHistory
     people: list[Comment] = []
     room = MESSAGES_CHARS
     for comment in newest:
-        if comment.author_type != PERSON and comment.comment_type in _RUN_ENDINGS:
+        if (
+            comment.author_type != PERSON
+            and comment.comment_type in _RUN_ENDINGS
+            and CHAT_REPLY not in comment.content
+        ):
             break  # the last run ended here: older messages were for it
         if comment.author_type != PERSON:
             continue
-        content = comment.content.strip()
-        if len(content) > MESSAGE_CHARS:
-            content = content[:MESSAGE_CHARS] + " … [cut]"
+        content = cut_message(comment.content)
         if len(content) > room:
             break
         room -= len(content)

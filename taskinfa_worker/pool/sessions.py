@@ -137,6 +137,36 @@ class RunSessions:
         live = self._live.get(slot)
         return live is not None and live.task.id == task_id
 
+    async def begin_answer(self, slot: str, task: Task) -> None:
+        """An answer to a person's message (``answering.py``) as a session of its own. No
+        owner mark: the task is not in progress, so no lease may ever take it from it."""
+        if not self.active:
+            return
+        doing = f"{slot} answers a message on {task.id}"
+        try:
+            session = await self._client.sessions.create(
+                project_id=task.task_list_id,
+                task_id=task.id,
+                summary=self._redact(f"taskinfa-worker {doing}: {task.title}"),
+            )
+            if session is None:
+                return
+            self._live[slot] = LiveSession(session.id, task, self._clock())
+            await self._event(slot, "session_start", doing)
+        except BoardError as exc:
+            logger.warning("session of the answer on {} not begun: {}", task.id, exc)
+
+    async def end_answer(self, slot: str, answered: bool, summary: str) -> None:
+        """The answer's session ends: completed when the person got an answer."""
+        closing = (
+            SessionEnd("session_end", "completed", summary)
+            if answered
+            else SessionEnd("error", "error", summary)
+        )
+        live = self._live.pop(slot, None)
+        if live is not None:
+            await self._close(live, closing)
+
     async def progress(self, slot: str, text: str) -> None:
         """One progress event, sent with the progress comment of the same text; the first
         one of a run also tells of its claim."""
@@ -150,9 +180,10 @@ class RunSessions:
     async def end(self, slot: str, ended: Ended | None) -> None:
         """The outcome's event, then the session's end with the outcome as its summary."""
         live = self._live.pop(slot, None)
-        if live is None:
-            return
-        closing = session_end(slot, live.task, ended)
+        if live is not None:
+            await self._close(live, session_end(slot, live.task, ended))
+
+    async def _close(self, live: LiveSession, closing: SessionEnd) -> None:
         summary = self._redact(closing.summary)
         try:
             await self._client.sessions.event(

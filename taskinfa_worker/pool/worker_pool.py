@@ -3,8 +3,9 @@
     run()
     ├── startup: prune stale workspaces, recover our own tasks left in progress
     ├── background (one task group): the upkeep loops (heartbeats, session keep-alives,
-    │   takeaway checks, lease sweeps), signals and the drain deadline
-    └── slots 1..N: claim (dispatcher) → run the task (runner) → again, until told to stop
+    │   takeaway checks, lease sweeps, chat polls), signals and the drain deadline
+    └── slots 1..N: claim (dispatcher) → run the task (runner), or answer a person's
+        message (answering) → again, until told to stop
 
 Stopping comes in tiers (signal handlers only count signals; the pool decides):
 1st SIGTERM/SIGINT, --exit-when-idle or --max-tasks: stop claiming, let running tasks
@@ -32,6 +33,8 @@ from taskinfa_worker.client.api import BoardClient, not_the_api
 from taskinfa_worker.errors import EXIT_WORKER_FAULT, AuthError, BoardError, FatalError
 from taskinfa_worker.logs import LOG_FILE_NAME
 from taskinfa_worker.metrics import Metrics
+from taskinfa_worker.pool.answering import ChatAnswers
+from taskinfa_worker.pool.chat import ChatClaims, ChatDesk, ChatTurn
 from taskinfa_worker.pool.dispatcher import Dispatcher
 from taskinfa_worker.pool.heartbeat import HeartbeatLoop
 from taskinfa_worker.pool.identity import BeatRecord, ensure_name_free
@@ -63,6 +66,7 @@ WORKER_FAULT_PAUSE_MAX = 3600.0
 SLOT_BEAT_TIMEOUT = 5.0
 # A slot whose task ended and that has claimed no next one after this long shows as idle.
 SLOT_IDLE_AFTER = 3.0
+CHAT_CLAIMS = "chat-claims"  # in the bot's log folder: messages being answered (chat.py)
 
 
 class WorkerPool:
@@ -110,7 +114,22 @@ class WorkerPool:
                 self._heartbeats.names_run(slot, task_id) or self._sessions.names_run(slot, task_id)
             ),
         )
-        self._dispatcher = Dispatcher(settings, client, self.running, on_done=self.drain)
+        self._chat = ChatDesk(
+            client,
+            ChatClaims(settings.bot_log_dir / CHAT_CLAIMS),
+            enabled=settings.chat,
+            poll_floor=settings.poll_interval,
+            busy=lambda task_id: task_id in self.running,
+            on_found=lambda: self._dispatcher.task_ended(),
+        )
+        self._answers = ChatAnswers(settings, client, agent, workspaces, self._reporter, self._chat)
+        self._dispatcher = Dispatcher(
+            settings,
+            client,
+            self.running,
+            on_done=self.drain,
+            chat=self._chat if settings.chat else None,
+        )
         self._signals = 0
         self._stopping = False
         self._draining = anyio.Event()  # the pool is built inside the event loop
@@ -171,6 +190,7 @@ class WorkerPool:
             return
         self._stopping = True
         self.running.stop_all(StopKind.SHUTDOWN, why)
+        self._answers.stop_all()
 
     def _fatal(self, exc: FatalError) -> None:
         logger.error("{}", exc)
@@ -289,6 +309,10 @@ class WorkerPool:
                     "",  # the client said it once already: the board has no sessions
                 )
             )
+        if self._chat.active:
+            loops.append(
+                Upkeep("chat polls", self._chat.poll, self._chat.interval, "")  # said by client
+            )
         return loops
 
     async def _run(self) -> None:
@@ -353,6 +377,9 @@ class WorkerPool:
             self._on_change()  # the status file exists from the start, busy or not
             if recovered:
                 logger.info("recovered {} task(s) left in progress by a previous run", recovered)
+            lost = await self._chat.recover(self.settings.bot_name)
+            if lost:
+                logger.info("told {} person(s) their message's answer was lost at a crash", lost)
             return
 
     async def _guarded(self, loop: Callable[..., Awaitable[None]], *args: Any) -> None:
@@ -381,6 +408,12 @@ class WorkerPool:
                 claimed = await self._next_claim(slot)
                 if claimed is None:
                     return
+                if isinstance(claimed, ChatTurn):
+                    if self._heartbeats.shows_working(slot):
+                        # Not on its last task any more (an answer is no task's run).
+                        await self._heartbeats.slot_ended(slot)
+                    await self._answer(slot, claimed)
+                    continue
                 self.metrics.tasks_claimed.inc()
                 self.state.tasks.add(claimed.task.id)
                 await self._heartbeats.slot_started(slot, claimed.task.id)
@@ -409,7 +442,7 @@ class WorkerPool:
             elif ended.ending in (TaskEnding.COMPLETED, TaskEnding.FAILED):
                 self._worker_works()
 
-    async def _next_claim(self, slot: str) -> Claimed | None:
+    async def _next_claim(self, slot: str) -> Claimed | ChatTurn | None:
         """The slot's next task. A slot the board still shows working on its last task
         says idle only if no next task comes within ``SLOT_IDLE_AFTER``: one that claims at
         once goes from "working" on one task to "working" on the next in one heartbeat."""
@@ -425,6 +458,23 @@ class WorkerPool:
         await anyio.sleep(SLOT_IDLE_AFTER)
         with contextlib.suppress(AuthError):  # the next claim meets a refused key too
             await self._heartbeats.slot_ended(slot)
+
+    async def _answer(self, slot: str, turn: ChatTurn) -> None:
+        """A person's message answered in ``slot``, which shows as working meanwhile (the
+        status file and /status say on what), and in the dashboard as a session."""
+        state = next(s for s in self.state.slots if s.name == slot)
+        state.set("working", turn.task.id, f"answering a message on: {turn.task.title}")
+        self._on_change()
+        await self._sessions.begin_answer(slot, turn.task)
+        answered, how = False, f"{slot}: the answer's ending could not be reported."
+        try:
+            answered, how = await self._answers.answer(slot, turn)
+        finally:
+            state.set("idle")
+            self._on_change()
+            with anyio.CancelScope(shield=True), contextlib.suppress(AuthError):
+                with anyio.move_on_after(SLOT_BEAT_TIMEOUT):
+                    await self._sessions.end_answer(slot, answered, how)
 
     def _count(self, ended: Ended) -> None:
         s = self.state

@@ -309,6 +309,29 @@ async def test_v2_pending_messages_are_tasks_waiting_for_the_agent(
     assert [t["id"] for t in pending.body["tasks"]] == [asked["id"]]
 
 
+async def test_v2_pending_messages_follow_the_release_query_oldest_message_first(
+    make_board: MakeBoard, http: aiohttp.ClientSession
+) -> None:
+    """As the release's handler: oldest waiting message first (not oldest task), and the
+    newest comment is judged by its stamp alone, which counts seconds: a worker's reply in
+    the message's second does not hide it, and two messages in one second list the task
+    twice."""
+    clock = FakeClock()
+    board = await make_board(profile="v2", clock=clock)
+    older, newer = board.create_task("older task"), board.create_task("newer task")
+    person = {"author": "ana", "author_type": "user", "comment_type": "human_message"}
+    clock.advance(1)
+    board.store.add_comment(newer["id"], content="first", **person)
+    board.store.add_comment(newer["id"], content="again", **person)
+    clock.advance(1)
+    board.store.add_comment(older["id"], content="later", **person)
+    board.store.add_comment(
+        older["id"], author="bot", author_type="bot", content="on it", comment_type="progress"
+    )
+    pending = await call(http, board, "GET", "/tasks/pending-messages")
+    assert [t["id"] for t in pending.body["tasks"]] == [newer["id"], newer["id"], older["id"]]
+
+
 async def test_v2_llm_config_answers_rows_as_the_release_keeps_them(
     make_board: MakeBoard, http: aiohttp.ClientSession
 ) -> None:

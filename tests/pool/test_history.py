@@ -53,3 +53,17 @@ def test_the_previous_error_comes_from_the_notes_when_its_comment_was_lost() -> 
     said = [comment(1, "Failed: the comment says more", person=False, kind="error")]
     assert history_of(said, task).previous_error == "Failed: the comment says more"
     assert history_of([], task.model_copy(update={"error_count": 0})).previous_error is None
+
+
+def test_a_chat_reply_does_not_end_the_history_of_the_next_run() -> None:
+    comments = [
+        comment(1, "Finished.", person=False, kind="summary"),
+        comment(2, "why this way?", person=True, kind="human_message"),
+        comment(3, "Because it is simpler.\n\n(re: c2)", person=False, kind="summary"),
+        comment(4, "then also handle the empty case", person=True),
+    ]
+    history = history_of(comments)
+    assert [c.content for c in history.people] == [
+        "why this way?",
+        "then also handle the empty case",
+    ]

@@ -119,7 +119,8 @@ async def test_a_board_without_sessions_runs_tasks_as_before(
 def test_sixty_four_sessions_stay_inside_a_hundred_requests_a_minute() -> None:
     """The steady traffic of 64 busy slots on the current release (no heartbeats there):
     every session's keep-alive, progress comments with their events, takeaway checks and
-    lease sweeps, at the default settings, within the shares of the budget."""
+    lease sweeps, and the polls (the chat's too), at the default settings, within the
+    shares of the budget."""
     settings = Settings(
         _env_file=None, taskinfa_api_url="http://127.0.0.1/api", taskinfa_api_key="k"
     )
@@ -132,6 +133,12 @@ def test_sixty_four_sessions_stay_inside_a_hundred_requests_a_minute() -> None:
     sweeps = 2 * 60 / budget.watch_interval(settings.lease_timeout / 2, 2, limiter)
     # The reserve stays free for claims, polls and endings (a run's session adds 4 there).
     loops = keepalives + progress + takeaway + sweeps
+    # The polls, the chat's among them, stay inside their parts of the reserve.
+    polls = 60 / budget.idle_poll_interval(settings.poll_interval, 3600, limiter)
+    chat_polls = 60 / budget.chat_poll_interval(settings.poll_interval, limiter)
+    reserved = budget.IDLE_POLL_SHARE + budget.CHAT_SHARE
+    assert reserved < budget.RESERVE_SHARE
+    assert polls + chat_polls <= reserved * limiter.rate_per_minute + 1e-9
     assert loops <= (1 - budget.RESERVE_SHARE) * limiter.rate_per_minute
     assert budget.keepalives_fit(slots, settings.lease_timeout, limiter)
     # A lease too short for that many keep-alives is detected (and logged by the pool).
