@@ -3,11 +3,12 @@ of several workers on one key answers it.
 
 The dashboard lists the tasks whose newest comment is a person's ``human_message``
 (``GET /tasks/pending-messages``). A message is for this worker when its task was run by a
-taskinfa-worker: a ``Started by`` note (or an earlier answer's claim) is among its recent
-comments. That holds across replicas and restarts, whose names differ: any process on the
-key may answer, and exactly one does. Tasks only Taskinfa's own orchestrator ran carry no
-such note and are left to it. Tasks in ``todo`` or ``in_progress`` wait: the next run (or
-the run in progress, when it ends) has the message in its prompt's history instead.
+taskinfa-worker: one of a run's notes (its start, summary, failure, release or stop; an
+earlier answer's claim) is among its recent comments. That holds across replicas and
+restarts, whose names differ: any process on the key may answer, and exactly one does.
+Tasks only Taskinfa's own orchestrator ran carry no such note and are left to it. Tasks in
+``todo`` or ``in_progress`` wait: the next run (or the run in progress, when it ends) has
+the message in its prompt's history instead.
 
 Never two answers to one message. The real release has no atomic way to take anything, so
 the claim is a comment:
@@ -54,7 +55,7 @@ from taskinfa_worker.pool.history import (
     PERSON,
     cut_message,
 )
-from taskinfa_worker.pool.reporting import STARTED
+from taskinfa_worker.pool.reporting import RUN_NOTES
 
 HUMAN_MESSAGE: Final = "human_message"
 TAKING: Final = "Answering: "
@@ -113,7 +114,7 @@ def waiting_message(comments: Sequence[Comment]) -> Comment | None:
 def ran_here(comments: Sequence[Comment]) -> bool:
     """Whether a taskinfa-worker ran the task (or answered on it) within its recent notes."""
     return any(
-        c.author_type != PERSON and (c.content.startswith(STARTED) or _claimed(c) is not None)
+        c.author_type != PERSON and (c.content.startswith(RUN_NOTES) or _claimed(c) is not None)
         for c in comments
     )
 

@@ -38,6 +38,11 @@ from taskinfa_worker.workspace.protocol import Delivery, WorkspaceResult
 STARTED = "Started by "
 STOPPED = "Stopped by "
 RELEASED = "Released: "
+FINISHED = "Finished"
+ATTEMPT_FAILED = "Attempt failed: "
+# Every note a run of a taskinfa-worker may leave (a short run leaves no start note: it
+# opens the first progress comment): how the async chat tells the tasks it ran.
+RUN_NOTES = (STARTED, STOPPED, RELEASED, FINISHED, ATTEMPT_FAILED)
 COMMENT_LIMIT = 4000
 NOTES_LIMIT = 4000
 # The final result text in the summary comment; the transcript has all of it.
@@ -302,7 +307,7 @@ def summary_text(
 ) -> str:
     """The summary comment of a successful run: what happened, and where the work is."""
     facts = _facts(outcome)
-    header = "Finished" + (f": {facts}." if facts else ".")
+    header = FINISHED + (f": {facts}." if facts else ".")
     parts = [header]
     result = outcome.result_text.strip()
     if result:
@@ -332,7 +337,7 @@ def delivery_text(delivery: Delivery) -> str:
 def failure_text(outcome: AgentOutcome, *, redactor: Redactor | None = None) -> str:
     """The error comment of a failed run: why, exit code, the end of stderr."""
     reason = outcome.reason.strip() or "The agent failed without saying why."
-    parts = [f"Attempt failed: {reason}"]
+    parts = [f"{ATTEMPT_FAILED}{reason}"]
     facts = []
     if outcome.exit_code is not None:
         facts.append(f"exit code {outcome.exit_code}")
