@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ import anyio
 import psutil
 
 from bench.harness import (
+    PYTHON,
     BenchBoard,
     WorkerProcess,
     interrupt_on_sigterm,
@@ -44,10 +46,16 @@ SETTINGS = {
 }
 
 
-async def run(tmp: Path, tasks: int = 1000, slots: int = 32) -> dict[str, Any]:
+async def run(
+    tmp: Path, tasks: int = 1000, slots: int = 32, *, profile: Path | None = None
+) -> dict[str, Any]:
+    """``profile``: run the worker under cProfile (``bench.profile_worker``) and write its
+    statistics of the measured window to this file (its CPU figures are then inflated)."""
     board = await BenchBoard.start(tmp / "board")
     root = tmp / "w"
-    worker = WorkerProcess(worker_env(board, root, "dispatch", concurrency=slots, **SETTINGS), root)
+    env = worker_env(board, root, "dispatch", concurrency=slots, **SETTINGS)
+    command = None if profile is None else [PYTHON, "-m", "bench.profile_worker", str(profile)]
+    worker = WorkerProcess(env, root, command)
     bench_process = psutil.Process()
     try:
         await wait_for(
@@ -55,6 +63,8 @@ async def run(tmp: Path, tasks: int = 1000, slots: int = 32) -> dict[str, Any]:
             timeout=60,
             what="the worker to poll",
         )
+        if profile is not None:
+            worker.signal(signal.SIGUSR1)  # the profile's window starts here
         cpu_before = worker.ps.cpu_times()
         bench_before = bench_process.cpu_times()
         added = time.time()
@@ -73,6 +83,9 @@ async def run(tmp: Path, tasks: int = 1000, slots: int = 32) -> dict[str, Any]:
         await wait_for(done, timeout=600, what=f"{tasks} tasks in review", every=0.2)
         cpu_after = worker.ps.cpu_times()
         bench_after = bench_process.cpu_times()
+        if profile is not None:
+            worker.signal(signal.SIGUSR2)
+            await wait_for(profile.exists, timeout=60, what="the profile", every=0.1)
     finally:
         worker.kill()
         await board.aclose()
