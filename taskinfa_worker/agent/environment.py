@@ -13,6 +13,7 @@ folder and ``XDG_RUNTIME_DIR``. The credentials are copied in from the read-only
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -195,7 +196,13 @@ def agent_environment(
 
 def owner_value(settings: Settings) -> str:
     """``"<BOT_NAME> <worker pid> <worker start>"``: whose agent a process is."""
-    return f"{settings.bot_name} {identity(os.getpid()) or os.getpid()}"
+    return f"{settings.bot_name} {_own_identity(os.getpid())}"
+
+
+@functools.cache
+def _own_identity(pid: int) -> str:
+    # A process's start never changes: read once per process, not once per run.
+    return identity(pid) or str(pid)
 
 
 def owner_entry(settings: Settings) -> bytes:

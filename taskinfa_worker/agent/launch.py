@@ -73,8 +73,13 @@ class SupervisedAgent:
         ``operator_args``: the arguments the operator wrote, no task text in them (the
         sandbox binds back the files they name)."""
         s = self._settings
-        runtime = await anyio.to_thread.run_sync(prepare_runtime, s, job.slot)
-        extra = await anyio.to_thread.run_sync(setup, runtime) if setup is not None else {}
+
+        def prepare() -> tuple[AgentRuntime, Mapping[str, str]]:
+            # One trip to a worker thread for both: each trip costs the loop a wake-up.
+            runtime = prepare_runtime(s, job.slot)
+            return runtime, (setup(runtime) if setup is not None else {})
+
+        runtime, extra = await anyio.to_thread.run_sync(prepare)
         marker = uuid.uuid4().hex
         parent = self._parent_env if self._parent_env is not None else environment_snapshot()
         env = agent_environment(s, runtime, marker=marker, parent=parent)

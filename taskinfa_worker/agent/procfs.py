@@ -139,7 +139,15 @@ def scan() -> list[Seen]:
 
 def _children_once(pid: int) -> set[int] | None:
     """The children of every thread of ``pid`` (a child belongs to the thread that forked
-    it; orphans to the thread group's leader); None when ``pid`` has no task folder."""
+    it; orphans to the thread group's leader); None when ``pid`` has no task folder.
+
+    For this process, only the main thread's: the worker starts its children from the
+    event loop's thread, and the kernel hands orphans to the thread group's leader, so the
+    anyio worker threads (up to 40) have none a sweep or the janitor looks for.
+    """
+    if pid == os.getpid():
+        raw = read_file(f"{PROC}/{pid}/task/{pid}/children")
+        return None if raw is None else {int(child) for child in raw.split()}
     try:
         tids = os.listdir(f"{PROC}/{pid}/task")
     except OSError:
