@@ -148,7 +148,7 @@ def agent_environment(
 ) -> dict[str, str]:
     """The complete environment of one agent run.
 
-    ``parent`` is the worker's environment (``settings.environment_snapshot()``); only
+    ``parent`` is the worker's environment (``settings.environment_view()``); only
     allowed names are taken from it. ``marker`` is the run's unique id (``MARKER_VAR``).
     """
     env = inherit(parent, INHERITED | set(settings.agent_env_allow), INHERITED_PREFIXES)

@@ -35,7 +35,7 @@ from taskinfa_worker.agent.sandbox import SANDBOX_FIX, layout_for, sandbox_state
 from taskinfa_worker.agent.transcript import Transcript
 from taskinfa_worker.errors import AgentUnavailableError
 from taskinfa_worker.redact import Redactor
-from taskinfa_worker.settings import Settings, environment_snapshot
+from taskinfa_worker.settings import Settings, environment_view
 
 # Runs in a worker thread once the runtime folders are ready; returns variables to add to
 # the run's environment (e.g. the path of a file it wrote into the run's TMPDIR).
@@ -81,7 +81,7 @@ class SupervisedAgent:
 
         runtime, extra = await anyio.to_thread.run_sync(prepare)
         marker = uuid.uuid4().hex
-        parent = self._parent_env if self._parent_env is not None else environment_snapshot()
+        parent = self._parent_env if self._parent_env is not None else environment_view()
         env = agent_environment(s, runtime, marker=marker, parent=parent)
         env.update(extra)
         sandbox = await sandbox_state(s)
