@@ -84,12 +84,12 @@ def slot_folder_name(slot: str) -> str:
 
 
 def prepare_runtime(settings: Settings, slot: str) -> AgentRuntime:
-    """Create (or refresh) the slot's folders; blocking, call it in a thread.
+    """Create (or refresh) the slot's folders; blocking (see ``quick_to_prepare``).
 
     Raises AgentError when they cannot be made (the agent cannot start without them).
     """
     try:
-        return _prepare_runtime(settings, slot)
+        return _prepare_runtime(settings, runtime_paths(settings, slot))
     except OSError as exc:
         raise AgentUnavailableError(
             f"cannot prepare the agent's folders: {exc}",
@@ -97,16 +97,48 @@ def prepare_runtime(settings: Settings, slot: str) -> AgentRuntime:
         ) from exc
 
 
-def _prepare_runtime(settings: Settings, slot: str) -> AgentRuntime:
-    root = (settings.workspace_dir / ".agents" / slot_folder_name(slot)).resolve()
+def runtime_paths(settings: Settings, slot: str) -> AgentRuntime:
+    """Where the slot's folders are (nothing is created; the same for every run)."""
+    root = _slot_root(settings.workspace_dir, slot)
     config_dir = root / "config"
     scratch = root
     if len(str(root / "run")) > MAX_SOCKET_DIR:
         digest = sha256(str(root).encode()).hexdigest()[:16]
         scratch = Path(tempfile.gettempdir()) / f"taskinfa-{os.getuid()}" / digest
-    runtime = AgentRuntime(
+    return AgentRuntime(
         root=root, config_dir=config_dir, tmp_dir=scratch / "tmp", run_dir=scratch / "run"
     )
+
+
+@functools.lru_cache(maxsize=1024)
+def _slot_root(workspace_dir: Path, slot: str) -> Path:
+    # Resolved once per slot, not once per run (a realpath is a stat per component).
+    return (workspace_dir / ".agents" / slot_folder_name(slot)).resolve()
+
+
+# What the previous run may leave in its temporary folder for the folders to be prepared
+# on the event loop: a few files (a command agent's prompt) are a few unlinks; more, or
+# any folder, go to a worker thread.
+QUICK_TMP_ENTRIES = 16
+
+
+def quick_to_prepare(runtime: AgentRuntime) -> bool:
+    """Whether ``prepare_runtime`` is a few syscalls this time (the temporary folder holds
+    at most QUICK_TMP_ENTRIES files): cheaper on the loop than a trip to a worker thread."""
+    try:
+        with os.scandir(runtime.tmp_dir) as entries:
+            for count, entry in enumerate(entries):
+                if count >= QUICK_TMP_ENTRIES or entry.is_dir(follow_symlinks=False):
+                    return False
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def _prepare_runtime(settings: Settings, runtime: AgentRuntime) -> AgentRuntime:
+    root, config_dir = runtime.root, runtime.config_dir
     for folder in (root, config_dir, runtime.run_dir):
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         folder.chmod(0o700)

@@ -181,27 +181,29 @@ def have_children_files() -> bool:
 def family(prune: Collection[int] = ()) -> list[Seen]:
     """Every descendant of this process, stat lines only (blocking: call it in a thread).
 
-    ``prune``: processes whose descendants are not read (live agents: nothing of another
-    run is below them, see ``reaper.run_processes``); they are in the result themselves.
+    ``prune``: processes left out with everything below them (live agents: nothing of
+    another run is there, see ``reaper.sweep_scan``), so that a sweep among 256 running
+    agents reads a handful of processes, not 256 stat lines and their trees.
     A process that re-parents to us while the tree is read (its parent died meanwhile) is
     caught by reading our own children again at the end, until no new one shows.
     """
     me = os.getpid()
+    prune = frozenset(prune)
     found: dict[int, Seen] = {}
 
     def walk(roots: set[int]) -> None:
         frontier = [pid for pid in roots if pid not in found]
         while frontier:
             pid = frontier.pop()
-            if pid in found or (info := read_proc(pid)) is None:
+            if pid in found or pid in prune or (info := read_proc(pid)) is None:
                 continue
             found[pid] = Seen(info)
-            if pid not in prune and not info.zombie:  # a zombie's children have moved on
+            if not info.zombie:  # a zombie's children have moved on
                 frontier.extend(children(pid))
 
     walk(children(me))
     for _ in range(_CHILDREN_READS):
-        newcomers = children(me) - found.keys()
+        newcomers = children(me) - found.keys() - prune
         if not newcomers:
             break
         walk(newcomers)

@@ -138,16 +138,21 @@ def is_subreaper() -> bool:
 LIVE_SESSIONS: set[int] = set()
 
 
+def sweep_reads_tree() -> bool:
+    """Whether a sweep reads the worker's own tree (see ``sweep_scan``), not the machine."""
+    return is_subreaper() and have_children_files()
+
+
 def sweep_scan() -> list[Seen]:
-    """What a run's sweep looks through (blocking: call it in a thread).
+    """What a run's sweep looks through.
 
     While the worker is the child subreaper, everything a run leaves behind re-parents to
-    it, so its own tree is enough, without the subtrees of live agents (nothing of another
-    run is below them): a read of a few processes per run instead of every process of the
-    machine. Without the subreaper (prctl refused) orphans go to PID 1, and only a scan of
-    the whole machine finds them by their marker.
+    it, so its own tree is enough, without live agents and what runs below them (nothing
+    of another run is there): a read of a few processes per run instead of every process
+    of the machine. Without the subreaper (prctl refused) orphans go to PID 1, and only a
+    scan of the whole machine finds them by their marker.
     """
-    if is_subreaper() and have_children_files():
+    if sweep_reads_tree():
         return family(prune=frozenset(LIVE_SESSIONS))
     return scan()
 
@@ -162,8 +167,14 @@ class SharedScans:
     So a burst of any size costs at most two scans.
     """
 
-    def __init__(self, take: Callable[[], list[Seen]] = sweep_scan) -> None:
+    def __init__(
+        self,
+        take: Callable[[], list[Seen]] = sweep_scan,
+        *,
+        in_thread: Callable[[], bool] = lambda: not sweep_reads_tree(),
+    ) -> None:
         self._take = take
+        self._in_thread = in_thread
         self._loop: object = None
         self._next: _Batch | None = None
         self._scanning = False
@@ -195,7 +206,13 @@ class SharedScans:
         self._scanning = True
         self._scan_done = done = anyio.Event()
         try:
-            batch.result = await anyio.to_thread.run_sync(self._take)
+            if self._in_thread():
+                batch.result = await anyio.to_thread.run_sync(self._take)
+            else:
+                # The worker's own tree without its live agents: a few reads, cheaper on
+                # the loop than a trip to a thread (which costs the GIL handed back and
+                # forth for every syscall the thread makes while the loop is busy).
+                batch.result = self._take()
         finally:
             self._scanning = False
             batch.done.set()  # on an error: an empty result (the janitor catches up)
