@@ -143,10 +143,26 @@ def _prepare_runtime(settings: Settings, runtime: AgentRuntime) -> AgentRuntime:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         folder.chmod(0o700)
     # Whatever the previous run left in its temporary folder is not this run's business.
-    shutil.rmtree(runtime.tmp_dir, ignore_errors=True)
-    runtime.tmp_dir.mkdir(mode=0o700, parents=True)
+    _empty_folder(runtime.tmp_dir)
     _copy_credentials(settings.claude_config_source, config_dir)
     return runtime
+
+
+def _empty_folder(folder: Path) -> None:
+    """Leave ``folder`` existing, private and empty: files are unlinked (the usual case, a
+    prompt file), anything else goes with the folder and a fresh one is made."""
+    try:
+        with os.scandir(folder) as scan:
+            entries = list(scan)
+        if all(not entry.is_dir(follow_symlinks=False) for entry in entries):
+            for entry in entries:
+                os.unlink(entry.path)
+            folder.chmod(0o700)
+            return
+    except OSError:
+        pass  # missing, or something in it resists: the full removal below
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(mode=0o700, parents=True)
 
 
 def _copy_credentials(source: Path, target: Path) -> None:
@@ -155,6 +171,8 @@ def _copy_credentials(source: Path, target: Path) -> None:
     Only newer files: the CLI refreshes OAuth tokens in its own copy, and an older source
     file must not overwrite a fresher token.
     """
+    if not source.is_dir():
+        return  # nothing to copy (no Claude Code login on this machine): one stat, not four
     for name in CONFIG_FILES:
         src = source / name
         dst = target / name
