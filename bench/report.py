@@ -290,7 +290,9 @@ def profile_section(after: dict[str, Any] | None, before: dict[str, Any] | None)
             *(f"{run['profiled_ms_per_task']:.2f} ms" for _, run in runs),
         ]
     ]
-    rows += [[f"`{a}`", *(f"{run['by_area'].get(a, 0.0):.2f} ms" for _, run in runs)] for a in shown]
+    rows += [
+        [f"`{a}`", *(f"{run['by_area'].get(a, 0.0):.2f} ms" for _, run in runs)] for a in shown
+    ]
     parts = [
         "Self time per task, summed per area (the worker's packages, the libraries, the C "
         "built-ins such as syscalls and JSON), under cProfile:\n\n" + table(header, rows)
