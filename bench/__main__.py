@@ -3,9 +3,9 @@
 The three long parts are mostly waiting (heartbeats every 10 s, idle polls), so they run
 in the background as their own processes, each with its own boards: ``bench.budget``,
 ``bench.latency --part idle-default`` and ``--part replicas``. Once their workers have
-started, the CPU-bound parts run one after the other in this process: layouts, dispatch,
-busy and small-poll latency, scale, the stream-json reader, open pages, the agent
-sandbox's cost. Then ``bench.report`` prints the tables and writes docs/benchmarks.md and
+started, the CPU-bound parts run one after the other in this process: layouts, dispatch
+and its profile, busy and small-poll latency, scale, the stream-json reader, open pages,
+the agent sandbox's cost. Then ``bench.report`` prints the tables and writes docs/benchmarks.md and
 docs/benchmarks.png.
 """
 
@@ -20,7 +20,17 @@ from pathlib import Path
 
 import anyio
 
-from bench import dispatch, latency, layouts, pages, report, sandbox, scale, stream_reader
+from bench import (
+    dispatch,
+    latency,
+    layouts,
+    pages,
+    profile,
+    report,
+    sandbox,
+    scale,
+    stream_reader,
+)
 from bench.harness import OUT, PYTHON, ROOT, progress, write_result
 
 BACKGROUND_TIMEOUT = 480.0
@@ -47,7 +57,8 @@ def wait_ready(proc: subprocess.Popen[str]) -> None:
 async def foreground(tmp: Path) -> None:
     parts = (
         ("layouts", lambda: layouts.run(tmp / "layouts")),
-        ("dispatch", lambda: dispatch.run(tmp / "dispatch")),
+        ("dispatch", lambda: dispatch.run_profiles(tmp / "dispatch")),
+        ("profile", lambda: profile.run(tmp / "profile")),
         ("latency-fast", lambda: latency.run(tmp / "latency", "fast")),
         ("scale", lambda: scale.run(tmp / "scale")),
         ("stream", lambda: stream_reader.run(tmp / "stream")),
@@ -67,6 +78,7 @@ def main() -> int:
         "layouts",
         "budget",
         "dispatch",
+        "profile",
         "latency-fast",
         "latency-idle-default",
         "latency-replicas",

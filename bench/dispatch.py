@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ import anyio
 import psutil
 
 from bench.harness import (
+    PYTHON,
     BenchBoard,
     WorkerProcess,
     interrupt_on_sigterm,
@@ -53,11 +55,21 @@ SETTINGS = {
 
 
 async def run(
-    tmp: Path, tasks: int = 1000, slots: int = 32, profile: str = "full"
+    tmp: Path,
+    tasks: int = 1000,
+    slots: int = 32,
+    profile: str = "full",
+    *,
+    cprofile: Path | None = None,
 ) -> dict[str, Any]:
+    """``profile``: the local board's profile. ``cprofile``: run the worker under cProfile
+    (``bench.profile_worker``) and write its statistics of the measured window to this file
+    (its CPU figures are then inflated)."""
     board = await BenchBoard.start(tmp / "board", profile=profile)
     root = tmp / "w"
-    worker = WorkerProcess(worker_env(board, root, "dispatch", concurrency=slots, **SETTINGS), root)
+    env = worker_env(board, root, "dispatch", concurrency=slots, **SETTINGS)
+    command = None if cprofile is None else [PYTHON, "-m", "bench.profile_worker", str(cprofile)]
+    worker = WorkerProcess(env, root, command)
     bench_process = psutil.Process()
     try:
         await wait_for(
@@ -65,6 +77,8 @@ async def run(
             timeout=60,
             what="the worker to poll",
         )
+        if cprofile is not None:
+            worker.signal(signal.SIGUSR1)  # the profile's window starts here
         cpu_before = worker.ps.cpu_times()
         bench_before = bench_process.cpu_times()
         added = time.time()
@@ -83,6 +97,9 @@ async def run(
         await wait_for(done, timeout=600, what=f"{tasks} tasks in review", every=0.2)
         cpu_after = worker.ps.cpu_times()
         bench_after = bench_process.cpu_times()
+        if cprofile is not None:
+            worker.signal(signal.SIGUSR2)
+            await wait_for(cprofile.exists, timeout=60, what="the profile", every=0.1)
     finally:
         worker.kill()
         await board.aclose()
@@ -127,6 +144,18 @@ def requests(result: dict[str, Any]) -> dict[str, Any]:
     return {key: result[key] for key in keys}
 
 
+async def run_profiles(
+    tmp: Path, tasks: int = 1000, slots: int = 32, profiles: tuple[str, ...] = PROFILES
+) -> dict[str, Any]:
+    """The run on each profile; the first (the claim-route board) is the headline, every
+    profile's requests beside it."""
+    runs = {}
+    for profile in profiles:
+        runs[profile] = await run(tmp / profile, tasks, slots, profile)
+        progress(f"dispatch ({profile}): {runs[profile]['requests_per_task']:.2f} requests/task")
+    return {**next(iter(runs.values())), "profiles": {n: requests(r) for n, r in runs.items()}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=1000)
@@ -136,14 +165,8 @@ def main() -> None:
     interrupt_on_sigterm()
     tmp = Path(tempfile.mkdtemp(prefix="taskinfa-bench-dispatch-"))
     try:
-        runs = {}
-        for profile in args.profiles.split(","):
-            runs[profile] = anyio.run(run, tmp / profile, args.tasks, args.slots, profile)
-            spent = runs[profile]["requests_per_task"]
-            progress(f"dispatch ({profile}): {spent:.2f} requests/task")
-        # The claim-route board's run is the headline; every profile's requests beside it.
-        profiles = {name: requests(r) for name, r in runs.items()}
-        result = {**next(iter(runs.values())), "profiles": profiles}
+        profiles = tuple(args.profiles.split(","))
+        result = anyio.run(run_profiles, tmp, args.tasks, args.slots, profiles)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(write_result("dispatch", result))

@@ -7,6 +7,7 @@ python -m bench.report      (re-renders from bench/out/*.json without measuring 
 from __future__ import annotations
 
 import bisect
+import json
 import os
 import platform
 import subprocess
@@ -18,6 +19,7 @@ from bench.harness import OUT, ROOT, read_result
 
 DOC = ROOT / "docs" / "benchmarks.md"
 CHART = ROOT / "docs" / "benchmarks.png"
+PROFILE_BEFORE = ROOT / "bench" / "profile_before.json"
 LIMIT = 100
 
 
@@ -334,6 +336,58 @@ def dispatch_section(dispatch: dict[str, Any] | None) -> str:
         "on the local board's profiles of the two real releases (same run, rate limit off; "
         "before: the commit before issue 17's item 2):\n\n" + requests_section(d.get("profiles"))
     )
+
+
+def profile_section(after: dict[str, Any] | None, before: dict[str, Any] | None) -> str:
+    """Where the worker's CPU went under cProfile, before issue #17's CPU work and now."""
+    if not after and not before:
+        return "_profile: no result_"
+    runs = [(name, run) for name, run in (("before", before), ("after", after)) if run]
+    header = ["", *(name for name, _ in runs)]
+    areas: dict[str, None] = {}
+    for _, run in runs:
+        areas.update(dict.fromkeys(sorted(run["by_area"], key=lambda a: -run["by_area"][a])))
+    shown = [a for a in areas if max(run["by_area"].get(a, 0.0) for _, run in runs) >= 0.1]
+    rows = [
+        [
+            "profiled CPU / task, in all",
+            *(f"{run['profiled_ms_per_task']:.2f} ms" for _, run in runs),
+        ]
+    ]
+    rows += [
+        [f"`{a}`", *(f"{run['by_area'].get(a, 0.0):.2f} ms" for _, run in runs)] for a in shown
+    ]
+    parts = [
+        "Self time per task, summed per area (the worker's packages, the libraries, the C "
+        "built-ins such as syscalls and JSON), under cProfile:\n\n" + table(header, rows)
+    ]
+    for name, run in runs:
+        for key, title in (("by_self", "self"), ("by_cumulative", "cumulative")):
+            top = [
+                [
+                    f"`{r['function']}`",
+                    _fmt(r["calls_per_task"], 1),
+                    f"{r[key.removeprefix('by_') + '_ms_per_task']:.3f}",
+                ]
+                for r in run[key][:10]
+            ]
+            parts.append(
+                f"{name.capitalize()}, top functions by {title} time:\n\n"
+                + table(["function", "calls / task", f"{title} ms / task"], top)
+            )
+    captured = (before or {}).get("captured_on")
+    parts.append(
+        "cProfile counts every call of every thread (its own CPU clock per thread, so a "
+        "thread waiting costs nothing) over the measured window of `bench.dispatch`'s run; it "
+        "makes each call slower, so these milliseconds compare with each other, not with the "
+        "unprofiled CPU per task above. A coroutine counts one call per resumption. "
+        + (
+            f"The before column is `bench/profile_before.json`, captured on {captured}."
+            if captured
+            else ""
+        )
+    )
+    return "\n\n".join(parts)
 
 
 def replicas_section(result: dict[str, Any] | None) -> str:
@@ -654,6 +708,10 @@ def load() -> dict[str, dict[str, Any] | None]:
         "layouts": read_result("layouts"),
         "budget": read_result("budget"),
         "dispatch": read_result("dispatch"),
+        "profile": read_result("profile"),
+        "profile_before": json.loads(PROFILE_BEFORE.read_text())
+        if PROFILE_BEFORE.exists()
+        else None,
         "latency_fast": read_result("latency-fast"),
         "latency_idle": read_result("latency-idle-default"),
         "latency_replicas": read_result("latency-replicas"),
@@ -721,6 +779,10 @@ Node.js process with memory of its own, and tasks take minutes, not milliseconds
 
 {dispatch_section(results["dispatch"])}
 
+### Where the worker's CPU goes
+
+{profile_section(results["profile"], results["profile_before"])}
+
 ## Pickup latency
 
 {latency_section(results["latency_fast"], results["latency_idle"])}
@@ -768,6 +830,7 @@ python -m bench.layouts --sizes 1,8,32
 python -m bench.budget           # about 4.5 minutes
 python -m bench.budget --steady 240   # the busy steady state over two heartbeat rounds
 python -m bench.dispatch --tasks 1000 --slots 32
+python -m bench.profile          # the same run under cProfile: where the worker's CPU goes
 python -m bench.latency --part fast
 python -m bench.latency --part idle-default
 python -m bench.scale --slots 256

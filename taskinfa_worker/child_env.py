@@ -37,8 +37,9 @@ def inherit(
 ) -> dict[str, str]:
     """The entries of ``parent`` whose name is in ``names`` or starts with a prefix."""
     allowed = set(names)
+    # Names first, values only of the few taken: reading a value of os.environ decodes it.
     return {
-        name: value
-        for name, value in parent.items()
+        name: parent[name]
+        for name in parent
         if name in allowed or (prefixes and name.startswith(prefixes))
     }

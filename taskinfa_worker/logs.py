@@ -55,6 +55,7 @@ _FIELDS = "_fields_text"
 _JSON = "_json_line"
 _WORKER = "_worker"
 
+_JSON_TEMPLATE = "{extra[" + _JSON + "]}\n"
 _TEXT_TEMPLATE = (
     "<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> <level>{level: <7}</level> "
     "{process} {extra[" + _WORKER + "]} "
@@ -160,6 +161,9 @@ def _text_format(record: Record) -> str:
 
 def _json_format(record: Record) -> str:
     """A loguru format function: the JSON line is built here and emitted verbatim."""
+    if _JSON in record["extra"]:
+        # Both sinks get the same record: the line is built for the first one only.
+        return _JSON_TEMPLATE
     payload: dict[str, Any] = {
         "time": record["time"].astimezone(UTC).isoformat(timespec="milliseconds"),
         "level": record["level"].name,
@@ -176,7 +180,7 @@ def _json_format(record: Record) -> str:
         payload["exception"] = record["extra"][_EXCEPTION]
     # Stored in extra so the template below stays free of braces from the message itself.
     record["extra"][_JSON] = json.dumps(payload, ensure_ascii=False, default=str)
-    return "{extra[" + _JSON + "]}\n"
+    return _JSON_TEMPLATE
 
 
 class _InterceptHandler(logging.Handler):

@@ -17,6 +17,7 @@ import difflib
 import os
 import re
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -513,3 +514,9 @@ def describe_validation_error(exc: Any) -> str:
 def environment_snapshot() -> dict[str, str]:
     """The process environment, for code that must hand a filtered copy to a child."""
     return dict(os.environ)
+
+
+def environment_view() -> Mapping[str, str]:
+    """The process environment itself, read-only, for code that takes a few names from it
+    at each use: a copy decodes every value, once per agent run."""
+    return os.environ

@@ -13,6 +13,7 @@ folder and ``XDG_RUNTIME_DIR``. The credentials are copied in from the read-only
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -89,12 +90,12 @@ def slot_folder_name(slot: str) -> str:
 
 
 def prepare_runtime(settings: Settings, slot: str) -> AgentRuntime:
-    """Create (or refresh) the slot's folders; blocking, call it in a thread.
+    """Create (or refresh) the slot's folders; blocking (see ``quick_to_prepare``).
 
     Raises AgentError when they cannot be made (the agent cannot start without them).
     """
     try:
-        return _prepare_runtime(settings, slot)
+        return _prepare_runtime(settings, runtime_paths(settings, slot))
     except OSError as exc:
         raise AgentUnavailableError(
             f"cannot prepare the agent's folders: {exc}",
@@ -102,24 +103,72 @@ def prepare_runtime(settings: Settings, slot: str) -> AgentRuntime:
         ) from exc
 
 
-def _prepare_runtime(settings: Settings, slot: str) -> AgentRuntime:
-    root = (settings.workspace_dir / ".agents" / slot_folder_name(slot)).resolve()
+def runtime_paths(settings: Settings, slot: str) -> AgentRuntime:
+    """Where the slot's folders are (nothing is created; the same for every run)."""
+    root = _slot_root(settings.workspace_dir, slot)
     config_dir = root / "config"
     scratch = root
     if len(str(root / "run")) > MAX_SOCKET_DIR:
         digest = sha256(str(root).encode()).hexdigest()[:16]
         scratch = Path(tempfile.gettempdir()) / f"taskinfa-{os.getuid()}" / digest
-    runtime = AgentRuntime(
+    return AgentRuntime(
         root=root, config_dir=config_dir, tmp_dir=scratch / "tmp", run_dir=scratch / "run"
     )
+
+
+@functools.lru_cache(maxsize=1024)
+def _slot_root(workspace_dir: Path, slot: str) -> Path:
+    # Resolved once per slot, not once per run (a realpath is a stat per component).
+    return (workspace_dir / ".agents" / slot_folder_name(slot)).resolve()
+
+
+# What the previous run may leave in its temporary folder for the folders to be prepared
+# on the event loop: a few files (a command agent's prompt) are a few unlinks; more, or
+# any folder, go to a worker thread.
+QUICK_TMP_ENTRIES = 16
+
+
+def quick_to_prepare(runtime: AgentRuntime) -> bool:
+    """Whether ``prepare_runtime`` is a few syscalls this time (the temporary folder holds
+    at most QUICK_TMP_ENTRIES files): cheaper on the loop than a trip to a worker thread."""
+    try:
+        with os.scandir(runtime.tmp_dir) as entries:
+            for count, entry in enumerate(entries):
+                if count >= QUICK_TMP_ENTRIES or entry.is_dir(follow_symlinks=False):
+                    return False
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def _prepare_runtime(settings: Settings, runtime: AgentRuntime) -> AgentRuntime:
+    root, config_dir = runtime.root, runtime.config_dir
     for folder in (root, config_dir, runtime.run_dir):
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         folder.chmod(0o700)
     # Whatever the previous run left in its temporary folder is not this run's business.
-    shutil.rmtree(runtime.tmp_dir, ignore_errors=True)
-    runtime.tmp_dir.mkdir(mode=0o700, parents=True)
+    _empty_folder(runtime.tmp_dir)
     _copy_credentials(settings.claude_config_source, config_dir)
     return runtime
+
+
+def _empty_folder(folder: Path) -> None:
+    """Leave ``folder`` existing, private and empty: files are unlinked (the usual case, a
+    prompt file), anything else goes with the folder and a fresh one is made."""
+    try:
+        with os.scandir(folder) as scan:
+            entries = list(scan)
+        if all(not entry.is_dir(follow_symlinks=False) for entry in entries):
+            for entry in entries:
+                os.unlink(entry.path)
+            folder.chmod(0o700)
+            return
+    except OSError:
+        pass  # missing, or something in it resists: the full removal below
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(mode=0o700, parents=True)
 
 
 def _copy_credentials(source: Path, target: Path) -> None:
@@ -128,6 +177,8 @@ def _copy_credentials(source: Path, target: Path) -> None:
     Only newer files: the CLI refreshes OAuth tokens in its own copy, and an older source
     file must not overwrite a fresher token.
     """
+    if not source.is_dir():
+        return  # nothing to copy (no Claude Code login on this machine): one stat, not four
     for name in CONFIG_FILES:
         src = source / name
         dst = target / name
@@ -154,7 +205,7 @@ def agent_environment(
 ) -> dict[str, str]:
     """The complete environment of one agent run.
 
-    ``parent`` is the worker's environment (``settings.environment_snapshot()``); only
+    ``parent`` is the worker's environment (``settings.environment_view()``); only
     allowed names are taken from it. ``marker`` is the run's unique id (``MARKER_VAR``).
     ``route``: the run's model and provider (``ModelRoute``); none, the worker's own.
     """
@@ -219,7 +270,13 @@ def _apply_route(env: dict[str, str], route: ModelRoute, own_model: str | None) 
 
 def owner_value(settings: Settings) -> str:
     """``"<BOT_NAME> <worker pid> <worker start>"``: whose agent a process is."""
-    return f"{settings.bot_name} {identity(os.getpid()) or os.getpid()}"
+    return f"{settings.bot_name} {_own_identity(os.getpid())}"
+
+
+@functools.cache
+def _own_identity(pid: int) -> str:
+    # A process's start never changes: read once per process, not once per run.
+    return identity(pid) or str(pid)
 
 
 def owner_entry(settings: Settings) -> bytes:

@@ -10,7 +10,9 @@ Each run puts a unique marker variable in its agent's environment. At the end of
 ``sweep_run`` finds, by that marker (and by the agent's process group and session), every
 process the run left behind, wherever it re-parented: SIGTERM, a grace period, SIGKILL, then
 reap those that are our children — each by its own pid, never ``waitpid(-1)``, which would
-steal the exit statuses asyncio's child watcher waits for.
+steal the exit statuses asyncio's child watcher waits for. Being the subreaper also bounds
+what a sweep reads: every leftover is below the worker, so it reads the worker's own tree
+(``procfs.family``), not every process of the machine.
 
 Orphans that exit on their own while the worker is their parent become zombies nobody waits
 for; the ``ZombieJanitor`` thread (started by ``become_subreaper``) reaps a child of ours
@@ -24,24 +26,51 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import signal
 import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from pathlib import Path
 
 import anyio
 import anyio.lowlevel
 from loguru import logger
 
+from taskinfa_worker.agent.procfs import (
+    HAVE_PROC,
+    ProcInfo,
+    Seen,
+    children,
+    family,
+    have_children_files,
+    owned_by_us,
+    read_proc,
+    scan,
+)
+
+__all__ = [
+    "JANITOR",
+    "LIVE_SESSIONS",
+    "SCANS",
+    "ProcInfo",
+    "Seen",
+    "SharedScans",
+    "ZombieJanitor",
+    "become_subreaper",
+    "identity",
+    "is_subreaper",
+    "kill_owned_now",
+    "read_proc",
+    "run_processes",
+    "scan",
+    "sweep_leftovers",
+    "sweep_run",
+]
+
 PR_SET_CHILD_SUBREAPER = 36
 PR_GET_CHILD_SUBREAPER = 37
-
-PROC = Path("/proc")
-HAVE_PROC = PROC.is_dir()
 
 # Polling period while waiting for signalled processes to die or to become reapable.
 _POLL = 0.05
@@ -56,7 +85,7 @@ _SWEEP_ROUNDS = 5
 # their own children as soon as they exit (only an event loop blocked this long would
 # still owe a wait, and that is a bug of its own).
 ZOMBIE_AGE = 3.0
-# How often the janitor thread scans /proc (a few ms for a few hundred processes).
+# How often the janitor thread reads the worker's children from /proc.
 JANITOR_INTERVAL = 1.0
 
 
@@ -70,7 +99,7 @@ def become_subreaper() -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
+        libc = _libc()
         if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
             error = ctypes.get_errno()
             logger.warning("cannot become child subreaper: {}", os.strerror(error))
@@ -83,12 +112,18 @@ def become_subreaper() -> bool:
     return True
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    # Loaded once: every sweep asks whether the worker is (still) the subreaper.
+    return ctypes.CDLL(None, use_errno=True)
+
+
 def is_subreaper() -> bool:
     """Whether the kernel has this process as a child subreaper (False off Linux)."""
     if not sys.platform.startswith("linux"):
         return False
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
+        libc = _libc()
         flag = ctypes.c_int(0)
         if libc.prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(flag), 0, 0, 0) != 0:
             return False
@@ -97,99 +132,29 @@ def is_subreaper() -> bool:
     return flag.value != 0
 
 
-@dataclass(frozen=True)
-class ProcInfo:
-    """One process as ``/proc/<pid>/stat`` shows it; (pid, start) identifies it for good."""
-
-    pid: int
-    ppid: int
-    pgid: int
-    sid: int
-    state: str
-    start: int  # clock ticks after boot: a reused pid has a different start
-
-    @property
-    def zombie(self) -> bool:
-        return self.state in ("Z", "X")
-
-
-def read_proc(pid: int) -> ProcInfo | None:
-    """The process's stat line, or None when it no longer exists."""
-    try:
-        raw = (PROC / str(pid) / "stat").read_bytes()
-    except OSError:
-        return None
-    # The command name is in parentheses and may itself contain spaces and parentheses.
-    end = raw.rfind(b")")
-    fields = raw[end + 2 :].split()
-    try:
-        return ProcInfo(
-            pid=pid,
-            state=fields[0].decode(),
-            ppid=int(fields[1]),
-            pgid=int(fields[2]),
-            sid=int(fields[3]),
-            start=int(fields[19]),
-        )
-    except (IndexError, ValueError):
-        return None
-
-
-def _pids() -> list[int]:
-    try:
-        return [int(name) for name in os.listdir(PROC) if name.isdigit()]
-    except OSError:
-        return []
-
-
-def _owned_by_us(pid: int) -> bool:
-    try:
-        return (PROC / str(pid)).stat().st_uid == os.getuid()
-    except OSError:
-        return False
-
-
-class Seen:
-    """One process in a scan: its stat line, and its starting environment when asked for.
-
-    The environment is the expensive part (a file read, and a stat for the owner), so a
-    scan reads only stat lines and a sweep reads the environments of the few processes
-    that could be its run's: not zombies, not live runs' sessions, none older than the run.
-    """
-
-    __slots__ = ("_environ", "_read", "info")
-
-    def __init__(self, info: ProcInfo) -> None:
-        self.info = info
-        self._environ: frozenset[bytes] | None = None
-        self._read = False
-
-    def environ(self) -> frozenset[bytes] | None:
-        """Its starting environment's entries; None for a zombie or a process not ours."""
-        if not self._read:
-            self._read = True
-            if not self.info.zombie and _owned_by_us(self.info.pid):
-                self._environ = _environ(self.info.pid)
-        return self._environ
-
-
-def scan() -> list[Seen]:
-    """Every process of the machine, its stat line only (blocking: call it in a thread)."""
-    me = os.getpid()
-    return [Seen(info) for pid in _pids() if pid != me and (info := read_proc(pid)) is not None]
-
-
-def _environ(pid: int) -> frozenset[bytes] | None:
-    try:
-        return frozenset((PROC / str(pid) / "environ").read_bytes().split(b"\0"))
-    except OSError:
-        return None  # gone, or not ours to read
-
-
 # Sessions of agents that are running now (each agent leads its own session): their
 # processes belong to a live run, so a sweep of another run does not read their
 # environments. A run's session leaves the set when its sweep starts.
 LIVE_SESSIONS: set[int] = set()
+
+
+def sweep_reads_tree() -> bool:
+    """Whether a sweep reads the worker's own tree (see ``sweep_scan``), not the machine."""
+    return is_subreaper() and have_children_files()
+
+
+def sweep_scan() -> list[Seen]:
+    """What a run's sweep looks through.
+
+    While the worker is the child subreaper, everything a run leaves behind re-parents to
+    it, so its own tree is enough, without live agents and what runs below them (nothing
+    of another run is there): a read of a few processes per run instead of every process
+    of the machine. Without the subreaper (prctl refused) orphans go to PID 1, and only a
+    scan of the whole machine finds them by their marker.
+    """
+    if sweep_reads_tree():
+        return family(prune=frozenset(LIVE_SESSIONS))
+    return scan()
 
 
 class SharedScans:
@@ -202,7 +167,14 @@ class SharedScans:
     So a burst of any size costs at most two scans.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        take: Callable[[], list[Seen]] = sweep_scan,
+        *,
+        in_thread: Callable[[], bool] = lambda: not sweep_reads_tree(),
+    ) -> None:
+        self._take = take
+        self._in_thread = in_thread
         self._loop: object = None
         self._next: _Batch | None = None
         self._scanning = False
@@ -234,7 +206,13 @@ class SharedScans:
         self._scanning = True
         self._scan_done = done = anyio.Event()
         try:
-            batch.result = await anyio.to_thread.run_sync(scan)
+            if self._in_thread():
+                batch.result = await anyio.to_thread.run_sync(self._take)
+            else:
+                # The worker's own tree without its live agents: a few reads, cheaper on
+                # the loop than a trip to a thread (which costs the GIL handed back and
+                # forth for every syscall the thread makes while the loop is busy).
+                batch.result = self._take()
         finally:
             self._scanning = False
             batch.done.set()  # on an error: an empty result (the janitor catches up)
@@ -275,7 +253,7 @@ def run_processes(
         if since is not None and info.start < since:
             continue
         if info.pgid in ids or info.sid in ids:
-            if _owned_by_us(info.pid):
+            if owned_by_us(info.pid):
                 found.append(info)
             continue
         environ = seen.environ()
@@ -300,6 +278,14 @@ def zombie_children_in(snapshot: list[Seen], ids: set[int]) -> list[int]:
     """Zombie children of ours whose process group or session is one of ``ids``."""
     ids = ids - {os.getpgrp(), os.getsid(0)}  # never our own group or session
     return [info.pid for info in zombie_children(snapshot) if info.pgid in ids or info.sid in ids]
+
+
+def _our_children() -> list[Seen]:
+    """This process's children (the janitor's round: a zombie child of ours is one of
+    them), without reading the rest of the machine where the kernel lists children."""
+    if not have_children_files():
+        return scan()
+    return [Seen(info) for pid in children(os.getpid()) if (info := read_proc(pid)) is not None]
 
 
 def _alive(info: ProcInfo) -> bool:
@@ -527,7 +513,7 @@ class ZombieJanitor:
             now = time.monotonic()
             reaped = []
             seen = {}
-            for info in zombie_children(scan()):
+            for info in zombie_children(_our_children()):
                 key = (info.pid, info.start)
                 first = self._first_seen.get(key, now)
                 if now - first >= self._age and reap(info.pid):

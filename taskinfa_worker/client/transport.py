@@ -18,7 +18,6 @@ from urllib.parse import quote
 import aiohttp
 import backoff
 from loguru import logger
-from multidict import CIMultiDict
 from pydantic import BaseModel, SecretStr
 
 from taskinfa_worker import __version__
@@ -93,6 +92,8 @@ class BoardTransport:
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self._retry_max_time = {**DEFAULT_RETRY_MAX_TIME, **(retry_max_time or {})}
         self._backoff_factor = backoff_factor
+        self._retrying = self._retrying_attempts()
+        self._request_counters: dict[tuple[str, int], Any] = {}
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
 
@@ -154,29 +155,48 @@ class BoardTransport:
         """
         # Ids come from the board; quoting keeps one from reaching another route ("../").
         path = template if ident is None else template.replace("{id}", quote(ident, safe=""))
+        retrying = self._retrying.get(lane) if retry else None
+        if retrying is None:
+            return await self._attempt(method, template, path, lane, json, params)
+        answer: Answer = await retrying(method, template, path, lane, json, params)
+        return answer
 
-        async def attempt() -> Answer:
-            answer = await self._send(method, template, path, lane, json, params)
-            if answer.status >= 500:
-                raise self.error(answer)
-            return answer
+    def _retrying_attempts(self) -> dict[Lane, Any]:
+        """``_attempt`` under backoff, one wrapper per lane with a retry budget.
 
-        budget = self._retry_max_time.get(lane, 0.0) if retry else 0.0
-        if budget <= 0:
-            return await attempt()
-        retrying = backoff.on_exception(
-            backoff.expo,
-            # RateLimitedError: a 429 storm that outlasted the waits in _send; a task's
-            # final update keeps trying for the rest of its budget.
-            (TransportError, ServerError, RateLimitedError),
-            max_time=budget,
-            jitter=backoff.full_jitter,
-            logger=None,
-            on_backoff=self._log_retry,
-            factor=self._backoff_factor,
-            max_value=MAX_BACKOFF,
-        )(attempt)
-        answer: Answer = await retrying()
+        Built once: a backoff decorator made per request cost more CPU than the request's
+        own bookkeeping (each call of a wrapper still starts its own budget and delays).
+        """
+        wrappers: dict[Lane, Any] = {}
+        for lane, budget in self._retry_max_time.items():
+            if budget <= 0:
+                continue
+            wrappers[lane] = backoff.on_exception(
+                backoff.expo,
+                # RateLimitedError: a 429 storm that outlasted the waits in _send; a task's
+                # final update keeps trying for the rest of its budget.
+                (TransportError, ServerError, RateLimitedError),
+                max_time=budget,
+                jitter=backoff.full_jitter,
+                logger=None,
+                on_backoff=self._log_retry,
+                factor=self._backoff_factor,
+                max_value=MAX_BACKOFF,
+            )(self._attempt)
+        return wrappers
+
+    async def _attempt(
+        self,
+        method: str,
+        template: str,
+        path: str,
+        lane: Lane,
+        json: Any,
+        params: Mapping[str, str] | None,
+    ) -> Answer:
+        answer = await self._send(method, template, path, lane, json, params)
+        if answer.status >= 500:
+            raise self.error(answer)
         return answer
 
     def _http(self) -> aiohttp.ClientSession:
@@ -227,9 +247,9 @@ class BoardTransport:
             try:
                 async with session.request(method, url, json=json, params=params) as response:
                     body = await response.read()
-                    answer = Answer(
-                        method, shown_url, response.status, body, CIMultiDict(response.headers)
-                    )
+                    # The answer's own read-only headers: they outlive the released
+                    # connection, no copy needed.
+                    answer = Answer(method, shown_url, response.status, body, response.headers)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 self._record(method, template, 0, started)
                 reason = self.redact(excerpt(str(exc))) or type(exc).__name__
@@ -264,5 +284,11 @@ class BoardTransport:
     def _record(self, method: str, template: str, status: int, started: float) -> None:
         elapsed_ms = (time.perf_counter() - started) * 1000
         if self.metrics is not None:
-            self.metrics.api_requests.labels(endpoint=template, status=str(status)).inc()
+            # The labelled child, found once per endpoint and status (labels() takes a lock
+            # and builds its key on every call).
+            counter = self._request_counters.get((template, status))
+            if counter is None:
+                counter = self.metrics.api_requests.labels(endpoint=template, status=str(status))
+                self._request_counters[(template, status)] = counter
+            counter.inc()
         logger.debug("board {} {} -> {} in {:.0f} ms", method, template, status, elapsed_ms)

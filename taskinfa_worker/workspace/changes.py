@@ -89,6 +89,15 @@ async def changed_paths(git: Git, tree: Path, base: str, target: str) -> list[st
     return sorted(paths)
 
 
+def is_empty(root: Path) -> bool:
+    """Whether the folder has no entries at all (its snapshot is then ``{}``)."""
+    try:
+        with os.scandir(root) as entries:
+            return next(entries, None) is None
+    except OSError:
+        return False  # let the full walk (in a thread) meet the error
+
+
 def snapshot(root: Path) -> Snapshot:
     """(mtime_ns, size) of every file below ``root``, symlinks not followed."""
     result: Snapshot = {}

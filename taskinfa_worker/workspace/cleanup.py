@@ -33,6 +33,26 @@ def remove_tree(path: Path, root: Path) -> None:
         shutil.rmtree(path, onerror=_make_writable_and_retry)
 
 
+def remove_if_empty(path: Path, root: Path) -> bool:
+    """Delete ``path`` if it is an empty folder strictly inside ``root`` (or a symlink, or
+    missing); False when it has content (``remove_tree`` then, in a thread).
+
+    One rmdir, cheap enough for the event loop: a tree the agent left empty (a command agent
+    without a repository) costs no trip to a worker thread.
+    """
+    if path.is_symlink():
+        path.unlink()
+        return True
+    ensure_inside(path, root)
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False  # not empty, or not ours to remove here: the full removal decides
+    return True
+
+
 def _make_writable_and_retry(function: Callable[..., Any], failed: str, _exc_info: object) -> None:
     with contextlib.suppress(OSError):
         os.chmod(os.path.dirname(failed), stat.S_IRWXU)

@@ -38,7 +38,7 @@ from taskinfa_worker.errors import WorkspaceError
 from taskinfa_worker.redact import Redactor
 from taskinfa_worker.settings import Settings, environment_snapshot
 from taskinfa_worker.workspace import changes, publish, repo
-from taskinfa_worker.workspace.cleanup import remove_tree
+from taskinfa_worker.workspace.cleanup import remove_if_empty, remove_tree
 from taskinfa_worker.workspace.git import Git
 from taskinfa_worker.workspace.gitenv import GitEnv
 from taskinfa_worker.workspace.locks import FileLock, KeyedLocks
@@ -169,8 +169,10 @@ class GitWorkspaces:
             raise WorkspaceError(f"{workspace.path} is not a workspace prepared by this worker")
         tree = workspace.path
         if active.repo is None:
-            # A walk of the agent's whole tree: in a thread, the loop serves the other slots.
-            after = await anyio.to_thread.run_sync(changes.snapshot, tree)
+            # A walk of the agent's whole tree: in a thread, the loop serves the other
+            # slots; a tree left empty needs no walk (nor the thread's GIL hand-offs).
+            empty = changes.is_empty(tree)
+            after = {} if empty else await anyio.to_thread.run_sync(changes.snapshot, tree)
             return WorkspaceResult(files_changed=changes.compare_snapshots(active.snapshot, after))
         git = self._git
         base = workspace.base_commit
@@ -297,7 +299,8 @@ class GitWorkspaces:
     async def _drop(self, tree: Path, lock: FileLock) -> None:
         """Delete a tree, then its lock file (while holding it), then the lock."""
         try:
-            await anyio.to_thread.run_sync(remove_tree, tree, self._root)
+            if not remove_if_empty(tree, self._root):
+                await anyio.to_thread.run_sync(remove_tree, tree, self._root)
         finally:
             lock.release(unlink=True)
 

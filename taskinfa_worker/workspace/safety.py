@@ -24,6 +24,7 @@ them with a strict character set, so even an id that passes cannot shape a path.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import re
@@ -255,8 +256,16 @@ def task_branch_prefix(task_id: str) -> str:
 
 def ensure_inside(path: Path, root: Path) -> Path:
     """``path`` resolved, if it lies strictly inside ``root`` (resolved); else refuse."""
-    resolved_root = root.resolve()
+    resolved_root = _resolved_root(root)
     resolved = path.resolve()
     if resolved == resolved_root or not resolved.is_relative_to(resolved_root):
         raise refuse(f"the path {path} is outside the workspace folder")
     return resolved
+
+
+@functools.lru_cache(maxsize=16)
+def _resolved_root(root: Path) -> Path:
+    # The workspace folder is resolved once, not on every check (a realpath is a stat per
+    # component). Were it re-pointed later, paths under it would resolve elsewhere and be
+    # refused: the cache can only make the check stricter.
+    return root.resolve()

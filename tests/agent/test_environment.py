@@ -11,6 +11,7 @@ from taskinfa_worker.agent.environment import (
     MAX_SOCKET_DIR,
     agent_environment,
     prepare_runtime,
+    quick_to_prepare,
     slot_folder_name,
 )
 from tests.agent.support import agent_settings
@@ -96,6 +97,22 @@ def test_temporary_folder_is_emptied_and_private(tmp_path: Path) -> None:
     assert (again.config_dir / "keep").exists()
     other = prepare_runtime(settings, "bot-2")
     assert other.config_dir != again.config_dir
+
+
+def test_folders_a_run_left_in_the_temporary_folder_go_too(tmp_path: Path) -> None:
+    # The usual leftover (a prompt file) is cleared on the loop; a tree of them is work
+    # for a thread, and is cleared all the same.
+    settings = agent_settings(tmp_path)
+    runtime = prepare_runtime(settings, "bot-1")
+    (runtime.tmp_dir / "prompt.md").write_text("x")
+    assert quick_to_prepare(runtime)
+    nested = runtime.tmp_dir / "cache" / "deep"
+    nested.mkdir(parents=True)
+    (nested / "file").write_text("x")
+    assert not quick_to_prepare(runtime)
+    again = prepare_runtime(settings, "bot-1")
+    assert list(again.tmp_dir.iterdir()) == []
+    assert stat.S_IMODE(again.tmp_dir.stat().st_mode) == 0o700
 
 
 def test_long_paths_move_sockets_to_a_short_folder(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -11,9 +12,10 @@ import time
 import uuid
 
 import anyio
+import psutil
 import pytest
 
-from taskinfa_worker.agent import reaper
+from taskinfa_worker.agent import procfs, reaper
 from taskinfa_worker.agent.reaper import (
     ZombieJanitor,
     become_subreaper,
@@ -116,9 +118,7 @@ async def test_sweep_without_marked_processes_finds_nothing() -> None:
     assert await sweep_run(f"TASKINFA_AGENT_RUN={uuid.uuid4().hex}".encode(), -1, grace=5) == 0
 
 
-async def test_sweeps_that_ask_together_share_one_scan_and_never_an_older_one(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_sweeps_that_ask_together_share_one_scan_and_never_an_older_one() -> None:
     # 256 runs ending at once used to scan /proc 256 times. A caller must still never get
     # a scan that began before it asked: it could miss a fork that happened just before.
     release = threading.Event()
@@ -131,8 +131,7 @@ async def test_sweeps_that_ask_together_share_one_scan_and_never_an_older_one(
         info = reaper.ProcInfo(pid=len(scans), ppid=1, pgid=1, sid=1, state="S", start=0)
         return [reaper.Seen(info)]
 
-    monkeypatch.setattr(reaper, "scan", counting_scan)
-    shared = reaper.SharedScans()
+    shared = reaper.SharedScans(counting_scan, in_thread=lambda: True)
     results: list[int] = []
 
     async def ask() -> None:
@@ -149,3 +148,83 @@ async def test_sweeps_that_ask_together_share_one_scan_and_never_an_older_one(
         release.set()
     assert scans == [1, 2]
     assert sorted(results) == [1] + [2] * 50
+
+
+# An orphan (re-parented to us) with a child of its own; both print their pids.
+ORPHAN_WITH_CHILD = """
+    import os, sys, time
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            if os.fork() == 0:
+                print(os.getpid(), flush=True)
+                os.close(1)
+                os.close(2)
+                time.sleep(30)
+                os._exit(0)
+            print(os.getpid(), flush=True)
+            os.close(1)
+            os.close(2)
+            os.wait()
+            os._exit(0)
+        os._exit(0)
+    os.wait()
+"""
+
+
+@pytest.mark.usefixtures("subreaper")
+async def test_a_sweep_reads_the_workers_own_tree_not_the_machine() -> None:
+    # Issue #17: a sweep per run used to read every process of the machine. As the
+    # subreaper, the worker has every leftover below it, however deep.
+    marker = f"TASKINFA_AGENT_RUN={uuid.uuid4().hex}"
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(ORPHAN_WITH_CHILD)],
+        env={"PATH": os.environ["PATH"], "TASKINFA_AGENT_RUN": marker.split("=")[1]},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=10,
+    )
+    orphan_pid, grandchild = sorted(int(pid) for pid in done.stdout.split())
+    try:
+        snapshot = await anyio.to_thread.run_sync(reaper.sweep_scan)
+        seen = {s.info.pid for s in snapshot}
+        ours = {p.pid for p in psutil.Process().children(recursive=True)}
+        assert {orphan_pid, grandchild} <= seen
+        assert seen <= ours  # nothing outside the worker's tree was read
+        assert os.getppid() not in seen
+        assert 1 not in seen
+
+        assert await sweep_run(marker.encode(), -1, grace=0.2) == 2
+        assert gone(orphan_pid), state(orphan_pid)
+        assert gone(grandchild), state(grandchild)
+    finally:
+        for pid in (grandchild, orphan_pid):
+            if not gone(pid):
+                os.kill(pid, 9)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
+
+
+@pytest.mark.usefixtures("subreaper")
+def test_the_tree_read_skips_what_runs_below_a_live_agent() -> None:
+    # A live agent's own processes belong to its run; another run's sweep has no reason
+    # to read them (256 agents running while one ends would mean reading all of them).
+    agent = subprocess.Popen(
+        ["sh", "-c", "sleep 30 & wait"], start_new_session=True, stdout=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not psutil.Process(agent.pid).children() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        below = {p.pid for p in psutil.Process(agent.pid).children()}
+        assert below
+        whole = {s.info.pid for s in procfs.family()}
+        pruned = {s.info.pid for s in procfs.family(prune={agent.pid})}
+        assert below <= whole
+        assert agent.pid in whole
+        assert agent.pid not in pruned
+        assert not below & pruned
+    finally:
+        os.killpg(agent.pid, 9)
+        agent.wait(timeout=10)

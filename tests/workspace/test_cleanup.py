@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from taskinfa_worker.errors import WorkspaceError
+from taskinfa_worker.workspace.cleanup import remove_if_empty
 from taskinfa_worker.workspace.git import GitTimeoutError
 from taskinfa_worker.workspace.locks import FileLock
 from taskinfa_worker.workspace.safety import safe_name
@@ -243,3 +244,20 @@ async def test_file_lock_is_exclusive_and_survives_unlink_races(tmp_path: Path) 
     assert second.try_acquire()  # a new file, a new lock
     assert path.exists()
     second.release()
+
+
+def test_the_quick_removal_takes_only_empty_folders_inside_the_workspace(tmp_path: Path) -> None:
+    root = tmp_path / "workspaces"
+    empty, full = root / "tasks" / "empty", root / "tasks" / "full"
+    empty.mkdir(parents=True)
+    full.mkdir()
+    (full / "kept.txt").write_text("x")
+    assert remove_if_empty(empty, root)
+    assert not empty.exists()
+    assert not remove_if_empty(full, root)  # content: left for remove_tree, in a thread
+    assert (full / "kept.txt").exists()
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    with pytest.raises(WorkspaceError):
+        remove_if_empty(outside, root)
+    assert outside.exists()
