@@ -9,14 +9,16 @@ still override a profile (``options_for("v2", rate_limit=3)``):
   ``task_list_id`` honoured by ``/tasks/next``). The default, and what most tests use.
 - ``v1``: the worker-era release. No claim route, heartbeats but no comments, ``blocked``
   refused, ``/tasks/next`` ignores ``task_list_id``, ``total`` is the page's length, no
-  ``offset`` on ``GET /tasks``, no rate limit and no rate-limit headers.
+  ``offset`` on ``GET /tasks``, no rate limit and no rate-limit headers; ``started_at`` and
+  ``completed_at`` are set once, by the first move, and never again.
 - ``v2``: the current release. No claim route and no ``/workers`` routes, comments that
   require ``author`` and ``author_type``, ``blocked`` refused, ``/tasks/next`` ignores
   ``task_list_id`` and skips subtasks and tasks whose dependencies are not all ``done``
   (which its list answers mark ``is_blocked``), ``total`` is the page's length,
   ``POST /tasks`` creates in ``backlog``, 100 requests a minute per key on the task, project
   and agent routes (not the model choice) with a reset always a minute ahead, and the agent
-  routes: sessions, events, pending messages, llm-config (and its two setting routes).
+  routes: sessions, events, pending messages, llm-config (and its two setting routes);
+  ``started_at`` and ``completed_at`` set once, as on the worker-era release.
 """
 
 from __future__ import annotations
@@ -64,6 +66,10 @@ class BoardOptions:
     reset_a_minute_ahead: bool = False
     """True: ``X-RateLimit-Reset`` and ``Retry-After`` always say a full window, as v2 does,
     instead of the true time until a request leaves the window."""
+    timestamps_once: bool = False
+    """True: ``started_at`` is set by the first move to ``in_progress`` and ``completed_at`` by
+    the first to ``review`` or ``done``, and later moves keep them (both real releases);
+    False: every such move sets them, as API.md documents."""
     agent_routes: bool = False
     """True: ``/sessions``, ``/events``, ``/tasks/pending-messages`` and ``/llm-config``
     (with ``PATCH /llm-config/providers``, ``PATCH|DELETE /llm-config/session``)."""
@@ -81,6 +87,7 @@ _PROFILES: Final[dict[str, BoardOptions]] = {
         next_filters_task_list=False,
         exact_total=False,
         list_offset=False,
+        timestamps_once=True,
     ),
     "v2": BoardOptions(
         profile="v2",
@@ -97,6 +104,7 @@ _PROFILES: Final[dict[str, BoardOptions]] = {
         rate_limit_task_routes_only=True,
         reset_a_minute_ahead=True,
         agent_routes=True,
+        timestamps_once=True,
     ),
 }
 

@@ -212,7 +212,10 @@ async def _claim_task(request: web.Request) -> web.Response:
     bot_name = validation.claim(await _body(request))
     try:
         task = _store(request).claim_task(
-            request.match_info["task_id"], bot_name, workspace_id=_workspace(request)
+            request.match_info["task_id"],
+            bot_name,
+            workspace_id=_workspace(request),
+            timestamps_once=request.app[OPTIONS].timestamps_once,
         )
     except Conflict as conflict:
         return web.json_response(
@@ -230,7 +233,10 @@ async def _get_task(request: web.Request) -> web.Response:
 async def _update_task(request: web.Request) -> web.Response:
     fields = validation.task_patch(await _body(request), _statuses(request))
     task = _store(request).update_task(
-        request.match_info["task_id"], fields, workspace_id=_workspace(request)
+        request.match_info["task_id"],
+        fields,
+        workspace_id=_workspace(request),
+        timestamps_once=request.app[OPTIONS].timestamps_once,
     )
     return web.json_response({"task": task})
 

@@ -370,17 +370,30 @@ class BoardStore:
         return _task(row), project
 
     def claim_task(
-        self, task_id: str, bot_name: str, *, workspace_id: str = DEFAULT_WORKSPACE
+        self,
+        task_id: str,
+        bot_name: str,
+        *,
+        workspace_id: str = DEFAULT_WORKSPACE,
+        timestamps_once: bool = False,
     ) -> dict[str, Any]:
-        """Atomically assign a ``todo``, unassigned task. Conflict when someone has it."""
+        """Atomically assign a ``todo``, unassigned task. Conflict when someone has it.
+
+        ``timestamps_once``: as ``update_task``."""
         now = self.now()
+        stamps = (
+            "started_at = COALESCE(started_at, :now)"
+            if timestamps_once
+            else "started_at = :now, completed_at = NULL"
+        )
         with self._write() as db:
-            # The WHERE clause is the whole claim: the row matches only while free.
+            # The WHERE clause is the whole claim: the row matches only while free ({stamps}
+            # is one of two fixed strings).
             claimed = db.execute(
-                "UPDATE tasks SET assigned_to = ?, status = 'in_progress', started_at = ?, "
-                "completed_at = NULL, updated_at = ? "
-                "WHERE id = ? AND workspace_id = ? AND status = 'todo' AND assigned_to IS NULL",
-                (bot_name, now, now, task_id, workspace_id),
+                f"UPDATE tasks SET assigned_to = :bot, status = 'in_progress', {stamps}, "  # noqa: S608
+                "updated_at = :now WHERE id = :id AND workspace_id = :ws "
+                "AND status = 'todo' AND assigned_to IS NULL",
+                {"bot": bot_name, "now": now, "id": task_id, "ws": workspace_id},
             ).rowcount
             row = db.execute(SELECT_TASK_BY_ID, (task_id, workspace_id)).fetchone()
         if row is None:
@@ -390,13 +403,19 @@ class BoardStore:
         return _task(row)
 
     def update_task(
-        self, task_id: str, fields: dict[str, Any], *, workspace_id: str = DEFAULT_WORKSPACE
+        self,
+        task_id: str,
+        fields: dict[str, Any],
+        *,
+        workspace_id: str = DEFAULT_WORKSPACE,
+        timestamps_once: bool = False,
     ) -> dict[str, Any]:
         """Apply validated PATCH fields in one statement.
 
         Entering ``in_progress`` sets ``started_at`` (and clears ``completed_at``); entering
         ``review`` or ``done`` sets ``completed_at``. A PATCH that repeats the current
-        status leaves the timestamps alone.
+        status leaves the timestamps alone. ``timestamps_once`` (the real releases): each
+        is set only while still empty, so after the first run they never move again.
         """
         now = self.now()
         assignments = ["updated_at = :now"]
@@ -413,17 +432,8 @@ class BoardStore:
             assignments.append("priority_rank = :priority_rank")
             params["priority_rank"] = PRIORITY_RANK[fields["priority"]]
         if "status" in fields:
-            # In an UPDATE, `status` on the right-hand side is still the old value.
             params["status"] = fields["status"]
-            assignments += [
-                "status = :status",
-                "started_at = CASE WHEN :status = 'in_progress' AND status != 'in_progress' "
-                "THEN :now ELSE started_at END",
-                "completed_at = CASE "
-                "WHEN :status IN ('review', 'done') AND status NOT IN ('review', 'done') THEN :now "
-                "WHEN :status = 'in_progress' AND status != 'in_progress' THEN NULL "
-                "ELSE completed_at END",
-            ]
+            assignments += ["status = :status", *_timestamp_moves(timestamps_once)]
         with self._write() as db:
             changed = db.execute(
                 # Assignments name whitelisted columns only (PATCH_COLUMNS, fixed SQL).
@@ -705,3 +715,26 @@ def _worker(row: sqlite3.Row, now_epoch: float) -> dict[str, Any]:
         "last_heartbeat": row["last_heartbeat"],
         "total_tasks_completed": row["total_tasks_completed"],
     }
+
+
+def _timestamp_moves(once: bool) -> list[str]:
+    """The ``started_at``/``completed_at`` assignments of a PATCH that sets a status.
+
+    In an UPDATE, ``status`` on the right-hand side is still the old value. ``once``: the
+    real releases' COALESCE, so a task that ran and came back keeps its first timestamps.
+    """
+    if once:
+        return [
+            "started_at = CASE WHEN :status = 'in_progress' "
+            "THEN COALESCE(started_at, :now) ELSE started_at END",
+            "completed_at = CASE WHEN :status IN ('review', 'done') "
+            "THEN COALESCE(completed_at, :now) ELSE completed_at END",
+        ]
+    return [
+        "started_at = CASE WHEN :status = 'in_progress' AND status != 'in_progress' "
+        "THEN :now ELSE started_at END",
+        "completed_at = CASE "
+        "WHEN :status IN ('review', 'done') AND status NOT IN ('review', 'done') THEN :now "
+        "WHEN :status = 'in_progress' AND status != 'in_progress' THEN NULL "
+        "ELSE completed_at END",
+    ]

@@ -17,9 +17,18 @@ agent starts, a claimed task whose last run never ended is fenced:
   bound passes: two takeaway checks and a kill grace, time enough for a live worker with the
   same settings to notice and stop.
 
-Cheap when nothing happened: a task never started costs nothing, and one that ended properly
-costs one read of its comments. The fence protects across processes; within one process
-the dispatcher never claims a task this process still runs.
+Which tasks are checked cannot come from ``started_at``/``completed_at``: the real
+releases set each only the first time (``COALESCE``), so once a task has been in review its
+``completed_at`` stays later than its ``started_at`` through every run after. Any task that
+was ever started (``started_at`` set) or that came back (a run counted in ``loop_count`` or
+``error_count``, for a board that leaves ``started_at`` out) is checked.
+
+Cheap where nothing can be running: a task never started costs nothing. One that was costs
+one read of its comments, which the run's history reuses (a task that came back reads them
+anyway, ``history.py``), and one read of ``/workers`` or, on the current release, of the
+active sessions: one request more per re-run when its last run ended. The fence protects
+across processes; within one process the dispatcher never claims a task this process still
+runs.
 """
 
 from __future__ import annotations
@@ -41,7 +50,7 @@ from taskinfa_worker.client.models import (
     newest_first,
 )
 from taskinfa_worker.errors import BoardError
-from taskinfa_worker.pool.history import COMMENTS_READ
+from taskinfa_worker.pool.history import COMMENTS_READ, came_back
 from taskinfa_worker.pool.owner_mark import marked_owner
 from taskinfa_worker.pool.recovery import age, owning_worker
 from taskinfa_worker.pool.reporting import RELEASED, STARTED, STOPPED
@@ -52,10 +61,12 @@ _ENDINGS = (CommentType.SUMMARY, CommentType.ERROR)
 
 
 def may_still_run(offered: Task | None) -> bool:
-    """Whether the task was started and has not ended since (a fence may be needed)."""
-    if offered is None or offered.started_at is None:
-        return False
-    return offered.completed_at is None or offered.completed_at < offered.started_at
+    """Whether a run of the task may have begun (the fence's other signals must tell).
+
+    Not from ``completed_at`` against ``started_at``: real boards set both only once, so
+    they cannot say whether the latest run ended (module docstring).
+    """
+    return offered is not None and (offered.started_at is not None or came_back(offered))
 
 
 def unended_run(comments: Sequence[Comment]) -> str | None:

@@ -7,6 +7,7 @@ import aiohttp
 import pytest
 
 from taskinfa_worker.board import options_for
+from taskinfa_worker.board.store import format_timestamp
 from tests.board.http import call, iso
 from tests.board_support import BoardHandle, FakeClock, MakeBoard
 
@@ -435,3 +436,55 @@ async def test_v2_limits_projects_but_not_the_model_choice(
         config = await call(http, board, "GET", "/llm-config")
         assert config.status == 200
         assert "X-RateLimit-Limit" not in config.headers
+
+
+@pytest.mark.parametrize(("profile", "moves"), [("full", True), ("v1", False), ("v2", False)])
+async def test_real_releases_set_started_and_completed_only_the_first_time(
+    make_board: MakeBoard, http: aiohttp.ClientSession, profile: str, moves: bool
+) -> None:
+    # The real PATCH handler writes COALESCE(started_at, now): a task that reached review and
+    # was sent back keeps its first timestamps, so completed_at > started_at from then on.
+    clock = FakeClock()
+    board = await make_board(profile=profile, clock=clock)
+    task_path = f"/tasks/{board.create_task()['id']}"
+
+    async def move(status: str) -> dict[str, str | None]:
+        clock.advance(60)
+        reply = await call(http, board, "PATCH", task_path, {"status": status})
+        assert reply.status == 200, reply
+        return dict(reply.body["task"])
+
+    first = await move("in_progress")
+    assert first["started_at"] == format_timestamp(clock.now)
+    reviewed = await move("review")
+    assert reviewed["completed_at"] == format_timestamp(clock.now)
+    await move("todo")
+    again = await move("in_progress")
+    if moves:  # as API.md documents: the second run has its own start, no completion yet
+        assert (again["started_at"], again["completed_at"]) == (format_timestamp(clock.now), None)
+    else:
+        assert (again["started_at"], again["completed_at"]) == (
+            first["started_at"],
+            reviewed["completed_at"],
+        )
+        assert (await move("done"))["completed_at"] == reviewed["completed_at"]
+
+
+async def test_a_claim_keeps_the_first_start_where_timestamps_are_set_once(
+    make_board: MakeBoard, http: aiohttp.ClientSession
+) -> None:
+    # No real release has the claim route; a board that adds it keeps the same timestamps.
+    clock = FakeClock()
+    board = await make_board(claim_route=True, timestamps_once=True, clock=clock)
+    task = board.create_task()
+    claim = f"/tasks/{task['id']}/claim"
+    first = await call(http, board, "POST", claim, {"bot_name": "w"})
+    await call(http, board, "PATCH", f"/tasks/{task['id']}", {"status": "review"})
+    await call(
+        http, board, "PATCH", f"/tasks/{task['id']}", {"status": "todo", "assigned_to": None}
+    )
+    clock.advance(60)
+    second = await call(http, board, "POST", claim, {"bot_name": "w"})
+    assert second.status == 200, second
+    assert second.body["task"]["started_at"] == first.body["task"]["started_at"]
+    assert second.body["task"]["completed_at"] is not None

@@ -45,11 +45,14 @@ def test_every_kind_of_ending_ends_the_run() -> None:
     assert unended_run([start, note(2, "alpha-1", "Failed: x", "error"), second]) == "beta-1"
 
 
-def test_only_a_started_task_that_has_not_completed_since_may_still_run() -> None:
+def test_any_task_that_was_ever_started_or_came_back_may_still_run() -> None:
     task = Task(id="t", title="x", status="todo")
-    assert not may_still_run(task)
+    assert not may_still_run(task)  # never started: no fence, no request
+    assert not may_still_run(None)
     started = task.model_copy(update={"started_at": START})
     assert may_still_run(started)
-    assert not may_still_run(started.model_copy(update={"completed_at": START + timedelta(1)}))
-    assert may_still_run(started.model_copy(update={"completed_at": START - timedelta(1)}))
-    assert not may_still_run(None)
+    # Real boards keep the first completed_at: it says nothing about the latest run.
+    assert may_still_run(started.model_copy(update={"completed_at": START + timedelta(1)}))
+    # A board that leaves started_at out: the counted runs say the task ran before.
+    assert may_still_run(task.model_copy(update={"loop_count": 1}))
+    assert may_still_run(task.model_copy(update={"error_count": 1}))

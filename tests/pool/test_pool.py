@@ -427,6 +427,51 @@ async def test_a_persons_move_hands_a_task_to_another_process_without_overlap(
                 beta.kill()
 
 
+@pytest.mark.slow
+async def test_a_task_that_reached_review_before_is_handed_over_without_overlap_too(
+    any_board: BoardHandle, scene: Scene
+) -> None:
+    # The real releases set started_at and completed_at the first time only: once a task has
+    # been in review, completed_at > started_at for good, whatever runs it later. The fence
+    # must still see the second run when a person moves the task away in the middle of it.
+    board = any_board
+    env = process_env(board.url, board.api_key, scene)
+    del env["CANCEL_CHECK_INTERVAL"]  # alpha learns late (30 s) that its task is gone
+    async with BoardClient(board.url, SecretStr(board.api_key)) as client:
+        (task,) = await add_tasks(client, 1, title="fix it")
+        alpha = WorkerProcess({**env, "BOT_NAME": "alpha"}, [], scene.root / "alpha.log")
+        beta: WorkerProcess | None = None
+        try:
+
+            async def reviewed() -> bool:
+                return (await client.get_task(task.id)).status == "review"
+
+            await wait_for(reviewed, what="the first run to reach review")
+            # A person sends it back with more to do (the marker makes the next run last).
+            await client.update_task(
+                task.id, status="todo", assigned_to=None, title="fix it again [hang]"
+            )
+            await wait_for(lambda: len(scene.starts(task.id)) == 2, what="alpha's second run")
+            if board.options.timestamps_once:
+                again = await client.get_task(task.id)
+                assert again.started_at is not None
+                assert again.completed_at is not None
+                # Read as "ended" (seconds: on a quick first run both may be the same second).
+                assert again.completed_at >= again.started_at
+            beta = WorkerProcess({**env, "BOT_NAME": "beta"}, [], scene.root / "beta.log")
+            await client.update_task(task.id, status="todo", assigned_to=None)  # a person
+            await wait_for(lambda: len(scene.starts(task.id)) == 3, timeout=90, what="beta")
+            # Beta's agent started only after alpha's second one had stopped.
+            kinds = [e[0] for e in scene.entries() if e[1] == task.id]
+            assert kinds == ["start", "stop", "start", "stop", "start"], scene.entries()
+            assert "waiting up to" in beta.output()
+            assert (await client.get_task(task.id)).assigned_to == "beta-1"
+        finally:
+            alpha.kill()
+            if beta is not None:
+                beta.kill()
+
+
 async def test_a_stop_never_overwrites_the_notes_of_a_task_a_person_took_over(
     make_board: Any, scene: Scene
 ) -> None:

@@ -11,6 +11,7 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from taskinfa_worker.client.api import BoardClient
+from taskinfa_worker.pool.handover import wait_for_handover
 from taskinfa_worker.pool.offers import LIST_LIMIT, Offers
 from taskinfa_worker.pool.spacing import RetrySpacing
 from tests.board_support import BoardHandle, MakeBoard
@@ -234,3 +235,28 @@ async def test_a_persons_move_after_the_agent_ended_is_never_written_over(
         "Dana",
     )
     assert comments(board, task["id"]) == []  # no summary on a task that is not ours
+
+
+async def test_the_fence_costs_a_new_task_nothing_and_a_rerun_one_read_of_who_runs_what(
+    any_board: BoardHandle, scene: Scene
+) -> None:
+    board = any_board
+    async with recording(board.url) as (url, seen):
+        settings = worker_settings(url, board.api_key, scene)
+        async with BoardClient.from_settings(settings) as client:
+            new = await client.create_task("new", "default", status="todo")
+            ran = await client.create_task("ran before", "default", status="todo")
+            for status in ("in_progress", "review", "todo"):  # reached review, sent back
+                await client.update_task(ran.id, status=status)
+            # A worker that has been up a while knows which of these routes its board has.
+            await client.list_comments(ran.id)
+            await client.list_workers()
+            offered_new, offered_ran = await client.get_task(new.id), await client.get_task(ran.id)
+            seen.clear()
+            assert (await wait_for_handover(client, offered_new, settings, "me")).comments is None
+            assert seen == []
+            handover = await wait_for_handover(client, offered_ran, settings, "me")
+    assert handover.comments is not None  # the run's history reuses this read
+    who_runs_what = "GET /sessions" if board.options.agent_routes else "GET /workers"
+    comments_read = [f"GET /tasks/{ran.id}/comments"] if board.options.comments_route else []
+    assert [r.endpoint for r in seen] == [*comments_read, who_runs_what]
