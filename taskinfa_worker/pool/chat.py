@@ -233,7 +233,13 @@ class ChatDesk:
         """One look at the pending messages; False once the board has shown it has none."""
         if not self.active:
             return False
-        tasks = await self._client.chat.pending()
+        try:
+            tasks = await self._client.chat.pending()
+        except BoardError as exc:
+            # A board in trouble (a 5xx storm, the network down) is the next round's: it
+            # must not end the process, as it must not end any other upkeep loop.
+            logger.warning("looking for people's messages failed: {}", exc)
+            return True
         if tasks is None:
             return False
         waiting = [t.id for t in tasks if t.status in ANSWERABLE and not self._busy(t.id)]
