@@ -12,6 +12,12 @@ with the conversation before it in the prompt. Then:
   the mirror, pushed), and the task goes to ``review`` with the usual summary;
 - the agent failed, or the worker stopped while it ran: an ``error`` comment naming the
   message says so. The message is never tried again on its own: the person asks again.
+
+While the agent answers, the task is read every ``CANCEL_CHECK_INTERVAL`` (stretched by
+the budget, as the takeaway check is): a person who moves it out of its column (to
+``todo``, where any worker may claim it, or anywhere else) or deletes it stops the answer,
+and nothing of it is delivered. Another worker's handover fence waits for that stop: it
+takes the answer's claim for a run's start note and its error note for the run's end.
 """
 
 from __future__ import annotations
@@ -22,9 +28,10 @@ import anyio
 from loguru import logger
 
 from taskinfa_worker.agent import Agent, AgentJob, AgentOutcome
-from taskinfa_worker.client.api import BoardClient
+from taskinfa_worker.client.api import BoardClient, Lane
 from taskinfa_worker.client.models import CommentType, Project
 from taskinfa_worker.errors import AgentError, BoardError, WorkspaceError
+from taskinfa_worker.pool import budget
 from taskinfa_worker.pool.chat import ChatDesk, ChatTurn, reference
 from taskinfa_worker.pool.reporting import TaskReporter, server_has
 from taskinfa_worker.pool.retention import transcript_folder
@@ -33,6 +40,11 @@ from taskinfa_worker.workspace import Workspace, WorkspaceResult, Workspaces
 
 NO_ANSWER = "The agent finished without a word of answer."
 STOPPED = "The worker stopped while answering this message; nothing was changed. Ask again."
+MOVED = (
+    "The task left {column} while this message was answered (it is {status} now): the answer "
+    "was stopped and nothing was changed."
+)
+DELETED = "the task was deleted"
 ENDING_TIMEOUT = 30.0  # seconds a stopped answer's last comment may take
 
 
@@ -76,24 +88,56 @@ class ChatAnswers:
             self._scopes.add(scope)
             outcome: AgentOutcome | None = None
             result = WorkspaceResult()
+            moved: list[str] = []  # where a person moved the task while it was answered
             try:
                 with scope:
-                    outcome, result = await self._work(slot, turn)
+                    async with anyio.create_task_group() as group:
+                        group.start_soon(self._watch, turn, scope, moved)
+                        outcome, result = await self._work(slot, turn)
+                        group.cancel_scope.cancel()
             finally:
                 self._scopes.discard(scope)
                 with anyio.CancelScope(shield=True), anyio.move_on_after(ENDING_TIMEOUT):
-                    await self._report(slot, turn, outcome, result)
+                    await self._report(slot, turn, outcome, result, moved[0] if moved else None)
         answered = outcome is not None and outcome.success
         how = "answered" if answered else "could not answer"
         reason = "" if answered or outcome is None else f": {outcome.reason}"
         return answered, f"{slot} {how} {turn.message.author}'s message on {task.id}{reason}"
 
+    async def _watch(self, turn: ChatTurn, scope: anyio.CancelScope, moved: list[str]) -> None:
+        """Stop the answer once a person moved its task out of its column or deleted it."""
+        while True:
+            interval = budget.watch_interval(
+                self._settings.cancel_check_interval, 1, self._client.limiter
+            )
+            await anyio.sleep(budget.jittered(interval))
+            try:
+                now = await self._client.get_task(turn.task.id, lane=Lane.BACKGROUND)
+            except BoardError as exc:
+                logger.warning("the answer's check of {} failed: {}", turn.task.id, exc)
+                continue
+            if now is None or now.status != turn.task.status:
+                moved.append(DELETED if now is None else now.status)
+                logger.info("{}: {}; the answer stops", turn.task.id, moved[0])
+                scope.cancel()
+                return
+
     async def _report(
-        self, slot: str, turn: ChatTurn, outcome: AgentOutcome | None, result: WorkspaceResult
+        self,
+        slot: str,
+        turn: ChatTurn,
+        outcome: AgentOutcome | None,
+        result: WorkspaceResult,
+        moved: str | None = None,
     ) -> None:
         task, ref = turn.task, reference(turn.message.id)
         try:
-            if outcome is None:
+            if moved == DELETED:
+                pass  # a deleted task takes no comment
+            elif moved is not None:
+                text = f"{MOVED.format(column=task.status, status=moved)}\n\n{ref}"
+                await self._reporter.note(task, slot, text, CommentType.ERROR)
+            elif outcome is None:
                 await self._reporter.note(task, slot, f"{STOPPED}\n\n{ref}", CommentType.ERROR)
             elif not outcome.success:
                 why = outcome.reason.strip() or "the agent failed without saying why"

@@ -91,6 +91,12 @@ def _claimed(comment: Comment) -> re.Match[str] | None:
     return _CLAIM.match(comment.content.strip()) if comment.author_type != PERSON else None
 
 
+def claims_a_message(comment: Comment) -> bool:
+    """Whether ``comment`` is a worker's claim on a message: an answer starts with it, as a
+    run starts with its start note (the handover fence reads both)."""
+    return _claimed(comment) is not None
+
+
 def waiting_message(comments: Sequence[Comment]) -> Comment | None:
     """The person's newest ``human_message`` when nothing of a worker's came after it (and
     no worker has claimed it); None otherwise."""

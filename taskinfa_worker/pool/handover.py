@@ -50,6 +50,7 @@ from taskinfa_worker.client.models import (
     newest_first,
 )
 from taskinfa_worker.errors import BoardError
+from taskinfa_worker.pool.chat import claims_a_message
 from taskinfa_worker.pool.history import COMMENTS_READ, came_back
 from taskinfa_worker.pool.owner_mark import marked_owner
 from taskinfa_worker.pool.recovery import age, owning_worker
@@ -70,13 +71,15 @@ def may_still_run(offered: Task | None) -> bool:
 
 
 def unended_run(comments: Sequence[Comment]) -> str | None:
-    """The slot of the task's newest run when no ending note follows its start note."""
+    """The slot of the task's newest run when no ending note follows its start note. An
+    answer to a person's message counts as a run: its claim starts it, its reply or its
+    error note ends it (a person may send the task to ``todo`` while it is answered)."""
     for comment in newest_first(comments):
         if comment.author_type == "user":
             continue
         if _ends_a_run(comment):
             return None
-        if comment.content.startswith(STARTED):
+        if comment.content.startswith(STARTED) or claims_a_message(comment):
             return comment.author
     return None
 

@@ -36,7 +36,14 @@ def main() -> int:
         argv[argv.index("--prompt") + 1],
     )
     branch = git("rev-parse", "--abbrev-ref", "HEAD", cwd=tree)
-    record = {"task": task, "argv": argv, "prompt": prompt, "cwd": os.getcwd(), "branch": branch}
+    record = {
+        "task": task,
+        "argv": argv,
+        "prompt": prompt,
+        "cwd": os.getcwd(),
+        "branch": branch,
+        "pid": os.getpid(),
+    }
     with open(os.environ["FAKE_RECORD"], "a", encoding="utf-8") as out:
         out.write(json.dumps(record) + "\n")
     if MESSAGE_HEADING not in prompt:

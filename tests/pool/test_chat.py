@@ -35,7 +35,7 @@ from taskinfa_worker.pool.chat import (
     waiting_message,
 )
 from taskinfa_worker.pool.history import MESSAGE_CHARS
-from tests.agent.support import FAKE_CLAUDE
+from tests.agent.support import FAKE_CLAUDE, gone
 from tests.board_support import BoardHandle, MakeBoard
 from tests.pool.support import (
     Scene,
@@ -473,3 +473,30 @@ async def test_an_answer_stopped_by_a_shutdown_says_so_and_is_not_retried(
     assert note.content.startswith(STOPPED)
     assert pending == []
     assert not (scene.root / "logs" / "tester" / "chat-claims").read_text()
+
+
+async def test_a_task_moved_to_todo_while_answered_stops_the_answer_before_it_runs_again(
+    v2: BoardHandle, scene: Scene, record: Path
+) -> None:
+    """A person sends the task to todo while its message is answered: the answer stops with
+    a note, and the task's next run (another slot claims it at once) starts only after the
+    answer's agent is gone: its claim is a run's start to the handover fence."""
+    origin = make_origin(scene.root, {"README.md": "app\n"})
+    # A slow check: without the fence, the next run would start long before the answer's
+    # own check noticed the move.
+    settings = chat_settings(v2, scene, concurrency=2, cancel_check_interval=4.0)
+    async with running_pool(settings) as (_pool, client):
+        done = await reviewed_task(v2, client, origin)
+        message = await say(client, done.id, "[wait] Think it over.")
+        await wait_for(lambda: len(runs(record)) == 2, what="the answer's agent started")
+        answering = runs(record)[1]["pid"]
+        await client.update_task(done.id, status="todo", assigned_to=None)
+        await wait_for(lambda: len(runs(record)) == 3, what="the task's next run")
+        assert gone(answering)  # never two agents on the task at once
+        (note,) = await answered(client, done.id, message)
+        again = await task_in(client, done.id, "review")
+    assert note.comment_type == "error"
+    # in_progress by then, or still todo: the next run may have claimed it already
+    assert note.content.startswith("The task left review while this message was answered")
+    assert "## The message to answer" not in runs(record)[2]["prompt"]  # the task's own run
+    assert again.status == "review"
