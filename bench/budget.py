@@ -2,15 +2,15 @@
 
     python -m bench.budget
 
-Everything here uses the DEFAULT intervals (poll 5 s backing off to 60 s, heartbeats every
-10 s as the board asks, cancellation checks 30 s, lease sweeps 150 s) and runs at once,
-each configuration on its own board, so the whole part takes about four minutes:
+Everything here uses the DEFAULT intervals (the idle poll paced by its share of the key's
+budget, about every 4.5 s on a key of its own; heartbeats every 10 s as the board asks,
+cancellation checks 30 s, lease sweeps 150 s) and runs at once, each configuration on its
+own board, so the whole part takes about four minutes:
 
 - idle: pools of 1, 8, 32 and 64 slots (one process each), and the seed's layout of 8 and
   32 one-slot processes. Requests are counted at the board over the steady-state window
-  from 75 s after the last process started (the idle poll has backed off to 60 s by then)
-  to 185 s. Then one task is added to each board and its pickup time recorded (idle pickup
-  with the poll backed off, see also ``bench.latency``).
+  from 75 s after the last process started to 185 s. Then one task is added to each board
+  and its pickup time recorded (see also ``bench.latency``).
 - busy: one pool of 64 slots whose agents sleep, against a board limited to 100 requests a
   minute (the real server's limit), with the default RATE_LIMIT=100. Reported: the ramp
   until all 64 run, requests per minute once they do (over 110 s, longer than one

@@ -228,7 +228,8 @@ def budget_section(budget: dict[str, Any] | None) -> str:
         f"**{'met' if busy['max_requests_in_60s'] <= LIMIT else 'MISSED'}**",
     ]
     return (
-        "Idle, default intervals (poll 5 s → 60 s, heartbeat 10 s), each configuration on its "
+        "Idle, default intervals (the poll paced by the key's budget, a todo-list read every "
+        "~4.5 s; heartbeat 10 s), each configuration on its "
         f"own board, counted from {window[0]:.0f} s to {window[1]:.0f} s after start:\n\n"
         + idle
         + "\n\n64 busy slots against a board limited to 100 requests a minute:\n\n"

@@ -194,19 +194,15 @@ def board_view(
     store: BoardStore, options: BoardOptions, workspace: str, version: int
 ) -> dict[str, Any]:
     """Everything the page draws, at ``version`` (or a little later, never earlier)."""
-    tasks, total = store.list_tasks(workspace_id=workspace, limit=PAGE_TASKS)
+    cards, total = store.list_cards(CARD_FIELDS, workspace_id=workspace, limit=PAGE_TASKS)
     projects = {p["id"]: p for p in store.list_task_lists(workspace_id=workspace)}
     workers = store.list_workers(workspace_id=workspace)[0] if options.heartbeat_route else None
     comments = store.comment_counts(workspace_id=workspace)
-    cards = []
-    for task in tasks:
-        repository = (projects.get(task["task_list_id"]) or {}).get("repository_url")
-        card = {name: task[name] for name in CARD_FIELDS}
-        card["files_changed"] = len(task["files_changed"])
-        card["comments"] = comments.get(task["id"], 0)  # an open card rereads when it moves
-        card["show_work"] = show_work_command(task["branch_name"], repository)
-        card["branch_url"] = branch_url(task["branch_name"], repository)
-        cards.append(card)
+    for card in cards:
+        repository = (projects.get(card["task_list_id"]) or {}).get("repository_url")
+        card["comments"] = comments.get(card["id"], 0)  # an open card rereads when it moves
+        card["show_work"] = show_work_command(card["branch_name"], repository)
+        card["branch_url"] = branch_url(card["branch_name"], repository)
     return {
         "version": version,
         "now": store.now(),
