@@ -3,7 +3,7 @@
     python -m bench.budget
 
 Everything here uses the DEFAULT intervals (the idle poll paced by its share of the key's
-budget, about every 4.5 s on a key of its own; heartbeats every 10 s as the board asks,
+budget, about every 3.5 s on a key of its own; heartbeats every 10 s as the board asks,
 cancellation checks 30 s, lease sweeps 150 s) and runs at once, each configuration on its
 own board, so the whole part takes about four minutes:
 

@@ -229,7 +229,7 @@ def budget_section(budget: dict[str, Any] | None) -> str:
     ]
     return (
         "Idle, default intervals (the poll paced by the key's budget, a todo-list read every "
-        "~4.5 s; heartbeat 10 s), each configuration on its "
+        "~3.5 s; heartbeat 10 s), each configuration on its "
         f"own board, counted from {window[0]:.0f} s to {window[1]:.0f} s after start:\n\n"
         + idle
         + "\n\n64 busy slots against a board limited to 100 requests a minute:\n\n"
@@ -441,7 +441,7 @@ def latency_section(fast: dict[str, Any] | None, idle: dict[str, Any] | None) ->
             ]
         )
 
-    default = "default poll (paced: 15 % of the key, POLL_INTERVAL=2 at least)"
+    default = "default poll (paced: 18 % of the key, POLL_INTERVAL=2 at least)"
     small = "POLL_INTERVAL=0.5, MAX_POLL_INTERVAL=2"
     add("idle: todo → claim", default, (idle or {}).get("idle_default"))
     add("idle: todo → claim", small, (fast or {}).get("idle_small"))
@@ -793,7 +793,7 @@ Node.js process with memory of its own, and tasks take minutes, not milliseconds
 Idle: the worker had been idle for a while (85 s + 0–60 s with the default poll; 5 s +
 0–3 s with the small one), then one task was created. The default poll no longer backs off
 (it used to double from 5 s to 60 s: a task then waited 30.8 s at the median and 54 s at
-worst); it spends its part of the key's idle-poll share, a poll every ~4.5 s on a key of its
+worst); it spends its part of the key's idle-poll share, a poll every ~3.5 s on a key of its
 own. Busy: every
 slot busy and tasks waiting; a freed slot claims at once (the dispatcher is woken by the
 task's end, no poll wait). Budget-bound: with 0.3 s tasks a 4-slot pool needs about

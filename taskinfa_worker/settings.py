@@ -142,7 +142,7 @@ class Settings(BaseSettings):
         2.0,
         group="Pool",
         help="Shortest time between polls while idle (seconds), and how long one read of the "
-        "todo list feeds claims. Idle polls spend 15 percent of the key's budget, shared by "
+        "todo list feeds claims. Idle polls spend 18 percent of the key's budget, shared by "
         "every process on the key.",
     )
     max_poll_interval: PositiveSeconds = setting(
