@@ -50,16 +50,7 @@ def test_ctrl_c_ends_the_demo_after_the_drain(tmp_path: Path) -> None:
     """Ctrl-C in a terminal reaches the demo and its worker (one process group): the worker
     drains, and the demo stops there instead of starting a second worker on what is left."""
     folder = tmp_path / "demo"
-    env = {**os.environ, "TASKINFA_DEMO_DIR": str(folder), "DEMO_AGENT_PAUSE": "0.5"}
-    env.pop("ANTHROPIC_API_KEY", None)
-    demo = subprocess.Popen(
-        [sys.executable, str(DEMO)],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    demo = start_demo(tmp_path, folder)
     try:
         assert demo.stdout is not None
         seen = []
@@ -86,16 +77,7 @@ def test_a_killed_demo_takes_its_board_along(tmp_path: Path) -> None:
     """A demo SIGKILLed while it runs (a timeout, a closed terminal) runs no cleanup; the
     board, in a session of its own so that Ctrl-C does not reach it, must still go."""
     folder = tmp_path / "demo"
-    env = {**os.environ, "TASKINFA_DEMO_DIR": str(folder), "DEMO_AGENT_PAUSE": "0.5"}
-    env.pop("ANTHROPIC_API_KEY", None)
-    demo = subprocess.Popen(
-        [sys.executable, str(DEMO)],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    demo = start_demo(tmp_path, folder)
     try:
         assert demo.stdout is not None
         first = demo.stdout.readline()  # printed once the board answers
@@ -116,3 +98,17 @@ def on_folder(folder: Path) -> list[int]:
         for p in psutil.process_iter(["pid", "cmdline"])
         if any(str(folder) in part for part in (p.info["cmdline"] or []))
     ]
+
+
+def start_demo(cwd: Path, folder: Path) -> subprocess.Popen[str]:
+    """The demo in a session of its own (as a terminal would run it), its output piped."""
+    env = {**os.environ, "TASKINFA_DEMO_DIR": str(folder), "DEMO_AGENT_PAUSE": "0.5"}
+    env.pop("ANTHROPIC_API_KEY", None)
+    return subprocess.Popen(
+        [sys.executable, str(DEMO)],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )

@@ -21,8 +21,9 @@ from taskinfa_worker.board.agent_store import (
     SESSION_STATUSES,
     AgentRecords,
 )
-from taskinfa_worker.board.llm_store import PROVIDERS, SESSION_TYPES, UNCHANGED, LlmRecords
+from taskinfa_worker.board.llm_store import UNCHANGED, LlmRecords
 from taskinfa_worker.board.problems import Invalid
+from taskinfa_worker.client.llm_config import PROVIDERS, SESSION_TYPES
 
 RECORDS: Final = web.AppKey("agent_records", AgentRecords)
 LLM: Final = web.AppKey("llm_records", LlmRecords)

@@ -15,16 +15,6 @@ from typing import Any, Final
 
 from taskinfa_worker.board.store import DEFAULT_WORKSPACE, BoardStore
 
-PROVIDERS: Final = ("anthropic", "ollama", "lmstudio", "openrouter", "litellm", "custom")
-SESSION_TYPES: Final = (
-    "task",
-    "ai_review",
-    "fix_review",
-    "testing",
-    "fix_test_failure",
-    "refinement",
-    "message",
-)
 UNCHANGED: Final[Any] = object()
 """A provider field not given: an update leaves it as it is (a new row gets NULL)."""
 
