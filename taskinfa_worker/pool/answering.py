@@ -22,8 +22,6 @@ takes the answer's claim for a run's start note and its error note for the run's
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import anyio
 from loguru import logger
 
@@ -34,7 +32,7 @@ from taskinfa_worker.errors import AgentError, BoardError, WorkspaceError
 from taskinfa_worker.pool import budget
 from taskinfa_worker.pool.chat import ChatDesk, ChatTurn, reference
 from taskinfa_worker.pool.reporting import TaskReporter, server_has
-from taskinfa_worker.pool.retention import transcript_folder
+from taskinfa_worker.pool.retention import transcript_path
 from taskinfa_worker.settings import Settings
 from taskinfa_worker.workspace import Workspace, WorkspaceResult, Workspaces
 
@@ -197,8 +195,6 @@ class ChatAnswers:
         resume: bool,
     ) -> AgentOutcome:
         task = turn.task
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        transcript = transcript_folder(self._settings.bot_log_dir, task.id)
         job = AgentJob(
             task=task,
             project=project,
@@ -206,7 +202,9 @@ class ChatAnswers:
             branch=workspace.branch,
             slot=slot,
             attempt=task.error_count + 1,
-            transcript_path=transcript / f"answer-{turn.message.id}-{stamp}.jsonl",
+            transcript_path=transcript_path(
+                self._settings.bot_log_dir, task.id, f"answer-{turn.message.id}"
+            ),
             messages=turn.before,
             question=turn.message,
             continues=workspace.continues,

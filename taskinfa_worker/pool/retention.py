@@ -20,6 +20,7 @@ import contextlib
 import re
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
@@ -27,13 +28,20 @@ from loguru import logger
 
 from taskinfa_worker.pool.registry import RunningTasks
 
-__all__ = ["LogRetention", "transcript_folder"]
+__all__ = ["LogRetention", "transcript_folder", "transcript_path"]
 
 
 def transcript_folder(bot_log_dir: Path, task_id: str) -> Path:
     """Where a task's transcripts go: one folder per task, its id made safe as a name."""
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", task_id)[:100].strip(".")
     return bot_log_dir / (name or "task")
+
+
+def transcript_path(bot_log_dir: Path, task_id: str, kind: str) -> Path:
+    """A new transcript of the task: ``kind`` (``attempt-2``, ``answer-<message>``) and the
+    time it starts, so that the retention sweep and a reader find them in order."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return transcript_folder(bot_log_dir, task_id) / f"{kind}-{stamp}.jsonl"
 
 
 @dataclass(frozen=True)

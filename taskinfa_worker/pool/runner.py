@@ -13,9 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from enum import Enum
-from pathlib import Path
 from typing import Protocol
 
 import anyio
@@ -41,7 +39,7 @@ from taskinfa_worker.pool.ownership import OwnershipReads
 from taskinfa_worker.pool.progress import ProgressReporter
 from taskinfa_worker.pool.registry import Claimed, RunningTask, RunningTasks, StopKind
 from taskinfa_worker.pool.reporting import TaskReporter
-from taskinfa_worker.pool.retention import transcript_folder
+from taskinfa_worker.pool.retention import transcript_path
 from taskinfa_worker.settings import Settings
 from taskinfa_worker.workspace import Workspace, WorkspaceResult, Workspaces
 
@@ -299,7 +297,9 @@ class TaskRunner:
             branch=workspace.branch,
             slot=slot,
             attempt=attempt,
-            transcript_path=self._transcript_path(task, attempt),
+            transcript_path=transcript_path(
+                self._settings.bot_log_dir, task.id, f"attempt-{attempt}"
+            ),
             previous_error=history.previous_error,
             messages=history.people,
             continues=workspace.continues,
@@ -331,11 +331,6 @@ class TaskRunner:
             self._client.limiter,
             1 + self._events.requests_per_progress(),
         )
-
-    def _transcript_path(self, task: Task, attempt: int) -> Path:
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        folder = transcript_folder(self._settings.bot_log_dir, task.id)
-        return folder / f"attempt-{attempt}-{stamp}.jsonl"
 
     async def _still_ours(self, task: Task, slot: str) -> bool:
         """Read the task back before writing its ending over a person's change (one read
