@@ -71,6 +71,10 @@ def _new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(8)}"
 
 
+# How the board lists tasks (GET /tasks and the kanban page's cards alike).
+BOARD_ORDER: Final = '"order", created_at, rowid'
+
+
 class BoardStore:
     """The board's data in one SQLite file. Thread-safe; every method is short."""
 
@@ -505,7 +509,7 @@ class BoardStore:
             # `listed` holds checked column names only; the values are bound.
             rows = self._db.execute(
                 f"SELECT {listed}, json_array_length(files_changed) AS files_changed "  # noqa: S608
-                'FROM tasks WHERE workspace_id = ? ORDER BY "order", created_at, rowid LIMIT ?',
+                f"FROM tasks WHERE workspace_id = ? ORDER BY {BOARD_ORDER} LIMIT ?",
                 (workspace_id, limit),
             ).fetchall()
         return [dict(row) for row in rows], int(total)
@@ -544,8 +548,7 @@ class BoardStore:
                 params,
             ).fetchone()
             rows = self._db.execute(
-                f"{SELECT_TASK} WHERE {condition} "
-                'ORDER BY "order", created_at, rowid LIMIT ? OFFSET ?',
+                f"{SELECT_TASK} WHERE {condition} ORDER BY {BOARD_ORDER} LIMIT ? OFFSET ?",
                 [*params, limit, offset],
             ).fetchall()
             blocked = self._blocked([row["id"] for row in rows]) if mark_blocked else set()
