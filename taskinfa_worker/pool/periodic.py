@@ -5,7 +5,8 @@ interval asked anew before every round, because the shared budget stretches it a
 busy. The period counts from the start of a round: a round that spends a while in the rate
 limiter must not push the next one past what the board expects (a heartbeat past the
 board's offline threshold). A round that returns False says the board lacks its route; the
-loop then ends with one line in the log.
+loop then ends with one line in the log. A round that meets a board error is logged and the
+loop goes on.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 import anyio
 from loguru import logger
 
+from taskinfa_worker.errors import BoardError
 from taskinfa_worker.pool.budget import jittered
 
 
@@ -33,7 +35,14 @@ async def run_upkeep(loop: Upkeep) -> None:
     while True:
         await anyio.sleep(max(0.0, next_round - anyio.current_time()))
         started = anyio.current_time()
-        if not await loop.round():
+        try:
+            supported = await loop.round()
+        except BoardError as exc:
+            # A board in trouble (a 5xx storm, the network down) is the next round's: no
+            # upkeep loop may end the process on it. A refused key is no BoardError.
+            logger.warning("{} failed: {}", loop.name, exc)
+            supported = True
+        if not supported:
             if loop.unsupported:
                 logger.info("{}", loop.unsupported)
             return
