@@ -30,6 +30,8 @@ LLM_SESSION: Final = "/llm-config/session"
 
 TASK_SESSION: Final = "task"
 """The kind of session a task's run is (the release's orchestrator uses it for those)."""
+MESSAGE_SESSION: Final = "message"
+"""The kind of session an answer to a person's message is (as the orchestrator's)."""
 ANTHROPIC: Final = "anthropic"
 """The provider that means "Anthropic itself, with the runner's own key"."""
 PROVIDERS: Final = ("anthropic", "ollama", "lmstudio", "openrouter", "litellm", "custom")
@@ -40,7 +42,7 @@ SESSION_TYPES: Final = (
     "testing",
     "fix_test_failure",
     "refinement",
-    "message",
+    MESSAGE_SESSION,
 )
 M = TypeVar("M", bound=WireModel)
 UNSET: Final[Any] = object()

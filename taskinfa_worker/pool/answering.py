@@ -22,17 +22,23 @@ takes the answer's claim for a run's start note and its error note for the run's
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import anyio
 from loguru import logger
 
 from taskinfa_worker.agent import Agent, AgentJob, AgentOutcome
 from taskinfa_worker.client.api import BoardClient, Lane
-from taskinfa_worker.client.models import CommentType, Project
-from taskinfa_worker.errors import AgentError, BoardError, WorkspaceError
+from taskinfa_worker.client.llm_config import MESSAGE_SESSION
+from taskinfa_worker.client.models import CommentType
+from taskinfa_worker.errors import BoardError
 from taskinfa_worker.pool import budget
 from taskinfa_worker.pool.chat import ChatDesk, ChatTurn, reference
+from taskinfa_worker.pool.model_choice import ModelChoices
 from taskinfa_worker.pool.reporting import TaskReporter, server_has
 from taskinfa_worker.pool.retention import transcript_path
+from taskinfa_worker.pool.runner import BOARD_FIX
+from taskinfa_worker.pool.workspace_run import fault_outcome, run_agent, run_in_workspace
 from taskinfa_worker.settings import Settings
 from taskinfa_worker.workspace import Workspace, WorkspaceResult, Workspaces
 
@@ -43,7 +49,20 @@ MOVED = (
     "was stopped and nothing was changed."
 )
 DELETED = "the task was deleted"
+WORKER_AT_FAULT = (
+    "The worker {slot} could not answer this message, through its own fault, not the task's "
+    "({why}); nothing was changed. Ask again once its operator has fixed it."
+)
 ENDING_TIMEOUT = 30.0  # seconds a stopped answer's last comment may take
+
+
+@dataclass(frozen=True)
+class AnswerEnd:
+    """How an answer ended, for the pool's counts and the answer's session."""
+
+    answered: bool  # the person got an answer
+    line: str  # how it went, in a line
+    worker_fault: str = ""  # the worker's own fault and its fix, when that stopped it
 
 
 class ChatAnswers:
@@ -57,8 +76,10 @@ class ChatAnswers:
         workspaces: Workspaces,
         reporter: TaskReporter,
         desk: ChatDesk,
+        models: ModelChoices,
     ) -> None:
         self._settings = settings
+        self._models = models
         self._client = client
         self._agent = agent
         self._workspaces = workspaces
@@ -74,10 +95,8 @@ class ChatAnswers:
         for scope in self._scopes:
             scope.cancel()
 
-    async def answer(self, slot: str, turn: ChatTurn) -> tuple[bool, str]:
-        """Answer ``turn`` in ``slot``; whatever happens, the board hears how it ended.
-        Returns whether the person got an answer, and how it went in a line (for the
-        answer's session)."""
+    async def answer(self, slot: str, turn: ChatTurn) -> AnswerEnd:
+        """Answer ``turn`` in ``slot``; whatever happens, the board hears how it ended."""
         task = turn.task
         with logger.contextualize(slot=slot, task_id=task.id):
             scope = anyio.CancelScope()
@@ -99,8 +118,14 @@ class ChatAnswers:
                     await self._report(slot, turn, outcome, result, moved[0] if moved else None)
         answered = outcome is not None and outcome.success
         how = "answered" if answered else "could not answer"
-        reason = "" if answered or outcome is None else f": {outcome.reason}"
-        return answered, f"{slot} {how} {turn.message.author}'s message on {task.id}{reason}"
+        reason = "" if answered or outcome is None else outcome.reason
+        line = f"{slot} {how} {turn.message.author}'s message on {task.id}"
+        fault = "" if outcome is None else outcome.worker_fault
+        return AnswerEnd(
+            answered,
+            f"{line}: {reason}" if reason else line,
+            f"{reason} (fix: {fault})" if fault else "",
+        )
 
     async def _watch(self, turn: ChatTurn, scope: anyio.CancelScope, moved: list[str]) -> None:
         """Stop the answer once a person moved its task out of its column or deleted it."""
@@ -137,6 +162,10 @@ class ChatAnswers:
                 await self._reporter.note(task, slot, text, CommentType.ERROR)
             elif outcome is None:
                 await self._reporter.note(task, slot, f"{STOPPED}\n\n{ref}", CommentType.ERROR)
+            elif outcome.worker_fault:
+                why = outcome.reason.strip().rstrip(".")
+                text = f"{WORKER_AT_FAULT.format(slot=slot, why=why)}\n\n{ref}"
+                await self._reporter.note(task, slot, text, CommentType.ERROR)
             elif not outcome.success:
                 why = outcome.reason.strip() or "the agent failed without saying why"
                 text = f"Could not answer this message: {why}\n\n{ref}"
@@ -159,58 +188,33 @@ class ChatAnswers:
 
     async def _work(self, slot: str, turn: ChatTurn) -> tuple[AgentOutcome, WorkspaceResult]:
         task = turn.task
+        project_id = task.task_list_id
         try:
-            project = await self._project(task.task_list_id)
-            workspace = await self._workspaces.prepare(task, project)
-        except (WorkspaceError, BoardError, OSError) as exc:
-            return AgentOutcome(success=False, reason=f"Workspace: {exc}"), WorkspaceResult()
-        try:
-            outcome = await self._run_agent(slot, turn, project, workspace, resume=True)
-            if outcome.resume_not_found:
-                logger.info("the Claude session to resume is gone; answering afresh")
-                outcome = await self._run_agent(slot, turn, project, workspace, resume=False)
-            if not outcome.success:
-                return outcome, WorkspaceResult()
-            try:
-                return outcome, await self._workspaces.finish(workspace, task)
-            except WorkspaceError as exc:
-                reason = f"the agent answered, but its work could not be saved: {exc}"
-                return AgentOutcome(success=False, reason=reason), WorkspaceResult()
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self._workspaces.discard(workspace)
+            project = await self._client.get_task_list(project_id) if project_id else None
+        except BoardError as exc:
+            # The board's fault, not the task's: as a task's run counts the board's failures.
+            reason = f"the task's project was not read: {exc}"
+            return fault_outcome(reason, BOARD_FIX), WorkspaceResult()
+        # The dashboard's choice for answers to messages, as its own orchestrator applies it.
+        route = await self._models.route_for(project_id, MESSAGE_SESSION)
 
-    async def _project(self, task_list_id: str | None) -> Project | None:
-        if not task_list_id:
-            return None
-        return await self._client.get_task_list(task_list_id)
+        async def run(workspace: Workspace, fresh: bool) -> AgentOutcome:
+            job = AgentJob(
+                task=task,
+                project=project,
+                workspace=workspace.path,
+                branch=workspace.branch,
+                slot=slot,
+                attempt=task.error_count + 1,
+                transcript_path=transcript_path(
+                    self._settings.bot_log_dir, task.id, f"answer-{turn.message.id}"
+                ),
+                messages=turn.before,
+                question=turn.message,
+                continues=workspace.continues,
+                resume_session_id=None if fresh else task.claude_session_id,
+                route=route,
+            )
+            return await run_agent(self._agent, job)
 
-    async def _run_agent(
-        self,
-        slot: str,
-        turn: ChatTurn,
-        project: Project | None,
-        workspace: Workspace,
-        *,
-        resume: bool,
-    ) -> AgentOutcome:
-        task = turn.task
-        job = AgentJob(
-            task=task,
-            project=project,
-            workspace=workspace.path,
-            branch=workspace.branch,
-            slot=slot,
-            attempt=task.error_count + 1,
-            transcript_path=transcript_path(
-                self._settings.bot_log_dir, task.id, f"answer-{turn.message.id}"
-            ),
-            messages=turn.before,
-            question=turn.message,
-            continues=workspace.continues,
-            resume_session_id=task.claude_session_id if resume else None,
-        )
-        try:
-            return await self._agent.run(job)
-        except AgentError as exc:
-            return AgentOutcome(success=False, reason=f"the agent could not start: {exc}")
+        return await run_in_workspace(self._workspaces, task, project, run)

@@ -6,9 +6,12 @@ The dashboard lists the tasks whose newest comment is a person's ``human_message
 taskinfa-worker: one of a run's notes (its start, summary, failure, release or stop; an
 earlier answer's claim) is among its recent comments. That holds across replicas and
 restarts, whose names differ: any process on the key may answer, and exactly one does.
-Tasks only Taskinfa's own orchestrator ran carry no such note and are left to it. Tasks in
-``todo`` or ``in_progress`` wait: the next run (or the run in progress, when it ends) has
-the message in its prompt's history instead.
+Tasks only Taskinfa's own orchestrator ran carry no such note and are left to it. A task
+in ``todo`` waits: its next run has the message in its prompt's history. A message written
+while the task runs here is not in that run's prompt, and the run's summary, posted after
+it, hides it from the list; so when a run ends in an answerable column, its slot reads the
+comments once more and answers a message the run never saw (``after_run``) before it claims
+anything else.
 
 Never two answers to one message. The real release has no atomic way to take anything, so
 the claim is a comment:
@@ -53,7 +56,9 @@ from taskinfa_worker.pool.history import (
     COMMENTS_READ,
     MESSAGES_CHARS,
     PERSON,
+    TaskHistory,
     cut_message,
+    delivers_a_round,
 )
 from taskinfa_worker.pool.reporting import RUN_NOTES
 
@@ -109,12 +114,40 @@ def waiting_message(comments: Sequence[Comment]) -> Comment | None:
     for comment in newest:
         if comment.author_type == PERSON:
             continue
-        claim = _claimed(comment)
-        if claim is not None and claim["id"] == message.id:
-            return None
-        if _stamp(comment) > _stamp(message) or reference(message.id) in comment.content:
-            return None  # a run or an answer came after it
+        if _settles(comment, message) or _stamp(comment) > _stamp(message):
+            return None  # claimed, answered, or a run came after it
     return message
+
+
+def unseen_message(comments: Sequence[Comment], history: TaskHistory) -> Comment | None:
+    """The person's newest ``human_message`` when the run that read ``history`` at its start
+    never saw it and no worker has claimed or answered it; None otherwise.
+
+    Unseen: not among the prompt's messages, and no round of the task's work was delivered
+    after it before this run began (a message the run read at its start but left out of its
+    prompt was for that round). A message written while the run went on was not read."""
+    newest = newest_first(comments)
+    message = next(
+        (c for c in newest if c.author_type == PERSON and c.comment_type == HUMAN_MESSAGE), None
+    )
+    if message is None or message.id in {c.id for c in history.people}:
+        return None
+    if any(_settles(c, message) for c in comments):
+        return None
+    for before in history.known or ():
+        if delivers_a_round(before) and _stamp(before) > _stamp(message):
+            return None
+    return message
+
+
+def _settles(comment: Comment, message: Comment) -> bool:
+    """Whether ``comment`` is a worker's claim on ``message`` or a reply naming it."""
+    if comment.author_type == PERSON:
+        return False
+    claim = _claimed(comment)
+    return (claim is not None and claim["id"] == message.id) or reference(
+        message.id
+    ) in comment.content
 
 
 def ran_here(comments: Sequence[Comment]) -> bool:
@@ -261,16 +294,32 @@ class ChatDesk:
                 return turn
         return None
 
-    async def _claim(self, slot: str, task_id: str) -> ChatTurn | None:
-        task = await self._client.get_task(task_id)
-        if task is None or task.status not in ANSWERABLE or self._busy(task_id):
+    async def after_run(self, slot: str, task_id: str, history: TaskHistory) -> ChatTurn | None:
+        """The message a run that just ended never saw (``history``: what it read at its
+        start), claimed for ``slot``; None when there is none (one read of the comments)."""
+        if not self.active:
             return None
+        try:
+            return await self._claim(slot, task_id, lambda c: unseen_message(c, history))
+        except BoardError as exc:
+            logger.warning("a message written while {} ran was not taken up: {}", task_id, exc)
+            return None
+
+    async def _claim(
+        self,
+        slot: str,
+        task_id: str,
+        pick: Callable[[Sequence[Comment]], Comment | None] = waiting_message,
+    ) -> ChatTurn | None:
         page = await self._client.list_comments(task_id, limit=COMMENTS_READ)
-        message = waiting_message(page.comments)
+        message = pick(page.comments)
         if message is None:
             return None
         if not ran_here(page.comments):
             logger.debug("{}: a message on a task no taskinfa-worker ran; left alone", task_id)
+            return None
+        task = await self._client.get_task(task_id)
+        if task is None or task.status not in ANSWERABLE or self._busy(task_id):
             return None
         # Noted before it is posted: a kill between the two must not leave a claim
         # nobody settles.

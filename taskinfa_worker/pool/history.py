@@ -5,14 +5,16 @@ its story in its comments. One read of them gives the next run both things it ne
 
 - the newest error report, for the retry's prompt (from the notes of the failed attempt
   when its comment was lost);
-- what people (``author_type: user``) wrote since the last run ended (the worker's newest
-  summary or error comment), oldest first, so "also handle the empty case" reaches the
-  agent. They are bounded: each message is cut, and only the newest fit the total.
+- what people (``author_type: user``) wrote since the task's work was last delivered (the
+  worker's newest summary comment), oldest first, so "also handle the empty case" reaches
+  the agent. A failed attempt does not close them: the retry does the same work, and a
+  message written while the failed attempt ran never reached it. They are bounded: each
+  message is cut, and only the newest fit the total.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from loguru import logger
 
@@ -24,7 +26,6 @@ COMMENTS_READ = 50
 MESSAGE_CHARS = 2000
 MESSAGES_CHARS = 6000
 PERSON = "user"
-_RUN_ENDINGS = (CommentType.SUMMARY, CommentType.ERROR)
 CHAT_REPLY = "(re: "
 """How a worker's answer to a person's chat message names it (``chat.py``): such a reply
 is part of the conversation, not the end of a run, so people's messages before it still
@@ -35,12 +36,25 @@ reach the task's next run."""
 class TaskHistory:
     previous_error: str | None = None
     people: tuple[Comment, ...] = ()  # oldest first
+    known: tuple[Comment, ...] | None = None
+    """Every comment read at the run's start (None when none were read): what was on the
+    board before the run, so its end can tell a message written while it ran (``chat.py``)."""
 
 
 def cut_message(text: str) -> str:
     """One person's message as a prompt may carry it: at most ``MESSAGE_CHARS``, marked."""
     content = text.strip()
     return content if len(content) <= MESSAGE_CHARS else content[:MESSAGE_CHARS] + " … [cut]"
+
+
+def delivers_a_round(comment: Comment) -> bool:
+    """Whether ``comment`` is the summary of a run that delivered the task's work (a chat
+    reply is not: it answers, the task's work goes on)."""
+    return (
+        comment.author_type != PERSON
+        and comment.comment_type == CommentType.SUMMARY
+        and CHAT_REPLY not in comment.content
+    )
 
 
 def came_back(task: Task) -> bool:
@@ -55,7 +69,7 @@ async def read_history(
     ``known``: the task's comments as just read by someone else (the handover fence), so
     they are not read twice."""
     if not came_back(task):
-        return TaskHistory()
+        return TaskHistory(known=None if known is None else tuple(known.comments))
     page = known
     if page is None:
         try:
@@ -63,7 +77,7 @@ async def read_history(
         except BoardError as exc:
             logger.warning("the history of {} was not read: {}", task.id, exc)
             page = CommentPage()
-    return history_of(page.comments, task)
+    return replace(history_of(page.comments, task), known=tuple(page.comments))
 
 
 def history_of(comments: list[Comment], task: Task | None = None) -> TaskHistory:
@@ -74,12 +88,8 @@ def history_of(comments: list[Comment], task: Task | None = None) -> TaskHistory
     people: list[Comment] = []
     room = MESSAGES_CHARS
     for comment in newest:
-        if (
-            comment.author_type != PERSON
-            and comment.comment_type in _RUN_ENDINGS
-            and CHAT_REPLY not in comment.content
-        ):
-            break  # the last run ended here: older messages were for it
+        if delivers_a_round(comment):
+            break  # the work was delivered here: older messages were for it
         if comment.author_type != PERSON:
             continue
         content = cut_message(comment.content)

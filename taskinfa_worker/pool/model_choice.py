@@ -6,7 +6,8 @@ Precedence, highest first (docs/configuration.md says the same):
    ``AGENT_ENV_ALLOW``) fixes the model. ``ANTHROPIC_BASE_URL`` (the setting, or it or
    ``ANTHROPIC_AUTH_TOKEN`` named in ``AGENT_ENV_ALLOW``) fixes the endpoint and
    credential: the dashboard's choice is then not read at all.
-2. The project's choice for task runs (``/llm-config``, ``session_type`` ``task``).
+2. The project's choice for the kind of run (``/llm-config``, ``session_type`` ``task``
+   for a task's run, ``message`` for an answer to a person's message).
 3. The workspace's choice (the same, with no project).
 4. The defaults: Claude Code's model, the operator's ``ANTHROPIC_API_KEY`` or Claude login.
 

@@ -24,11 +24,8 @@ from taskinfa_worker.client.answer import excerpt
 from taskinfa_worker.client.api import BoardClient
 from taskinfa_worker.client.models import Task, TaskStatus, taken_away
 from taskinfa_worker.errors import (
-    AgentError,
     AuthError,
     BoardError,
-    WorkerFault,
-    WorkspaceError,
 )
 from taskinfa_worker.metrics import Metrics
 from taskinfa_worker.pool import budget
@@ -40,6 +37,7 @@ from taskinfa_worker.pool.progress import ProgressReporter
 from taskinfa_worker.pool.registry import Claimed, RunningTask, RunningTasks, StopKind
 from taskinfa_worker.pool.reporting import TaskReporter
 from taskinfa_worker.pool.retention import transcript_path
+from taskinfa_worker.pool.workspace_run import fault_outcome, run_agent, run_in_workspace
 from taskinfa_worker.settings import Settings
 from taskinfa_worker.workspace import Workspace, WorkspaceResult, Workspaces
 
@@ -58,7 +56,6 @@ class TaskEnding(Enum):
 
 # Endings an operator should look at; the rest are logged at INFO.
 _WARN_ENDINGS = {TaskEnding.FAILED: "WARNING", TaskEnding.WORKER_FAULT: "ERROR"}
-WORKSPACE_FIX = "make WORKSPACE_DIR writable and give its disk free space"
 BOARD_FIX = "read the board's log for this request; check TASKINFA_API_URL and the board's release"
 
 
@@ -70,6 +67,9 @@ class Ended:
     reason: str = ""
     gave_up: bool = False  # a failure that used the last attempt: the task needs a person
     stalled: bool = False  # the agent was stopped for printing nothing (STALL_TIMEOUT)
+    # What the run read of the task's comments at its start, for a run that got as far as
+    # its ending: a person's message written since is answered next (``chat.after_run``).
+    history: TaskHistory | None = None
 
 
 class ProgressEvents(Protocol):
@@ -78,11 +78,6 @@ class ProgressEvents(Protocol):
     def requests_per_progress(self) -> int: ...
 
     async def progress(self, slot: str, text: str) -> None: ...
-
-
-def _fault_outcome(reason: str, fix: str) -> AgentOutcome:
-    """A failed run; the worker's fault when ``fix`` says what to do about it."""
-    return AgentOutcome(success=False, reason=reason, worker_fault=fix)
 
 
 class TaskRunner:
@@ -156,6 +151,7 @@ class TaskRunner:
         logger.info("claimed {} ({!r}), attempt {}", task.id, task.title[:80], attempt)
         outcome: AgentOutcome | None = None
         result = WorkspaceResult()
+        history: TaskHistory | None = None
         with handle.scope:
             # Before our own start note, which would otherwise be the newest unended run.
             handover = await wait_for_handover(self._client, claimed.offered, self._settings, slot)
@@ -171,12 +167,13 @@ class TaskRunner:
                 opening = None
             # One read of the comments serves the fence and the history.
             history = await read_history(self._client, task, handover.comments)
-            outcome, result = await self._work(slot, claimed, attempt, history, opening=opening)
-            if outcome.resume_not_found:
-                logger.info("the Claude session to resume is gone; starting afresh")
-                outcome, result = await self._work(
-                    slot, claimed, attempt, history, True, opening=opening
+
+            async def turn(workspace: Workspace, fresh: bool) -> AgentOutcome:
+                return await self._run_agent(
+                    slot, claimed, workspace, attempt, history, fresh, opening
                 )
+
+            outcome, result = await run_in_workspace(self._workspaces, task, claimed.project, turn)
 
         if handle.stop_kind in (StopKind.BOARD, StopKind.DELETED):
             assert handle.stop_kind is not None
@@ -193,7 +190,7 @@ class TaskRunner:
         if outcome.success:
             await self._reporter.succeeded(task, slot, outcome, result)
             self._metrics.tasks_completed.inc()
-            return Ended(TaskEnding.COMPLETED)
+            return Ended(TaskEnding.COMPLETED, history=history)
         if outcome.worker_fault:
             await self._reporter.worker_fault(task, slot, outcome)
             self._metrics.tasks_released.inc()
@@ -202,7 +199,11 @@ class TaskRunner:
         self._metrics.tasks_failed.inc()
         gave_up = status != TaskStatus.TODO
         return Ended(
-            TaskEnding.FAILED, f"{outcome.reason} (now {status})", gave_up, outcome.stalled
+            TaskEnding.FAILED,
+            f"{outcome.reason} (now {status})",
+            gave_up,
+            outcome.stalled,
+            history=history,
         )
 
     async def _board_failed(self, task: Task, slot: str, exc: BoardError) -> Ended:
@@ -210,7 +211,7 @@ class TaskRunner:
         ending is retried until the board's state is known, so this is an answer no retry
         changes). The board's fault or the worker's, never the task's: no attempt counted."""
         reason = f"the board did not take a write of this run ({excerpt(str(exc))})"
-        outcome = _fault_outcome(reason, BOARD_FIX)
+        outcome = fault_outcome(reason, BOARD_FIX)
         try:
             await self._reporter.worker_fault(task, slot, outcome)
         except BoardError as again:
@@ -219,49 +220,6 @@ class TaskRunner:
         else:
             self._metrics.tasks_released.inc()
         return Ended(TaskEnding.WORKER_FAULT, f"{reason} (fix: {BOARD_FIX})")
-
-    async def _work(
-        self,
-        slot: str,
-        claimed: Claimed,
-        attempt: int,
-        history: TaskHistory,
-        fresh: bool = False,
-        opening: str | None = None,
-    ) -> tuple[AgentOutcome, WorkspaceResult]:
-        """Workspace and agent; every way this can fail becomes a failed outcome."""
-        task = claimed.task
-        try:
-            workspace = await self._workspaces.prepare(task, claimed.project)
-        except WorkerFault as exc:
-            return _fault_outcome(f"Workspace: {exc}", exc.fix), WorkspaceResult()
-        except WorkspaceError as exc:
-            return AgentOutcome(success=False, reason=f"Workspace: {exc}"), WorkspaceResult()
-        except OSError as exc:
-            # The workspace folder itself (permissions, a full or read-only disk).
-            reason = f"Workspace: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
-            return _fault_outcome(reason, WORKSPACE_FIX), WorkspaceResult()
-        try:
-            outcome = await self._run_agent(
-                slot, claimed, workspace, attempt, history, fresh, opening
-            )
-            if not outcome.success:
-                return outcome, WorkspaceResult()
-            try:
-                return outcome, await self._workspaces.finish(workspace, task)
-            except WorkerFault as exc:
-                reason = f"The agent finished, but its work could not be saved: {exc}"
-                return _fault_outcome(reason, exc.fix), WorkspaceResult()
-            except WorkspaceError as exc:
-                failed = AgentOutcome(
-                    success=False,
-                    reason=f"The agent finished, but its work could not be saved: {exc}",
-                    session_id=outcome.session_id,
-                )
-                return failed, WorkspaceResult()
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self._workspaces.discard(workspace)
 
     async def _run_agent(
         self,
@@ -312,11 +270,7 @@ class TaskRunner:
         try:
             async with anyio.create_task_group() as group:
                 group.start_soon(progress.run)
-                try:
-                    outcome = await self._agent.run(job)
-                except AgentError as exc:
-                    fix = exc.fix if isinstance(exc, WorkerFault) else ""
-                    outcome = _fault_outcome(f"The agent could not start: {exc}", fix)
+                outcome = await run_agent(self._agent, job)
                 group.cancel_scope.cancel()
         except* AuthError as refused:
             # A progress comment met the refused key: the agent was stopped with the group,

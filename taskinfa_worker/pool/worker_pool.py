@@ -33,7 +33,7 @@ from taskinfa_worker.client.api import BoardClient, not_the_api
 from taskinfa_worker.errors import EXIT_WORKER_FAULT, AuthError, BoardError, FatalError
 from taskinfa_worker.logs import LOG_FILE_NAME
 from taskinfa_worker.metrics import Metrics
-from taskinfa_worker.pool.answering import ChatAnswers
+from taskinfa_worker.pool.answering import AnswerEnd, ChatAnswers
 from taskinfa_worker.pool.chat import ChatClaims, ChatDesk, ChatTurn
 from taskinfa_worker.pool.dispatcher import Dispatcher
 from taskinfa_worker.pool.heartbeat import HeartbeatLoop
@@ -122,7 +122,9 @@ class WorkerPool:
             busy=lambda task_id: task_id in self.running,
             on_found=lambda: self._dispatcher.task_ended(),
         )
-        self._answers = ChatAnswers(settings, client, agent, workspaces, self._reporter, self._chat)
+        self._answers = ChatAnswers(
+            settings, client, agent, workspaces, self._reporter, self._chat, self._models
+        )
         self._dispatcher = Dispatcher(
             settings,
             client,
@@ -409,9 +411,6 @@ class WorkerPool:
                 if claimed is None:
                     return
                 if isinstance(claimed, ChatTurn):
-                    if self._heartbeats.shows_working(slot):
-                        # Not on its last task any more (an answer is no task's run).
-                        await self._heartbeats.slot_ended(slot)
                     await self._answer(slot, claimed)
                     continue
                 self.metrics.tasks_claimed.inc()
@@ -441,6 +440,21 @@ class WorkerPool:
                 self._pause_after_worker_fault(ended.reason)
             elif ended.ending in (TaskEnding.COMPLETED, TaskEnding.FAILED):
                 self._worker_works()
+            await self._answer_what_the_run_missed(slot, claimed.task.id, ended)
+
+    async def _answer_what_the_run_missed(self, slot: str, task_id: str, ended: Ended) -> None:
+        """A person's message written while the task ran here, answered in the same slot
+        before it claims again: nobody else sees it (the run's summary came after it). A
+        task back in ``todo`` needs none: its next run has the message in its prompt."""
+        answerable = ended.ending is TaskEnding.COMPLETED or ended.gave_up
+        if ended.history is None or not answerable or self.state.draining:
+            return
+        try:
+            turn = await self._chat.after_run(slot, task_id, ended.history)
+            if turn is not None:
+                await self._answer(slot, turn)
+        except AuthError as exc:
+            self._fatal(exc)
 
     async def _next_claim(self, slot: str) -> Claimed | ChatTurn | None:
         """The slot's next task. A slot the board still shows working on its last task
@@ -462,19 +476,28 @@ class WorkerPool:
     async def _answer(self, slot: str, turn: ChatTurn) -> None:
         """A person's message answered in ``slot``, which shows as working meanwhile (the
         status file and /status say on what), and in the dashboard as a session."""
+        if self._heartbeats.shows_working(slot):
+            # Not on its last task any more (an answer is no task's run).
+            await self._heartbeats.slot_ended(slot)
         state = next(s for s in self.state.slots if s.name == slot)
         state.set("working", turn.task.id, f"answering a message on: {turn.task.title}")
         self._on_change()
         await self._sessions.begin_answer(slot, turn.task)
-        answered, how = False, f"{slot}: the answer's ending could not be reported."
+        end = AnswerEnd(False, f"{slot}: the answer's ending could not be reported.")
         try:
-            answered, how = await self._answers.answer(slot, turn)
+            end = await self._answers.answer(slot, turn)
         finally:
             state.set("idle")
             self._on_change()
             with anyio.CancelScope(shield=True), contextlib.suppress(AuthError):
                 with anyio.move_on_after(SLOT_BEAT_TIMEOUT):
-                    await self._sessions.end_answer(slot, answered, how)
+                    await self._sessions.end_answer(slot, end.answered, end.line)
+        if end.worker_fault:
+            # The next answer or task would fail the same way: as after a task's run.
+            self.state.worker_faults += 1
+            self._pause_after_worker_fault(end.worker_fault)
+        elif end.answered:
+            self._worker_works()
 
     def _count(self, ended: Ended) -> None:
         s = self.state

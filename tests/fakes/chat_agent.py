@@ -4,11 +4,13 @@
     chat_agent.py --task {task_id} --workspace {workspace} --prompt {prompt}
 
 It appends one JSON line to $FAKE_RECORD with what it was given and where it ran: its
-argv, prompt, working directory and the branch checked out there. A task's own run (no
-message to answer in the prompt) commits `work.txt`. An answer commits `answer-<n>.txt`
-only when the message asks for a "[change]", waits for $FAKE_GATE to exist when it asks
-to "[wait]", fails when it asks to "[fail]", and prints its answer (which quotes the
-message's first line) as the last line of its output.
+argv, prompt, model (ANTHROPIC_MODEL), working directory and the branch checked out there.
+A task's own run (no message to answer in the prompt) commits `work.txt`, after waiting
+for $FAKE_GATE to exist when the task's title asks to "[hold]". An answer commits
+`answer-<n>.txt` only when the message asks for a "[change]", waits for $FAKE_GATE to
+exist when it asks to "[wait]", fails when it asks to "[fail]", exits 127 (a program it
+runs is missing) when it asks for a "[missing]" tool, and prints its answer (which quotes
+the message's first line) as the last line of its output.
 """
 
 from __future__ import annotations
@@ -28,6 +30,12 @@ def git(*args: str, cwd: Path) -> str:
     return done.stdout.strip()
 
 
+def wait_for_gate() -> None:
+    gate = Path(os.environ["FAKE_GATE"])
+    while not gate.exists():
+        time.sleep(0.05)
+
+
 def main() -> int:
     argv = sys.argv[1:]
     task, tree, prompt = (
@@ -43,10 +51,13 @@ def main() -> int:
         "cwd": os.getcwd(),
         "branch": branch,
         "pid": os.getpid(),
+        "model": os.environ.get("ANTHROPIC_MODEL"),
     }
     with open(os.environ["FAKE_RECORD"], "a", encoding="utf-8") as out:
         out.write(json.dumps(record) + "\n")
     if MESSAGE_HEADING not in prompt:
+        if "[hold]" in prompt:
+            wait_for_gate()
         (tree / "work.txt").write_text(f"the work of {task}\n")
         git("add", "--all", cwd=tree)
         git("commit", "-q", "-m", "the task's work", cwd=tree)
@@ -54,9 +65,10 @@ def main() -> int:
         return 0
     message = prompt.split(MESSAGE_HEADING, 1)[1].split("## Rules", 1)[0]
     if "[wait]" in message:
-        gate = Path(os.environ["FAKE_GATE"])
-        while not gate.exists():
-            time.sleep(0.05)
+        wait_for_gate()
+    if "[missing]" in message:
+        print("sh: 1: the-linter: not found", file=sys.stderr)
+        return 127
     if "[fail]" in message:
         print("cannot answer that", file=sys.stderr)
         return 3

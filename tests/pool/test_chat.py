@@ -21,6 +21,7 @@ from aiohttp import web
 from loguru import logger
 from pydantic import SecretStr
 
+from taskinfa_worker.board.llm_store import LlmRecords
 from taskinfa_worker.client.api import BoardClient
 from taskinfa_worker.client.chat import PENDING_MESSAGES
 from taskinfa_worker.client.models import Comment, Task
@@ -32,9 +33,10 @@ from taskinfa_worker.pool.chat import (
     first_claim,
     ran_here,
     reference,
+    unseen_message,
     waiting_message,
 )
-from taskinfa_worker.pool.history import MESSAGE_CHARS
+from taskinfa_worker.pool.history import MESSAGE_CHARS, TaskHistory
 from tests.agent.support import FAKE_CLAUDE, gone
 from tests.board_support import BoardHandle, MakeBoard
 from tests.pool.support import (
@@ -175,6 +177,96 @@ def test_a_message_waits_until_a_worker_claims_or_answers_it() -> None:
     assert waiting_message([*run, older, message]) == message
     # A task no taskinfa-worker ran is not ours to answer.
     assert not ran_here([note(0, "orchestrator did it"), message])
+
+
+def test_a_message_the_run_never_saw_is_found_at_its_end_once() -> None:
+    before = [note(0, "Finished.", ident="cmt_s"), note(1, "Started by bot-1 (attempt 2 of 3).")]
+    before[0] = before[0].model_copy(update={"comment_type": "summary"})
+    seen = note(0, "an old question", ident="cmt_old", person=True)
+    during = note(5, "also the README", ident="cmt_m", person=True)
+    started = TaskHistory(known=(*before,))
+    # Written while the run went on: not in what the run read at its start.
+    assert unseen_message([*before, during], started) == during
+    # Claimed or answered already: nothing to do.
+    assert unseen_message([*before, during, note(6, claim_text("x-1", "cmt_m"))], started) is None
+    assert unseen_message([*before, during, note(7, f"ok {reference('cmt_m')}")], started) is None
+    # In the run's prompt: it was seen.
+    assert unseen_message([during], TaskHistory(people=(during,), known=(during,))) is None
+    # Read at the start but before a delivered round: that round's, not this run's.
+    older = seen.model_copy(update={"created_at": START - timedelta(seconds=5)})
+    assert unseen_message([older, *before], TaskHistory(known=(older, *before))) is None
+    # A first run read nothing: a message waiting since before it was never seen either.
+    assert unseen_message([seen], TaskHistory()) == seen
+
+
+async def test_a_message_written_while_the_task_runs_is_answered_after_its_run(
+    v2: BoardHandle, scene: Scene, record: Path
+) -> None:
+    """The run in progress never sees it, and its summary, posted after it, hides it from
+    the dashboard's list: the slot that ran the task answers it next, once."""
+    origin = make_origin(scene.root, {"README.md": "app\n"})
+    async with running_pool(chat_settings(v2, scene)) as (_pool, client):
+        project = await client.create_task_list("App", repository_url=str(origin))
+        created = v2.create_task("[hold] Add the feature", project.id, status="todo")
+        await wait_for(lambda: len(runs(record)) == 1, what="the task's agent started")
+        message = await say(client, created["id"], "Please mention it in the README too.")
+        # The board stamps to the second: the run's summary must come in a later one than
+        # the message, as it does on a real server with a minute-long task.
+        assert message.created_at is not None
+        later = message.created_at + timedelta(seconds=1.1)
+        await wait_for(lambda: datetime.now(UTC) > later, what="the board's next second")
+        scene.open_gate()
+        (answer,) = await answered(client, created["id"], message)
+        after = await client.get_task(created["id"])
+        comments = await comments_of(client, created["id"])
+    task_run, chat_run = runs(record)
+    assert "Please mention it in the README too." not in task_run["prompt"]
+    assert "Please mention it in the README too." in chat_run["prompt"]
+    assert after is not None
+    assert chat_run["branch"] == after.branch_name  # from the work the run delivered
+    summaries = [c for c in comments if c.comment_type == "summary"]
+    assert [c.id for c in summaries][-1] == answer.id  # after the run's summary
+    assert len(claims_on(comments, message)) == 1
+    assert (after.status, after.loop_count) == ("review", 1)
+
+
+async def test_an_answers_agent_that_cannot_run_is_the_workers_fault(
+    v2: BoardHandle, scene: Scene, record: Path
+) -> None:
+    """A program the agent runs is missing (exit 127): the person hears it is the worker's
+    fault, and the pool stops claiming as after a task's run that met it."""
+    origin = make_origin(scene.root, {"README.md": "app\n"})
+    async with running_pool(chat_settings(v2, scene)) as (pool, client):
+        done = await reviewed_task(v2, client, origin)
+        message = await say(client, done.id, "[missing] Lint it, please.")
+        (note_,) = await answered(client, done.id, message)
+        await wait_for(lambda: pool.state.worker_fault is not None, what="the worker fault")
+        state = pool.state
+        after = await client.get_task(done.id)
+    assert note_.comment_type == "error"
+    assert "through its own fault, not the task's" in note_.content
+    assert "exited with code 127" in note_.content
+    assert (state.worker_faults, state.failed) == (1, 0)
+    assert after is not None
+    assert (after.status, after.error_count) == ("review", done.error_count)
+
+
+async def test_an_answer_runs_on_the_dashboards_choice_for_messages(
+    v2: BoardHandle, scene: Scene, record: Path
+) -> None:
+    """As the dashboard's own orchestrator: a task's run takes the ``task`` choice, an
+    answer the ``message`` one."""
+    choices = LlmRecords(v2.store)
+    choices.set_choice("task", "anthropic", "model-for-tasks")
+    choices.set_choice("message", "anthropic", "model-for-answers")
+    origin = make_origin(scene.root, {"README.md": "app\n"})
+    async with running_pool(chat_settings(v2, scene)) as (_pool, client):
+        done = await reviewed_task(v2, client, origin)
+        message = await say(client, done.id, "Which model are you?")
+        await answered(client, done.id, message)
+    task_run, chat_run = runs(record)
+    assert task_run["model"] == "model-for-tasks"
+    assert chat_run["model"] == "model-for-answers"
 
 
 async def test_a_message_on_a_task_in_review_gets_one_answer_from_its_branch(

@@ -67,3 +67,21 @@ def test_a_chat_reply_does_not_end_the_history_of_the_next_run() -> None:
         "why this way?",
         "then also handle the empty case",
     ]
+
+
+def test_a_message_written_while_an_attempt_failed_reaches_the_retry() -> None:
+    """The failed attempt never saw it (it came while the agent ran); the retry does the same
+    work, so it gets it, with the error."""
+    comments = [
+        comment(1, "Finished.", person=False, kind="summary"),
+        comment(2, "please do it on the v2 API", person=True),
+        comment(3, "Started by bot-1", person=False),
+        comment(4, "use the new client, too", person=True, kind="human_message"),
+        comment(5, "Failed: tests broke", person=False, kind="error"),
+    ]
+    history = history_of(comments)
+    assert [c.content for c in history.people] == [
+        "please do it on the v2 API",
+        "use the new client, too",
+    ]
+    assert history.previous_error == "Failed: tests broke"
