@@ -259,6 +259,7 @@ class ChatDesk:
         self._busy = busy  # whether this process runs the task now
         self._on_found = on_found
         self._waiting: list[str] = []  # task ids, in the board's order
+        self._taking: set[str] = set()  # task ids a slot of ours is taking up now
 
     @property
     def active(self) -> bool:
@@ -275,24 +276,30 @@ class ChatDesk:
         tasks = await self._client.chat.pending()  # a board error: run_upkeep's to log
         if tasks is None:
             return False
-        waiting = [t.id for t in tasks if t.status in ANSWERABLE and not self._busy(t.id)]
+        waiting = [
+            t.id
+            for t in tasks
+            if t.status in ANSWERABLE and not self._busy(t.id) and t.id not in self._taking
+        ]
         self._waiting = list(dict.fromkeys(waiting))  # the release may list a task twice
         if self._waiting:
             self._on_found()
         return True
 
-    async def take(self, slot: str) -> ChatTurn | None:
-        """A message this slot has won the claim on, or None when none is waiting."""
-        while self._waiting and self.active:
-            task_id = self._waiting.pop(0)
-            try:
-                turn = await self._claim(slot, task_id)
-            except BoardError as exc:
-                logger.warning("the message on {} was not taken up: {}", task_id, exc)
-                continue
-            if turn is not None:
-                return turn
-        return None
+    def next_waiting(self) -> str | None:
+        """The next task the last poll found with a message waiting (no request)."""
+        return self._waiting.pop(0) if self._waiting and self.active else None
+
+    async def take_up(self, slot: str, task_id: str) -> ChatTurn | None:
+        """The message on ``task_id``, when this slot wins the claim on it."""
+        self._taking.add(task_id)  # a poll meanwhile must not hand it to a second slot
+        try:
+            return await self._claim(slot, task_id)
+        except BoardError as exc:
+            logger.warning("the message on {} was not taken up: {}", task_id, exc)
+            return None
+        finally:
+            self._taking.discard(task_id)
 
     async def after_run(self, slot: str, task_id: str, history: TaskHistory) -> ChatTurn | None:
         """The message a run that just ended never saw (``history``: what it read at its

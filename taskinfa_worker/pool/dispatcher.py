@@ -16,15 +16,17 @@ tasks are left, the poller sleeps until the first of them may be tried, and the 
 not count as empty for ``--exit-when-idle``.
 
 A person's message waiting for an answer (``chat.py``) goes before the next task: the
-person is waiting, and the answer is short. It is taken up by the same poller, so a
-message too is taken only for a free slot; the chat's poll wakes the poller when it finds
-one.
+person is waiting, and the answer is short. The poller picks it, so a message too is taken
+only for a free slot (the chat's poll wakes the poller when it finds one); but it takes it
+up after handing the lock on, since taking one waits ``chat.SETTLE`` seconds for rival
+claims, and the next free slot should not wait that long for its task.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import Enum
 
 import anyio
@@ -52,6 +54,13 @@ class Miss(Enum):
     OURS = "ours"  # the offer is a task one of our slots still ends
     LOST = "lost"  # another worker claimed it first
     ERROR = "error"  # the board could not be asked
+
+
+@dataclass(frozen=True)
+class WaitingMessage:
+    """A task with a person's message waiting, for the slot to take up after the lock."""
+
+    task_id: str
 
 
 class Dispatcher:
@@ -105,39 +114,50 @@ class Dispatcher:
     async def claim(self, slot_name: str) -> Claimed | ChatTurn | None:
         """The next task (or message to answer) for this slot, or None when the pool stops
         claiming."""
-        async with self._lock:
+        while True:
+            async with self._lock:
+                found = await self._claim_in_turn(slot_name)
+            if not isinstance(found, WaitingMessage):
+                return found
+            assert self._chat is not None
+            turn = await self._chat.take_up(slot_name, found.task_id)
+            if turn is not None:
+                return turn
+
+    async def _claim_in_turn(self, slot_name: str) -> Claimed | WaitingMessage | None:
+        """What this slot, holding the lock, gets: a task claimed, a message to take up."""
+        lost_in_a_row = 0
+        while not self._closed:
+            if self._limit_reached():
+                logger.info("claimed {} tasks (--max-tasks): no more claims", self.claimed)
+                self._on_done()
+                break
+            if self._paused_until > time.monotonic():
+                await self._sleep(self._paused_until - time.monotonic())
+                continue
+            if self._chat is not None and (task_id := self._chat.next_waiting()):
+                return WaitingMessage(task_id)
+            claimed = await self._try_once(slot_name)
+            self._failures = self._failures + 1 if claimed is Miss.ERROR else 0
+            if isinstance(claimed, Claimed):
+                self.claimed += 1
+                return claimed
+            if claimed is Miss.LOST and lost_in_a_row < MAX_LOST_IN_A_ROW:
+                lost_in_a_row += 1
+                continue
             lost_in_a_row = 0
-            while not self._closed:
-                if self._limit_reached():
-                    logger.info("claimed {} tasks (--max-tasks): no more claims", self.claimed)
-                    self._on_done()
-                    break
-                if self._paused_until > time.monotonic():
-                    await self._sleep(self._paused_until - time.monotonic())
-                    continue
-                if self._chat is not None and (turn := await self._chat.take(slot_name)):
-                    return turn
-                claimed = await self._try_once(slot_name)
-                self._failures = self._failures + 1 if claimed is Miss.ERROR else 0
-                if isinstance(claimed, Claimed):
-                    self.claimed += 1
-                    return claimed
-                if claimed is Miss.LOST and lost_in_a_row < MAX_LOST_IN_A_ROW:
-                    lost_in_a_row += 1
-                    continue
-                lost_in_a_row = 0
-                retry_in = self._offers.soonest_retry if claimed is Miss.EMPTY else None
-                if (
-                    claimed is Miss.EMPTY
-                    and retry_in is None
-                    and self._settings.exit_when_idle
-                    and not self._running
-                ):
-                    logger.info("the queue is empty and no slot is busy (--exit-when-idle)")
-                    self._on_done()
-                    break
-                await self._idle_wait(retry_in)
-            return None
+            retry_in = self._offers.soonest_retry if claimed is Miss.EMPTY else None
+            if (
+                claimed is Miss.EMPTY
+                and retry_in is None
+                and self._settings.exit_when_idle
+                and not self._running
+            ):
+                logger.info("the queue is empty and no slot is busy (--exit-when-idle)")
+                self._on_done()
+                break
+            await self._idle_wait(retry_in)
+        return None
 
     async def _try_once(self, slot_name: str) -> Claimed | Miss:
         try:

@@ -418,6 +418,37 @@ def requests_to(metrics: Metrics, endpoint: str) -> float:
     return total
 
 
+async def test_taking_up_a_message_does_not_hold_back_the_next_slots_task(
+    v2: BoardHandle, scene: Scene, record: Path
+) -> None:
+    """A message is claimed with a comment and a settle: meanwhile another free slot claims
+    the task waiting in todo (the claim's comment is held at a proxy until then)."""
+    origin = make_origin(scene.root, {"README.md": "app\n"})
+    claim_arrived, claim_may_go = anyio.Event(), anyio.Event()
+
+    async def handler(request: web.Request) -> web.Response:
+        body = await request.read()
+        if request.method == "POST" and TAKING.encode() in body:
+            claim_arrived.set()
+            await claim_may_go.wait()
+        status, payload, kind = await forward(v2.url.removesuffix("/api"), request, body)
+        return web.Response(status=status, body=payload, content_type=kind.split(";")[0])
+
+    async with serving(handler) as url:
+        settings = chat_settings(v2, scene, concurrency=2).model_copy(
+            update={"taskinfa_api_url": url}
+        )
+        async with running_pool(settings) as (_pool, client):
+            done = await reviewed_task(v2, client, origin)
+            message = await say(client, done.id, "What does this change do?")
+            await claim_arrived.wait()
+            waiting = v2.create_task("Another task", done.task_list_id or "default")
+            await task_in(client, waiting["id"], "review")  # while the claim is held
+            claim_may_go.set()
+            (answer,) = await answered(client, done.id, message)
+    assert "ANSWER to: What does this change do?" in answer.content
+
+
 # --- several processes on one key ------------------------------------------------------------
 def replica_env(
     board: BoardHandle, url: str, scene: Scene, record: Path, name: str
