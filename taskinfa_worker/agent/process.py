@@ -313,6 +313,7 @@ class Supervisor:
                 leader,
                 self._limits.kill_grace,
                 since=self._leader_start,
+                sandbox=None if self._spec.sandbox is None else self._spec.sandbox.bwrap,
             )
         except Exception:
             # Never let cleanup hide the run's own result; the janitor catches up later.

@@ -28,6 +28,8 @@ _CHUNK = 4096
 # kernel skip the next one. Reading it again until two reads agree (at most this many
 # times) leaves a process unseen only if it was skipped in every read.
 _CHILDREN_READS = 3
+# How much of the file name a process was started from the kernel keeps as its name.
+_COMM_LEN = 15
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +94,14 @@ def owned_by_us(pid: int) -> bool:
         return os.stat(f"{PROC}/{pid}").st_uid == _UID
     except OSError:
         return False
+
+
+def started_from(pid: int, executable: str) -> bool:
+    """Whether the process's name (``/proc/<pid>/comm``: what the kernel kept of the file
+    name it was started from) is that of ``executable``; False once it is gone."""
+    raw = read_file(f"{PROC}/{pid}/comm")
+    name = os.path.basename(executable).encode()[:_COMM_LEN]
+    return raw is not None and raw.rstrip(b"\n") == name
 
 
 def environ_of(pid: int) -> frozenset[bytes] | None:

@@ -14,6 +14,11 @@ steal the exit statuses asyncio's child watcher waits for. Being the subreaper a
 what a sweep reads: every leftover is below the worker, so it reads the worker's own tree
 (``procfs.family``), not every process of the machine.
 
+A sandboxed run has one process of its own that is not the agent's: bwrap's init, pid 1 of
+the run's PID namespace. bwrap's outer process exits as soon as the agent does, while that
+init is still ending (it dies with its parent), so a sweep can find it alive: it gets
+``SANDBOX_EXIT_WAIT`` to exit, waited for by a pidfd, before it counts as left behind.
+
 Orphans that exit on their own while the worker is their parent become zombies nobody waits
 for; the ``ZombieJanitor`` thread (started by ``become_subreaper``) reaps a child of ours
 that has stayed a zombie for several seconds: asyncio and ``subprocess`` reap their own
@@ -48,6 +53,7 @@ from taskinfa_worker.agent.procfs import (
     owned_by_us,
     read_proc,
     scan,
+    started_from,
 )
 
 __all__ = [
@@ -81,6 +87,9 @@ _KILL_WAIT = 5.0
 _REAP_WAIT = 2.0
 # A marked process may fork while we kill its relatives; scan again this many times.
 _SWEEP_ROUNDS = 5
+# bwrap's init ends within milliseconds of the agent (it dies with bwrap's outer process,
+# which exits when the agent does); one still running after this is stopped and counted.
+SANDBOX_EXIT_WAIT = 1.0
 # A child of ours that stayed a zombie this long is an orphan: asyncio and subprocess reap
 # their own children as soon as they exit (only an event loop blocked this long would
 # still owe a wait, and that is a bug of its own).
@@ -343,15 +352,50 @@ async def _wait_settled(infos: list[ProcInfo], timeout: float) -> list[ProcInfo]
     return pending
 
 
+async def _exit_of(info: ProcInfo) -> None:
+    """Return once the process has exited (a zombie, or gone); at once where the kernel
+    has no pidfds (Linux < 5.3): it is then not waited for."""
+    try:
+        pidfd = os.pidfd_open(info.pid)
+    except OSError:
+        return
+    try:
+        if _alive(info):  # checked once the pidfd holds the pid: it still names this process
+            await anyio.wait_readable(pidfd)
+    finally:
+        os.close(pidfd)
+
+
+async def _without_ending_sandbox(found: list[ProcInfo], sandbox: str) -> list[ProcInfo]:
+    """``found`` without the processes of the ``sandbox`` executable that exit on their own
+    within ``SANDBOX_EXIT_WAIT`` (reaped here when they are our zombies): bwrap's init,
+    ending with the agent, is not something the agent left behind."""
+    own = [info for info in found if started_from(info.pid, sandbox)]
+    if not own:
+        return found
+    with anyio.move_on_after(SANDBOX_EXIT_WAIT):
+        for info in own:
+            await _exit_of(info)
+    still = {(info.pid, info.start) for info in _settle(own)}
+    ended = {(info.pid, info.start) for info in own} - still
+    return [info for info in found if (info.pid, info.start) not in ended]
+
+
 async def sweep_run(
-    marker_entry: bytes, leader: int | None, grace: float, *, since: int | None = None
+    marker_entry: bytes,
+    leader: int | None,
+    grace: float,
+    *,
+    since: int | None = None,
+    sandbox: str | None = None,
 ) -> int:
     """Stop and reap every process one run left behind; returns how many were signalled.
 
     Call after the run's leader process has exited and been reaped. SIGTERM, ``grace``
     seconds, SIGKILL; repeated while marked processes keep appearing (a dying parent may
     have forked). Run it under a shield: it must finish even when the run is cancelled.
-    ``since``: the leader's start (``ProcInfo.start``), when known.
+    ``since``: the leader's start (``ProcInfo.start``), when known. ``sandbox``: the
+    executable the run was sandboxed with (bwrap), whose own processes get a moment to end.
     """
     if leader is not None:
         LIVE_SESSIONS.discard(leader)  # its session's members, if any, are leftovers now
@@ -360,7 +404,7 @@ async def sweep_run(
         others = frozenset(LIVE_SESSIONS)
         return run_processes(snapshot, marker_entry, leader, since=since, skip_sessions=others)
 
-    return await _sweep(SCANS.snapshot, find, leader, grace)
+    return await _sweep(SCANS.snapshot, find, leader, grace, sandbox=sandbox)
 
 
 async def _sweep(
@@ -368,6 +412,8 @@ async def _sweep(
     find: Callable[[list[Seen]], list[ProcInfo]],
     leader: int | None,
     grace: float,
+    *,
+    sandbox: str | None = None,
 ) -> int:
     """SIGTERM, grace, SIGKILL and reap what ``find`` finds, until it finds nothing."""
     if not HAVE_PROC:
@@ -376,6 +422,8 @@ async def _sweep(
     snapshot = await take_snapshot()
     for _ in range(_SWEEP_ROUNDS):
         found = find(snapshot)
+        if sandbox is not None and found:
+            found = await _without_ending_sandbox(found, sandbox)
         if not found:
             break
         for info in found:
