@@ -66,6 +66,13 @@ def age(moment: datetime | None, now: datetime) -> float:
     return (now - moment).total_seconds()
 
 
+def claimed_at(task: Task) -> datetime | None:
+    """When the task's current run was claimed, as near as the board tells: its last
+    change. Not ``started_at``: the real releases set that only at the first start, so for
+    a re-run it is long past and a run claimed a moment ago would look old."""
+    return task.updated_at or task.started_at
+
+
 def owning_worker(assigned_to: str | None, by_name: Mapping[str, Worker]) -> Worker | None:
     """The worker a task's assignee is, or the process a slot name ``{BOT_NAME}-{i}`` is of.
 
@@ -97,7 +104,7 @@ def expired_leases(
         if worker is None or task.id in skip:
             continue  # a person's assignment, or our own running task
         silent = age(worker.last_heartbeat, now)
-        claimed_ago = age(task.started_at or task.updated_at, now)
+        claimed_ago = age(claimed_at(task), now)
         if silent > lease_timeout and claimed_ago > lease_timeout:
             expired.append((task, silent))
     return expired

@@ -30,7 +30,7 @@ from taskinfa_worker.client.models import Session, Task
 from taskinfa_worker.client.sessions import LIST_LIMIT
 from taskinfa_worker.errors import BoardError
 from taskinfa_worker.pool.owner_mark import marked_owner
-from taskinfa_worker.pool.recovery import age, in_progress_page
+from taskinfa_worker.pool.recovery import age, claimed_at, in_progress_page
 from taskinfa_worker.pool.reporting import TaskReporter
 
 
@@ -77,7 +77,7 @@ def dead_runs(
         if session is None:
             continue  # no run of a worker: a person's task
         silent = age(session.last_sign_of_life, now)
-        claimed_ago = age(task.started_at or task.updated_at, now)
+        claimed_ago = age(claimed_at(task), now)
         if silent > lease_timeout and claimed_ago > lease_timeout:
             dead.append(DeadRun(task, session, silent))
     return dead
