@@ -332,9 +332,12 @@ class Settings(BaseSettings):
         le=65535,
     )
     health_host: str = setting(
-        "0.0.0.0",  # noqa: S104 - probes come from the kubelet, outside the pod
+        "127.0.0.1",
         group="Operations",
-        help="Address the health port listens on.",
+        help=(
+            "Address the health port listens on: this host only by default; the image sets "
+            "0.0.0.0, for the kubelet's probes and Prometheus from outside the pod."
+        ),
     )
     log_retention_mb: int = setting(
         512,

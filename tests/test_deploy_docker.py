@@ -90,6 +90,9 @@ def test_environment_defaults_are_settings_of_the_worker() -> None:
     assert env["WORKSPACE_DIR"] == "/workspace"
     assert env["LOG_DIR"] == "/var/log/worker"
     assert env["HEALTH_PORT"] == "8080"
+    # Probes come from outside the container; the default elsewhere is this host only.
+    assert env["HEALTH_HOST"] == "0.0.0.0"
+    assert Settings.model_fields["health_host"].default == "127.0.0.1"
     known = {env_var(name) for name in Settings.model_fields}
     for name in env:
         assert name in known or name.startswith("PYTHON"), f"{name} is not a setting"

@@ -190,6 +190,7 @@ def test_log_retention_fits_the_logs_volume() -> None:
 def test_probes_use_the_health_port() -> None:
     worker = container()
     port = int(one("ConfigMap")["data"]["HEALTH_PORT"])
+    assert one("ConfigMap")["data"]["HEALTH_HOST"] == "0.0.0.0"  # the kubelet is outside
     (declared,) = worker["ports"]
     assert declared["containerPort"] == port
     assert worker["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": declared["name"]}
