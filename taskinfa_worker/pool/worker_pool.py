@@ -455,6 +455,8 @@ class WorkerPool:
                 await self._answer(slot, turn)
         except AuthError as exc:
             self._fatal(exc)
+        except BoardError as exc:  # as in the slot's loop: never the end of the process
+            logger.error("{} met a board error answering on {}: {}", slot, task_id, exc)
 
     async def _next_claim(self, slot: str) -> Claimed | ChatTurn | None:
         """The slot's next task. A slot the board still shows working on its last task
