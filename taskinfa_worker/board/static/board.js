@@ -11,6 +11,10 @@ const COLUMN_TITLES = {
 const FREE_STATUSES = new Set(["backlog", "todo"]);
 const PAUSE_AFTER_CHANGE_MS = 1000; // at most one redraw a second, however busy the pool
 const RETRY_MS = 2000;
+// Each pause is longer by up to this much, at random: pages opened together (or all back
+// after a restart of the board) would otherwise keep asking in the same instant, and twenty
+// answers at once hold the board's loop while the pool's requests wait behind them.
+const SPREAD_MS = 500;
 
 const state = { version: -1, cards: new Map(), view: null, clockSkewMs: 0, openTask: null, openStamp: null };
 const $ = (id) => document.getElementById(id);
@@ -111,7 +115,7 @@ async function poll() {
       state.version = -1;
       pause = RETRY_MS;
     }
-    if (pause) await new Promise((resolve) => setTimeout(resolve, pause));
+    if (pause) await new Promise((resolve) => setTimeout(resolve, pause + Math.random() * SPREAD_MS));
   }
   polling = false;
 }
