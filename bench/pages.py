@@ -6,7 +6,8 @@ Each run: a local board without a rate limit, 500 tasks, one worker process with
 whose agent sleeps 2 s (so all 32 stay busy), RATE_LIMIT=100000 so the client's budget
 never waits, for 30 s. The second run adds 20 open pages: a separate process that behaves
 as the page's script does (``GET /api/changes?since=V&wait=25``, and after each change a
-1 s pause before asking again), so every page takes every board view it can.
+pause of 1 s and up to 0.5 s more at random before asking again), so every page takes every
+answer it can.
 
 The pool's request latency is the worker's own: it logs each request's time at DEBUG
 ("board GET /tasks/next -> 200 in 3 ms"), and those lines are read back (1 ms resolution).
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import re
 import shutil
 import subprocess
@@ -48,6 +50,7 @@ DURATION = 30.0
 PAGES = 20
 ROUNDS = 2
 PAGE_PAUSE = 1.0  # board.js: PAUSE_AFTER_CHANGE_MS
+PAGE_SPREAD = 0.5  # board.js: SPREAD_MS, up to this much more at random
 REQUEST_LINE = re.compile(r"board (\w+) (\S+) -> (\d+) in (\d+) ms")
 
 
@@ -66,7 +69,7 @@ async def _one_page(
                 # As sent (gzipped): aiohttp has already inflated the body it hands over.
                 tally["bytes"] += int(r.headers.get("Content-Length", len(body)))
                 version = json.loads(body)["version"]
-                await asyncio.sleep(PAGE_PAUSE)
+                await asyncio.sleep(PAGE_PAUSE + random.uniform(0, PAGE_SPREAD))
 
 
 async def _pages(url: str, key: str, count: int, seconds: float) -> dict[str, int]:

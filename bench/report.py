@@ -568,9 +568,12 @@ def pages_section(pages: dict[str, Any] | None) -> str:
         "per run, runs alternating so the shared machine's drift hits both; the pool's latency "
         "is what the worker itself logs for each request (1 ms resolution). The pages are a "
         "separate process behaving as the page's script: one long-poll on `/api/changes`, "
-        "a 1 s pause after each change. The board builds its view at most twice a second, "
-        "however many pages ask, gzips it once, and sends cards only (a card's detail is "
-        "read on opening). MB sent: the compressed bytes the pages received."
+        "after each change a pause of 1 s and up to 0.5 s more at random (pages opened "
+        "together drift apart instead of asking in the same instant). The board answers at "
+        "most two versions a second, however many pages ask, each answer built and gzipped "
+        "once: the cards changed since the page's version (the whole board only on a page's "
+        "first ask), cards only (a card's detail is read on opening). MB sent: the compressed "
+        "bytes the pages received."
     )
 
 

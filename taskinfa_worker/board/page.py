@@ -3,9 +3,11 @@
 ``/`` and ``/static/*`` are public (they hold no data); everything the page shows comes from
 ``/api`` with the same authentication as the worker's requests (``access.py``). The page's
 one read is ``GET /api/changes?since=V``: it waits (up to ``wait`` seconds) until the board's
-version moves past ``V``, then answers with the whole board at the new version, built once
-per version however many pages ask; 204 when nothing moved. Its actions use the documented
-routes (``POST /api/tasks``, ``PATCH /api/tasks/{id}``, ``POST /api/tasks/{id}/comments``).
+version moves past ``V``, then answers with what changed since ``V`` (the cards changed, the
+ids of the tasks deleted; the projects and workers whole), or the whole board when ``V`` is
+-1; 204 when nothing moved. Each answer is built once however many pages ask it. Its actions
+use the documented routes (``POST /api/tasks``, ``PATCH /api/tasks/{id}``,
+``POST /api/tasks/{id}/comments``).
 """
 
 from __future__ import annotations
@@ -34,14 +36,18 @@ PAGE_ROUTES_UNLIMITED: Final = frozenset({CHANGES_PATH, SESSION_PATH})
 MAX_WAIT: Final = 60
 DEFAULT_WAIT: Final = 25
 BUILD_EVERY: Final = 0.5
-"""Seconds between two builds of the board view (the page redraws at most once a second)."""
+"""Seconds between two board versions the pages are answered at (the page redraws at most
+once a second)."""
 CARD_FIELDS: Final = (
     *("id", "task_list_id", "title", "status", "priority", "assigned_to", "error_count"),
-    *("started_at", "completed_at", "updated_at", "branch_name", "pr_url"),
+    *("started_at", "completed_at", "updated_at", "branch_name", "pr_url", "comment_count"),
+    *("order", "created_at"),
 )
-"""What a card shows; the rest (description, notes, files) is read when a card is opened."""
+"""What a card shows, and where it goes (``order``, ``created_at`` and ``seq``: board order);
+the rest (description, notes, files) is read when a card is opened."""
 PAGE_TASKS: Final = 1000
-"""The most tasks the page shows (the newest stay visible on a board that grew larger)."""
+"""The most tasks the page shows. A larger board is sent whole on every change: which cards
+fall within the first thousand is the board's to say."""
 LINKED_HOSTS: Final = ("github.com", "gitlab.com")
 """Hosts whose repositories show a branch at ``<repository>/tree/<branch>``."""
 _CONTENT_TYPES: Final = {".html": "text/html", ".css": "text/css", ".js": "text/javascript"}
@@ -50,12 +56,26 @@ _CSP: Final = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"
 
 @dataclass(frozen=True)
 class View:
-    """One built board view: when (monotonic), at which version, as JSON and gzipped."""
+    """One built answer of the feed, as JSON and gzipped (compressed once, not per page)."""
 
-    built_at: float
-    version: int
     body: bytes
     gzipped: bytes
+
+
+@dataclass
+class Answers:
+    """The answers at one board version, one per version the pages asked from."""
+
+    version: int
+    started: float
+    """Monotonic seconds when the pages were first answered at this version."""
+    by_since: dict[int, View] = field(default_factory=dict)
+
+    def fresh(self) -> bool:
+        return self.left() > 0
+
+    def left(self) -> float:
+        return BUILD_EVERY - (time.monotonic() - self.started)
 
 
 @dataclass
@@ -66,8 +86,8 @@ class PageState:
     options: BoardOptions
     access: PageAccess = field(default_factory=PageAccess)
     feed: ChangeFeed = field(init=False)
-    snapshots: dict[str, View] = field(default_factory=dict)
-    """Per workspace, the last board view built."""
+    answers: dict[str, Answers] = field(default_factory=dict)
+    """Per workspace, the answers at the newest version the pages were answered at."""
     assets: dict[str, bytes] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -154,7 +174,7 @@ async def _changes(request: web.Request) -> web.Response:
     version = await request.app[PAGE].feed.wait_past(since, float(wait))
     if version == since:
         return web.Response(status=204)
-    view = await _snapshot(request.app, workspace, since, version)
+    view = await _answer(request.app, workspace, since, version)
     if "gzip" in request.headers.get("Accept-Encoding", ""):
         return web.Response(
             body=view.gzipped,
@@ -170,46 +190,63 @@ def page_caller(request: web.Request) -> Caller:
     return page.access.caller(request, page.store)
 
 
-async def _snapshot(app: web.Application, workspace: str, since: int, version: int) -> View:
-    """The board view for a page that has ``since``: built at most every ``BUILD_EVERY``
-    seconds however many pages ask, so a busy pool's stream of writes costs the board a
-    bounded amount of work (a page that has the latest view waits for the next build)."""
+async def _answer(app: web.Application, workspace: str, since: int, version: int) -> View:
+    """What changed since ``since``, at ``version`` or a later one. A new version is taken up
+    at most every ``BUILD_EVERY`` seconds, so however many pages ask and however fast the
+    pool writes, they are answered at few versions and share the answers (a page that has
+    the newest waits for the next)."""
     page = app[PAGE]
-    cached = page.snapshots.get(workspace)
-    if cached is not None:
-        fresh = time.monotonic() - cached.built_at < BUILD_EVERY
-        if cached.version == version or (fresh and cached.version != since):
-            return cached
-        if fresh:
-            await asyncio.sleep(BUILD_EVERY - (time.monotonic() - cached.built_at))
-            version = page.store.version()
-    body = json.dumps(board_view(page.store, page.options, workspace, version)).encode()
-    # Compressed once here, not once per page: every page then takes a few kilobytes.
-    view = View(time.monotonic(), version, body, gzip.compress(body, compresslevel=5))
-    page.snapshots[workspace] = view
+    while True:
+        answers = page.answers.get(workspace)
+        if answers is None or (answers.version != version and not answers.fresh()):
+            answers = Answers(page.store.version(), time.monotonic())
+            page.answers[workspace] = answers
+        if answers.version != since:
+            break
+        await asyncio.sleep(answers.left())
+        version = page.store.version()
+    view = answers.by_since.get(since)
+    if view is None:
+        changes = board_changes(page.store, page.options, workspace, since, answers.version)
+        body = json.dumps(changes).encode()
+        view = View(body, gzip.compress(body, compresslevel=5))
+        answers.by_since[since] = view
     return view
 
 
-def board_view(
-    store: BoardStore, options: BoardOptions, workspace: str, version: int
+def board_changes(
+    store: BoardStore, options: BoardOptions, workspace: str, since: int, version: int
 ) -> dict[str, Any]:
-    """Everything the page draws, at ``version`` (or a little later, never earlier)."""
-    cards, total = store.list_cards(CARD_FIELDS, workspace_id=workspace, limit=PAGE_TASKS)
+    """What the page draws that changed after ``since``, at ``version`` (or a little later,
+    never earlier: a card changed meanwhile is sent again next time). ``whole``: every card
+    is there, and the page forgets those it had."""
+    # -1 is a page's first ask; a version ahead of the board's is another file's (replaced).
+    whole = since < 0 or since > version
+    changed_after = None if whole else since
+    cards, total = store.list_cards(
+        CARD_FIELDS, workspace_id=workspace, limit=PAGE_TASKS, changed_after=changed_after
+    )
+    if total > PAGE_TASKS and not whole:
+        whole = True
+        cards, total = store.list_cards(CARD_FIELDS, workspace_id=workspace, limit=PAGE_TASKS)
+    removed = [] if whole else store.removed_since(since, workspace_id=workspace)
     projects = {p["id"]: p for p in store.list_task_lists(workspace_id=workspace)}
     workers = store.list_workers(workspace_id=workspace)[0] if options.heartbeat_route else None
-    comments = store.comment_counts(workspace_id=workspace)
+    # A card's links come from its project: projects are only ever added (the board changes
+    # none), so a card the page keeps keeps the right ones.
     for card in cards:
         repository = (projects.get(card["task_list_id"]) or {}).get("repository_url")
-        card["comments"] = comments.get(card["id"], 0)  # an open card rereads when it moves
         card["show_work"] = show_work_command(card["branch_name"], repository)
         card["branch_url"] = branch_url(card["branch_name"], repository)
     return {
         "version": version,
+        "whole": whole,
         "now": store.now(),
         "statuses": list(validation.task_statuses(options.accept_blocked)),
         "new_task_status": options.new_task_status,
         "comments": options.comments_route,
         "tasks": cards,
+        "removed": removed,
         "total": total,
         "projects": [
             {"id": p["id"], "name": p["name"], "repository_url": p["repository_url"]}

@@ -61,13 +61,17 @@ CREATE TABLE IF NOT EXISTS tasks (
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
     started_at TEXT,
-    completed_at TEXT
+    completed_at TEXT,
+    comment_count INTEGER NOT NULL DEFAULT 0,
+    board_version INTEGER NOT NULL DEFAULT 0
 );
 -- /tasks/next reads only unassigned tasks, in exactly this order.
 CREATE INDEX IF NOT EXISTS tasks_next ON tasks
     (workspace_id, status, priority_rank, "order", created_at) WHERE assigned_to IS NULL;
 CREATE INDEX IF NOT EXISTS tasks_by_list ON tasks (workspace_id, task_list_id, status);
 CREATE INDEX IF NOT EXISTS tasks_by_assignee ON tasks (workspace_id, assigned_to);
+-- The kanban page's change feed reads the cards changed since the version a page has.
+CREATE INDEX IF NOT EXISTS tasks_by_board_version ON tasks (workspace_id, board_version);
 CREATE TABLE IF NOT EXISTS comments (
     id TEXT PRIMARY KEY,
     task_id TEXT NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
@@ -156,22 +160,75 @@ CREATE UNIQUE INDEX IF NOT EXISTS llm_session_project
 """
 
 # The board-wide version the page's change feed watches: every write that a page shows
-# bumps it, whoever writes (this server, a test's store, another process on the file).
+# bumps it, whoever writes (this server, a test's store, another process on the file). A
+# task's row keeps the version of its last change (board_version) and its number of
+# comments, so a page is sent the cards changed since its version, not the whole board.
+_BUMP: Final = "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'version';"
+_NOW: Final = "(SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'version')"
+_STAMP: Final = f"UPDATE tasks SET board_version = {_NOW} WHERE rowid = NEW.rowid;"  # noqa: S608
+REMOVED_TASKS: Final = """
+-- Deleted tasks, so a page that has them hears they are gone.
+CREATE TABLE IF NOT EXISTS removed_tasks (
+    task_id TEXT NOT NULL,
+    workspace_id TEXT NOT NULL,
+    board_version INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS removed_tasks_by_version ON removed_tasks (workspace_id, board_version);
+"""
+CARD_TRIGGERS: Final = f"""
+CREATE TRIGGER IF NOT EXISTS card_on_tasks_insert AFTER INSERT ON tasks
+    BEGIN {_BUMP} {_STAMP} END;
+-- An UPDATE that moves board_version is a stamp (this one's, a comment's): no change of its own.
+CREATE TRIGGER IF NOT EXISTS card_on_tasks_update AFTER UPDATE ON tasks
+    WHEN NEW.board_version = OLD.board_version
+    BEGIN {_BUMP} {_STAMP} END;
+CREATE TRIGGER IF NOT EXISTS card_on_tasks_delete AFTER DELETE ON tasks
+    BEGIN {_BUMP} INSERT INTO removed_tasks (task_id, workspace_id, board_version)
+    VALUES (OLD.id, OLD.workspace_id, {_NOW}); END;
+-- A comment changes its task's card (the count): counted and stamped in one UPDATE, which
+-- the tasks' own trigger then leaves alone.
+CREATE TRIGGER IF NOT EXISTS card_on_comments_insert AFTER INSERT ON comments
+    BEGIN {_BUMP} UPDATE tasks SET comment_count = comment_count + 1, board_version = {_NOW}
+    WHERE id = NEW.task_id; END;
+CREATE TRIGGER IF NOT EXISTS card_on_comments_delete AFTER DELETE ON comments
+    BEGIN {_BUMP} UPDATE tasks SET comment_count = comment_count - 1, board_version = {_NOW}
+    WHERE id = OLD.task_id; END;
+"""  # noqa: S608 (fixed text only, no value)
 _VERSIONED_WRITES: Final = (
-    ("tasks", ("INSERT", "UPDATE", "DELETE")),
-    ("comments", ("INSERT", "DELETE")),
     ("workers", ("INSERT", "UPDATE")),
     ("task_lists", ("INSERT", "UPDATE", "DELETE")),
 )
 _VERSION_TRIGGER: Final = (
     "CREATE TRIGGER IF NOT EXISTS version_on_{table}_{name} AFTER {op} ON {table}\n"
-    "    BEGIN UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'version'; END;\n"
+    f"    BEGIN {_BUMP} END;\n"
 )
-SCHEMA += "".join(
-    _VERSION_TRIGGER.format(table=table, name=op.lower(), op=op)
-    for table, ops in _VERSIONED_WRITES
-    for op in ops
+SCHEMA += (
+    REMOVED_TASKS
+    + CARD_TRIGGERS
+    + "".join(
+        _VERSION_TRIGGER.format(table=table, name=op.lower(), op=op)
+        for table, ops in _VERSIONED_WRITES
+        for op in ops
+    )
 )
+
+# A file made before tasks kept their card's version and comment count: the columns are
+# added, the counts filled in, and the triggers that only bumped the version replaced, in
+# one transaction so that no write of another process on the file goes unseen.
+CARD_COLUMNS_MARK: Final = "board_version"
+ADD_CARD_COLUMNS: Final = f"""
+BEGIN IMMEDIATE;
+DROP TRIGGER IF EXISTS version_on_tasks_insert;
+DROP TRIGGER IF EXISTS version_on_tasks_update;
+DROP TRIGGER IF EXISTS version_on_tasks_delete;
+DROP TRIGGER IF EXISTS version_on_comments_insert;
+DROP TRIGGER IF EXISTS version_on_comments_delete;
+ALTER TABLE tasks ADD COLUMN comment_count INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN board_version INTEGER NOT NULL DEFAULT 0;
+UPDATE tasks SET comment_count = (SELECT COUNT(*) FROM comments c WHERE c.task_id = tasks.id);
+{REMOVED_TASKS}{CARD_TRIGGERS}
+COMMIT;
+"""  # noqa: S608 (fixed text only, no value)
 
 # Columns a PATCH may set directly (validated values); status has its own timestamp rules.
 PATCH_COLUMNS: Final = {

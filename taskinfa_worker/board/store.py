@@ -30,6 +30,8 @@ from typing import Any, Final
 
 from taskinfa_worker.board.problems import Conflict, Invalid, NotFound
 from taskinfa_worker.board.schema import (
+    ADD_CARD_COLUMNS,
+    CARD_COLUMNS_MARK,
     DROP_OBSOLETE,
     JSON_LIST_COLUMNS,
     NEXT_NOT_WAITING,
@@ -152,6 +154,9 @@ class BoardStore:
             ).fetchone()
             if obsolete is not None:
                 self._db.executescript(DROP_OBSOLETE)
+            task_columns = {row["name"] for row in self._db.execute("PRAGMA table_info(tasks)")}
+            if task_columns and CARD_COLUMNS_MARK not in task_columns:
+                self._db.executescript(ADD_CARD_COLUMNS)
             # executescript commits on its own; the statements are all IF NOT EXISTS.
             self._db.executescript(SCHEMA)
             with self._write() as db:
@@ -492,27 +497,45 @@ class BoardStore:
             raise NotFound("Task not found")
 
     def list_cards(
-        self, columns: tuple[str, ...], *, workspace_id: str = DEFAULT_WORKSPACE, limit: int
+        self,
+        columns: tuple[str, ...],
+        *,
+        workspace_id: str = DEFAULT_WORKSPACE,
+        limit: int,
+        changed_after: int | None = None,
     ) -> tuple[list[dict[str, Any]], int]:
-        """The kanban page's cards: only ``columns`` (of the tasks table) and how many files
-        each changed, in board order as ``list_tasks``, and the total. Its own query because
-        the page rebuilds it twice a second on a busy board: shaping whole tasks (their
-        descriptions, their JSON lists) took most of the ~7 ms each build held the board."""
+        """The kanban page's cards: only ``columns`` (of the tasks table), how many files
+        each changed and ``seq`` (its place among tasks created in the same second), in
+        board order as ``list_tasks``, and the total. With ``changed_after``, only the cards
+        whose last change came after that board version (see ``removed_since``). Its own
+        query because the page reads it twice a second on a busy board: shaping whole tasks
+        (their descriptions, their JSON lists) took most of the time."""
         for column in columns:
             if not re.fullmatch(r"[a-z_]+", column):
                 raise ValueError(f"not a column name: {column!r}")
         listed = ", ".join(f'"{column}"' for column in columns)
+        changed = "" if changed_after is None else " AND board_version > ?"
+        params = (workspace_id, *(() if changed_after is None else (changed_after,)), limit)
         with self._lock:
             total = self._db.execute(
                 "SELECT COUNT(*) FROM tasks WHERE workspace_id = ?", (workspace_id,)
             ).fetchone()[0]
-            # `listed` holds checked column names only; the values are bound.
+            # `listed` holds checked column names only, `changed` is fixed; values are bound.
             rows = self._db.execute(
-                f"SELECT {listed}, json_array_length(files_changed) AS files_changed "  # noqa: S608
-                f"FROM tasks WHERE workspace_id = ? ORDER BY {BOARD_ORDER} LIMIT ?",
-                (workspace_id, limit),
+                f"SELECT {listed}, json_array_length(files_changed) AS files_changed, "  # noqa: S608
+                f"rowid AS seq FROM tasks WHERE workspace_id = ?{changed} "
+                f"ORDER BY {BOARD_ORDER} LIMIT ?",
+                params,
             ).fetchall()
         return [dict(row) for row in rows], int(total)
+
+    def removed_since(self, version: int, *, workspace_id: str = DEFAULT_WORKSPACE) -> list[str]:
+        """The ids of the tasks deleted after board version ``version``."""
+        rows = self._query(
+            "SELECT task_id FROM removed_tasks WHERE workspace_id = ? AND board_version > ?",
+            (workspace_id, version),
+        )
+        return [str(row["task_id"]) for row in rows]
 
     def list_tasks(
         self,
@@ -627,15 +650,6 @@ class BoardStore:
                 (task_id, limit, offset),
             ).fetchall()
         return [dict(row) for row in rows], int(total)
-
-    def comment_counts(self, *, workspace_id: str = DEFAULT_WORKSPACE) -> dict[str, int]:
-        """How many comments each task of the workspace has (tasks with none left out)."""
-        rows = self._query(
-            "SELECT c.task_id, COUNT(*) AS n FROM comments c JOIN tasks t ON t.id = c.task_id "
-            "WHERE t.workspace_id = ? GROUP BY c.task_id",
-            (workspace_id,),
-        )
-        return {str(row["task_id"]): int(row["n"]) for row in rows}
 
     # --- workers ---------------------------------------------------------------------------
     def heartbeat(

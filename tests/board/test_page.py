@@ -173,9 +173,36 @@ async def test_the_view_shows_where_the_work_is(
         "&& git log --stat FETCH_HEAD"
     )
     assert local["branch_url"] is None
-    assert (remote["comments"], local["comments"]) == (0, 0)
+    assert (remote["comment_count"], local["comment_count"]) == (0, 0)
     board.store.add_comment(remote["id"], author="tester-1", content="50%", comment_type="progress")
     async with http.get(f"{board.url}/changes?since={view['version']}", headers=board.headers) as r:
         again = {task["title"]: task for task in (await r.json())["tasks"]}
-    assert (again["Remote"]["comments"], again["On disk"]["comments"]) == (1, 0)
+    assert again["Remote"]["comment_count"] == 1
     assert local["show_work"] == f"git -C /srv/git/app.git log --stat {local['branch_name']}"
+
+
+async def test_a_page_is_sent_what_changed_since_its_version(
+    board: BoardHandle, http: aiohttp.ClientSession
+) -> None:
+    kept, moved, deleted = (board.create_task(title)["id"] for title in ("Kept", "Moved", "Gone"))
+    async with http.get(f"{board.url}/changes", headers=board.headers) as response:
+        first = await response.json()
+    assert first["whole"] is True
+    assert [task["id"] for task in first["tasks"]] == [kept, moved, deleted]
+    board.store.update_task(moved, {"status": "review"})
+    board.store.delete_task(deleted)
+    since = f"{board.url}/changes?since={first['version']}"
+    async with http.get(since, headers=board.headers) as response:
+        changes = await response.json()
+    # Only the card that changed travels; the one deleted is named, the one kept is not sent.
+    assert changes["whole"] is False
+    assert [(task["id"], task["status"]) for task in changes["tasks"]] == [(moved, "review")]
+    assert changes["removed"] == [deleted]
+    assert changes["total"] == 2
+    board.store.add_comment(kept, author="tester-1", content="50%", comment_type="progress")
+    async with http.get(
+        f"{board.url}/changes?since={changes['version']}", headers=board.headers
+    ) as response:
+        commented = await response.json()
+    assert [(task["id"], task["comment_count"]) for task in commented["tasks"]] == [(kept, 1)]
+    assert commented["removed"] == []

@@ -80,6 +80,26 @@ async def test_a_card_moves_from_todo_to_review_while_the_pool_runs(
             await page.screenshot(Path(shot))
 
 
+async def test_a_deleted_card_leaves_and_a_card_given_a_later_order_moves_down(
+    board: BoardHandle, page: Page
+) -> None:
+    # The page is sent only what changed: it must drop what was deleted and put a changed
+    # card back in board order among the cards it kept.
+    first, second, third = (board.create_task(title)["id"] for title in ("One", "Two", "Three"))
+    await signed_in(page, board)
+    in_todo = "[...document.querySelectorAll('#column-todo .card')].map(c => c.dataset.taskId)"
+    await page.wait_for(f"{in_todo}.join() === {json.dumps(f'{first},{second},{third}')}")
+    board.store.update_task(first, {"order": 5})
+    board.store.delete_task(second)
+    await page.wait_for(
+        f"{in_todo}.join() === {json.dumps(f'{third},{first}')}",
+        what="Two gone, One after Three",
+    )
+    assert await page.evaluate("document.querySelector('#column-todo h2').textContent") == (
+        "To do (2)"
+    )
+
+
 async def test_the_key_prompt_then_a_task_added_through_the_form_is_picked_up(
     board: BoardHandle, scene: Scene, page: Page
 ) -> None:

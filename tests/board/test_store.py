@@ -116,6 +116,45 @@ def test_an_earlier_boards_model_tables_make_way_for_the_releases(tmp_path: Path
         assert store.rows("SELECT 1 FROM sqlite_master WHERE name = 'llm_session_config'")
 
 
+def test_a_file_from_before_the_card_columns_gets_them_with_its_comment_counts(
+    tmp_path: Path,
+) -> None:
+    # A file of the board before tasks kept their card's version and comment count: the
+    # version was bumped by one trigger per table, comments counted at every read.
+    db = tmp_path / "old.db"
+    with BoardStore(db) as store:
+        task = store.create_task("kept")
+        for n in range(2):
+            store.add_comment(task["id"], author="w", content=f"{n}", comment_type="progress")
+    raw = sqlite3.connect(db)
+    bump = "BEGIN UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'version'; END;"
+    old_triggers = (
+        f"CREATE TRIGGER version_on_tasks_insert AFTER INSERT ON tasks {bump}"
+        f"CREATE TRIGGER version_on_tasks_update AFTER UPDATE ON tasks {bump}"
+        f"CREATE TRIGGER version_on_tasks_delete AFTER DELETE ON tasks {bump}"
+        f"CREATE TRIGGER version_on_comments_insert AFTER INSERT ON comments {bump}"
+    )
+    raw.executescript(
+        "DROP TRIGGER card_on_tasks_insert; DROP TRIGGER card_on_tasks_update;"
+        "DROP TRIGGER card_on_tasks_delete; DROP TRIGGER card_on_comments_insert;"
+        "DROP TRIGGER card_on_comments_delete; DROP INDEX tasks_by_board_version;"
+        "DROP TABLE removed_tasks; ALTER TABLE tasks DROP COLUMN comment_count;"
+        "ALTER TABLE tasks DROP COLUMN board_version;" + old_triggers
+    )
+    raw.close()
+    with BoardStore(db) as store:
+        (card,), _ = store.list_cards(("id", "comment_count"), limit=10)
+        assert card == {"id": task["id"], "comment_count": 2, "files_changed": 0, "seq": 1}
+        before = store.version()
+        store.add_comment(task["id"], author="w", content="2", comment_type="progress")
+        # One bump for the comment (the old comment trigger would have made it two).
+        assert store.version() == before + 1
+        (card,), _ = store.list_cards(("id", "comment_count"), limit=10, changed_after=before)
+        assert card["comment_count"] == 3
+        store.delete_task(task["id"])
+        assert store.removed_since(before) == [task["id"]]
+
+
 def test_timestamps_come_from_the_clock(tmp_path: Path) -> None:
     clock = FakeClock(now=86_400 + 3_723.9)
     with BoardStore(tmp_path / "b.db", clock=clock) as store:

@@ -11,8 +11,12 @@ const COLUMN_TITLES = {
 const FREE_STATUSES = new Set(["backlog", "todo"]);
 const PAUSE_AFTER_CHANGE_MS = 1000; // at most one redraw a second, however busy the pool
 const RETRY_MS = 2000;
+// Each pause is longer by up to this much, at random: pages opened together (or all back
+// after a restart of the board) would otherwise keep asking in the same instant, and twenty
+// answers at once hold the board's loop while the pool's requests wait behind them.
+const SPREAD_MS = 500;
 
-const state = { version: -1, view: null, clockSkewMs: 0, openTask: null, openStamp: null };
+const state = { version: -1, cards: new Map(), view: null, clockSkewMs: 0, openTask: null, openStamp: null };
 const $ = (id) => document.getElementById(id);
 
 function el(tag, attrs = {}, ...children) {
@@ -68,6 +72,22 @@ async function api(method, path, body) {
 // --- live updates -------------------------------------------------------------------------
 let polling = false;
 
+// The board's order: "order", then oldest first (seq: created in the same second).
+function byBoardOrder(a, b) {
+  return a.order - b.order || (a.created_at < b.created_at ? -1 : a.created_at > b.created_at ? 1 : 0)
+    || a.seq - b.seq;
+}
+
+// An answer holds the cards changed since the version the page had (or every card, whole)
+// and the tasks deleted meanwhile; the page keeps the rest.
+function takeChanges(answer) {
+  if (answer.whole) state.cards = new Map();
+  for (const id of answer.removed) state.cards.delete(id);
+  for (const card of answer.tasks) state.cards.set(card.id, card);
+  state.version = answer.version;
+  return { ...answer, tasks: [...state.cards.values()].sort(byBoardOrder) };
+}
+
 async function poll() {
   if (polling) return;
   polling = true;
@@ -81,9 +101,7 @@ async function poll() {
         break;
       }
       if (response.status === 200) {
-        const view = await response.json();
-        state.version = view.version;
-        render(view);
+        render(takeChanges(await response.json()));
         pause = PAUSE_AFTER_CHANGE_MS;
       } else if (response.status !== 204) {
         throw new Error(`HTTP ${response.status}`);
@@ -93,9 +111,11 @@ async function poll() {
     } catch (error) {
       $("live").textContent = "reconnecting…";
       $("live").classList.remove("on");
+      // The board may come back as another (restarted on a new file): start again whole.
+      state.version = -1;
       pause = RETRY_MS;
     }
-    if (pause) await new Promise((resolve) => setTimeout(resolve, pause));
+    if (pause) await new Promise((resolve) => setTimeout(resolve, pause + Math.random() * SPREAD_MS));
   }
   polling = false;
 }
@@ -197,10 +217,10 @@ async function showTask(card, opening) {
     $("move-status").value = card.status;
     $("task-error").textContent = "";
     $("task-dialog").showModal();
-  } else if (state.openStamp === `${card.updated_at}/${card.comments}`) {
+  } else if (state.openStamp === `${card.updated_at}/${card.comment_count}`) {
     return;
   }
-  state.openStamp = `${card.updated_at}/${card.comments}`;
+  state.openStamp = `${card.updated_at}/${card.comment_count}`;
   try {
     const { task } = await api("GET", `/tasks/${encodeURIComponent(card.id)}`);
     if (state.openTask !== card.id) return;
