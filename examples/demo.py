@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import anyio
@@ -174,6 +175,7 @@ async def watch(url: str, worker: subprocess.Popen[bytes]) -> int:
     """Print the board whenever a task moves, until the worker exits; return the most tasks
     seen in progress at once. Reads the page's change feed: no polling, no rate budget."""
     last: dict[str, str] = {}
+    tasks: dict[str, dict[str, Any]] = {}  # the board's cards, kept up to date by the feed
     version, most = -1, 0
     headers = {"Authorization": f"Bearer {API_KEY}"}
     async with aiohttp.ClientSession(headers=headers) as http:
@@ -185,7 +187,13 @@ async def watch(url: str, worker: subprocess.Popen[bytes]) -> int:
                 view = await answer.json() if answer.status == 200 else None
             if view is not None:
                 version = view["version"]
-                tasks = {task["id"]: task for task in view["tasks"]}
+                # The feed sends the cards changed since our version (the whole board the
+                # first time) and the ids of the tasks deleted.
+                if view["whole"]:
+                    tasks.clear()
+                tasks.update({task["id"]: task for task in view["tasks"]})
+                for task_id in view["removed"]:
+                    tasks.pop(task_id, None)
                 now = {task_id: task["status"] for task_id, task in tasks.items()}
                 for task_id, status in now.items():
                     if task_id in last and last[task_id] != status:
@@ -321,7 +329,7 @@ async def main() -> int:
                 await watch(url, worker)
             code = worker.wait()
             task = await client.get_task(reviewed.id)
-            if task.branch_name:
+            if task is not None and task.branch_name:
                 say(
                     f"The task's branch now has both rounds: git -C {origin} log {task.branch_name}"
                 )

@@ -32,6 +32,13 @@ def test_the_demo_opens_on_the_page_overlaps_its_slots_and_leaves_nothing(tmp_pa
     overlap = re.search(r"Up to (\d+) tasks were in progress at the same time", done.stdout)
     assert overlap is not None, done.stdout
     assert int(overlap.group(1)) >= 2  # several slots truly at once
+    # Every count of the board the demo prints holds all eight tasks: the feed sends what
+    # changed, and the demo must keep the rest.
+    counts = re.findall(
+        r"\[todo: (\d+)\s+in_progress: (\d+)\s+review: (\d+)\s+blocked: (\d+)\]", done.stdout
+    )
+    assert counts, done.stdout
+    assert {sum(map(int, line)) for line in counts} == {8}, done.stdout
     branches = re.findall(r"branch: (taskinfa/\S+)", done.stdout)
     assert len(branches) == 8  # every demo task delivered on a branch of its own
     listed = subprocess.run(
