@@ -211,7 +211,7 @@ async def busy(tmp: Path, out: dict[str, Any], started: Started, steady: float) 
         await anyio.sleep(steady)
         end = time.time()
         own, agents = worker.memory()
-        steady = board.between(full, end)
+        steady_hits = board.between(full, end)
         everything = board.between(began, end)
         out.update(
             {
@@ -221,9 +221,9 @@ async def busy(tmp: Path, out: dict[str, Any], started: Started, steady: float) 
                 "ramp_seconds": full - began,
                 "ramp_requests": len(board.between(began, full)),
                 "steady_seconds": end - full,
-                "steady_requests": len(steady),
-                "steady_requests_per_minute": len(steady) / ((end - full) / 60),
-                "steady_by_endpoint": per_endpoint(steady),
+                "steady_requests": len(steady_hits),
+                "steady_requests_per_minute": len(steady_hits) / ((end - full) / 60),
+                "steady_by_endpoint": per_endpoint(steady_hits),
                 "longest_heartbeat_gap": longest_heartbeat_gap(everything, full),
                 **expected_steady(BUSY_SLOTS),
                 "max_requests_in_60s": max_in_window(everything),
