@@ -8,7 +8,9 @@ its story in its comments. One read of them gives the next run both things it ne
 - what people (``author_type: user``) wrote since the task's work was last delivered (the
   worker's newest summary comment), oldest first, so "also handle the empty case" reaches
   the agent. A failed attempt does not close them: the retry does the same work, and a
-  message written while the failed attempt ran never reached it. They are bounded: each
+  message written while the failed attempt ran never reached it. Neither did one written
+  while the delivered run itself went on (after its start note, before its summary): those
+  are kept too, where the run's start note is among the comments. They are bounded: each
   message is cut, and only the newest fit the total.
 """
 
@@ -21,6 +23,7 @@ from loguru import logger
 from taskinfa_worker.client.api import BoardClient
 from taskinfa_worker.client.models import Comment, CommentPage, CommentType, Task, newest_first
 from taskinfa_worker.errors import BoardError
+from taskinfa_worker.pool.reporting import STARTED
 
 COMMENTS_READ = 50
 MESSAGE_CHARS = 2000
@@ -86,19 +89,33 @@ def history_of(comments: list[Comment], task: Task | None = None) -> TaskHistory
     newest = newest_first(comments)
     previous_error = next((c.content for c in newest if c.comment_type == CommentType.ERROR), None)
     people: list[Comment] = []
-    room = MESSAGES_CHARS
+    during: list[Comment] = []  # written while the delivered run went on, newest first
+    delivered = False
     for comment in newest:
-        if delivers_a_round(comment):
-            break  # the work was delivered here: older messages were for it
-        if comment.author_type != PERSON:
-            continue
-        content = cut_message(comment.content)
-        if len(content) > room:
+        if comment.author_type == PERSON:
+            (during if delivered else people).append(comment)
+        elif delivered and comment.content.startswith(STARTED):
+            people += during  # that run never read them: they are for the next one
             break
-        room -= len(content)
-        people.append(comment.model_copy(update={"content": content}))
+        elif delivers_a_round(comment):
+            if delivered:
+                break  # no start note of the delivered run: what came before was for it
+            delivered = True
     failed_before = task is not None and task.error_count > 0
     notes = (task.completion_notes or "") if task is not None else ""
     if previous_error is None and failed_before and notes.startswith("Failed:"):
         previous_error = notes  # the failed attempt wrote the same words into the notes
-    return TaskHistory(previous_error, tuple(reversed(people)))
+    return TaskHistory(previous_error, tuple(reversed(_bounded(people))))
+
+
+def _bounded(newest: list[Comment]) -> list[Comment]:
+    """The newest messages that fit ``MESSAGES_CHARS``, each cut as a prompt carries it."""
+    kept: list[Comment] = []
+    room = MESSAGES_CHARS
+    for comment in newest:
+        content = cut_message(comment.content)
+        if len(content) > room:
+            break
+        room -= len(content)
+        kept.append(comment.model_copy(update={"content": content}))
+    return kept

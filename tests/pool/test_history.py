@@ -85,3 +85,23 @@ def test_a_message_written_while_an_attempt_failed_reaches_the_retry() -> None:
         "use the new client, too",
     ]
     assert history.previous_error == "Failed: tests broke"
+
+
+def test_a_message_written_while_the_delivered_run_went_on_reaches_the_next_run() -> None:
+    """Its run never read it (a board without the chat, where nobody answers it): once a
+    person sends the task back, the next run does."""
+    comments = [
+        comment(1, "before the run: it had this one", person=True),
+        comment(2, "Started by bot-1 (attempt 1 of 3).\n\nreading the code", person=False),
+        comment(3, "and keep the old flag working", person=True),
+        comment(4, "Finished.", person=False, kind="summary"),
+        comment(5, "looks good, but see above", person=True),
+    ]
+    history = history_of(comments)
+    assert [c.content for c in history.people] == [
+        "and keep the old flag working",
+        "looks good, but see above",
+    ]
+    # Without the run's start note nothing tells which came during it: only what came after.
+    without_start = [c for c in comments if not c.content.startswith("Started by")]
+    assert [c.content for c in history_of(without_start).people] == ["looks good, but see above"]
