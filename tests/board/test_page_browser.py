@@ -105,12 +105,15 @@ async def test_the_key_prompt_then_a_task_added_through_the_form_is_picked_up(
 ) -> None:
     await page.goto(board.server.page)
     await page.wait_for("shown('sign-in')", what="the key prompt")
+    assert await page.evaluate("shown('add-open')") is False  # no form without a key
     assert await page.evaluate("shown('board')") is False
     await page.evaluate(
         f"document.getElementById('key').value = {json.dumps(board.api_key)};"
         "document.getElementById('sign-in-form').requestSubmit()"
     )
-    await page.wait_for("shown('board') && !shown('sign-in')", what="the board after the key")
+    await page.wait_for(
+        "shown('board') && !shown('sign-in') && shown('add-open')", what="the board after the key"
+    )
 
     settings = worker_settings(board.url, board.api_key, scene, concurrency=2)
     async with running_pool(settings):

@@ -127,6 +127,7 @@ function render(view) {
   $("sign-in").hidden = true;
   $("board").hidden = false;
   $("sign-out").hidden = false;
+  $("add-open").hidden = false;
   const byStatus = new Map(view.statuses.map((status) => [status, []]));
   for (const task of view.tasks) {
     if (!byStatus.has(task.status)) byStatus.set(task.status, []);
@@ -324,6 +325,7 @@ function showSignIn(note) {
   polling = false;
   $("board").hidden = true;
   $("sign-out").hidden = true;
+  $("add-open").hidden = true; // nothing to add to without a key
   $("sign-in").hidden = false;
   if (note) $("sign-in-error").textContent = note;
   $("live").textContent = "signed out";
