@@ -21,6 +21,9 @@ from loguru import logger
 
 from taskinfa_worker.redact import Redactor
 
+OPEN_TRIES = 3
+"""Tries at creating the transcript when its folder vanishes in between (log retention)."""
+
 
 class Transcript:
     """Appends redacted lines to ``path`` (parent folders are created)."""
@@ -33,15 +36,23 @@ class Transcript:
 
     def __enter__(self) -> Transcript:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            # Line buffering would flush on every line; the OS buffer is enough, and
-            # ``close`` flushes at the end of the run.
-            # Binary: the agent's lines are written as the bytes they came in (after
-            # redaction), without a decode and an encode copy of a 10 MB line.
-            self._file = self.path.open("ab")
+            self._file = self._open()
         except OSError as exc:
             self._fail(exc)
         return self
+
+    def _open(self) -> IO[bytes]:
+        # The log retention's round removes empty task folders from a thread: it may take
+        # this one between the mkdir and the open. Once more then, and it holds a file.
+        # Line buffering would flush on every line; the OS buffer is enough, and ``close``
+        # flushes at the end of the run. Binary: the agent's lines are written as the bytes
+        # they came in (after redaction), without a decode and an encode copy of a 10 MB line.
+        for _ in range(OPEN_TRIES - 1):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                return self.path.open("ab")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return self.path.open("ab")
 
     def __exit__(
         self,

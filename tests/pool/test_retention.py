@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from taskinfa_worker.agent.transcript import Transcript
 from taskinfa_worker.client.api import BoardClient
-from taskinfa_worker.pool.retention import transcript_folder
+from taskinfa_worker.metrics import Metrics
+from taskinfa_worker.pool.registry import RunningTasks
+from taskinfa_worker.pool.retention import LogRetention, transcript_folder
+from taskinfa_worker.pool.state import PoolState
+from taskinfa_worker.redact import Redactor
 from tests.pool.support import Scene, running_pool, wait_for, worker_settings
 
 KIB = 1024
@@ -91,3 +99,36 @@ async def test_the_oldest_go_while_the_worker_keeps_working(board: Any, scene: S
             assert current is not None
             assert current.status == "review"
             assert any(transcript_folder(logs, task.id).glob("*.jsonl")), task.id
+
+
+def test_a_transcript_whose_folder_the_retention_takes_meanwhile_is_still_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The retention's thread removes an empty task folder between the run's mkdir and its
+    open (seen in a fresh-clone CI run: a task reached review with no transcript)."""
+    logs = tmp_path / "logs" / "tester"
+    retention = LogRetention(
+        logs,
+        RunningTasks(PoolState("tester", []), Metrics()),
+        live=set(),
+        max_bytes=1 << 20,
+        max_age=3600.0,
+        interval=1.0,
+    )
+    path = transcript_folder(logs, "task_new") / "attempt-1.jsonl"
+    real_open = Path.open
+    raced: list[Path] = []
+
+    def open_after_a_round(self: Path, *args: Any, **kwargs: Any) -> Any:
+        if self == path and not raced:
+            raced.append(self)
+            retention.prune_now(set())  # the round, between the mkdir and the open
+            assert not self.parent.exists()
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", open_after_a_round)
+    with Transcript(path, Redactor()) as transcript:
+        transcript.note("start", attempt=1)
+    monkeypatch.undo()
+    assert raced
+    assert json.loads(path.read_text().splitlines()[0])["type"] == "taskinfa_start"
