@@ -486,6 +486,11 @@ async def test_two_replicas_racing_for_one_message_give_one_answer(
     v2: BoardHandle, scene: Scene, record: Path
 ) -> None:
     origin = make_origin(scene.root, {"README.md": "app\n"})
+    # The task's run first, by a pool of its own that has stopped before the message: the
+    # slot that ran a task may take a message up at its run's end (after_run), and would
+    # then claim before the replicas' poll ever listed the task.
+    async with running_pool(chat_settings(v2, scene)) as (_pool, client):
+        done = await reviewed_task(v2, client, origin)
     async with (
         slow_comment_reads(v2, 1.5) as url,
         BoardClient(v2.url, SecretStr(v2.api_key), rate_limit=10_000) as client,
@@ -495,7 +500,6 @@ async def test_two_replicas_racing_for_one_message_give_one_answer(
             for name in ("alpha", "beta")
         ]
         try:
-            done = await reviewed_task(v2, client, origin)
             message = await say(client, done.id, "Why this way?")
             await answered(client, done.id, message)
             # Both took part: each posted a claim, so the race was run, and one stood down.
