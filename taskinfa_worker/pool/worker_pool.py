@@ -407,25 +407,8 @@ class WorkerPool:
     async def _slot_claims(self, slot: str) -> None:
         while not self.state.draining:
             try:
-                claimed = await self._next_claim(slot)
-                if claimed is None:
+                if not await self._take_turn(slot):
                     return
-                if isinstance(claimed, ChatTurn):
-                    await self._answer(slot, claimed)
-                    continue
-                self.metrics.tasks_claimed.inc()
-                self.state.tasks.add(claimed.task.id)
-                await self._heartbeats.slot_started(slot, claimed.task.id)
-                await self._sessions.begin(slot, claimed.task)
-                ended: Ended | None = None
-                try:
-                    ended = await self._runner.run(slot, claimed)
-                finally:
-                    # Never in place of the runner's own exception: a refused key meets
-                    # the next claim anyway.
-                    with anyio.CancelScope(shield=True), contextlib.suppress(AuthError):
-                        with anyio.move_on_after(SLOT_BEAT_TIMEOUT):
-                            await self._sessions.end(slot, ended)
             except AuthError as exc:
                 self._fatal(exc)
                 return
@@ -433,14 +416,37 @@ class WorkerPool:
                 # The runner makes the board's failures a worker fault of their own and the
                 # heartbeats log theirs; this keeps a future one from ending the process.
                 logger.error("{} met a board error outside a task's run: {}", slot, exc)
-                continue
-            self._count(ended)
-            self._dispatcher.task_ended()
-            if ended.ending is TaskEnding.WORKER_FAULT:
-                self._pause_after_worker_fault(ended.reason)
-            elif ended.ending in (TaskEnding.COMPLETED, TaskEnding.FAILED):
-                self._worker_works()
-            await self._answer_what_the_run_missed(slot, claimed.task.id, ended)
+
+    async def _take_turn(self, slot: str) -> bool:
+        """One claim and what it brings (a task's run, or an answer); False once the pool
+        stops claiming."""
+        claimed = await self._next_claim(slot)
+        if claimed is None:
+            return False
+        if isinstance(claimed, ChatTurn):
+            await self._answer(slot, claimed)
+            return True
+        self.metrics.tasks_claimed.inc()
+        self.state.tasks.add(claimed.task.id)
+        await self._heartbeats.slot_started(slot, claimed.task.id)
+        await self._sessions.begin(slot, claimed.task)
+        ended: Ended | None = None
+        try:
+            ended = await self._runner.run(slot, claimed)
+        finally:
+            # Never in place of the runner's own exception: a refused key meets the next
+            # claim anyway.
+            with anyio.CancelScope(shield=True), contextlib.suppress(AuthError):
+                with anyio.move_on_after(SLOT_BEAT_TIMEOUT):
+                    await self._sessions.end(slot, ended)
+        self._count(ended)
+        self._dispatcher.task_ended()
+        if ended.ending is TaskEnding.WORKER_FAULT:
+            self._pause_after_worker_fault(ended.reason)
+        elif ended.ending in (TaskEnding.COMPLETED, TaskEnding.FAILED):
+            self._worker_works()
+        await self._answer_what_the_run_missed(slot, claimed.task.id, ended)
+        return True
 
     async def _answer_what_the_run_missed(self, slot: str, task_id: str, ended: Ended) -> None:
         """A person's message written while the task ran here, answered in the same slot
@@ -449,14 +455,9 @@ class WorkerPool:
         answerable = ended.ending is TaskEnding.COMPLETED or ended.gave_up
         if ended.history is None or not answerable or self.state.draining:
             return
-        try:
-            turn = await self._chat.after_run(slot, task_id, ended.history)
-            if turn is not None:
-                await self._answer(slot, turn)
-        except AuthError as exc:
-            self._fatal(exc)
-        except BoardError as exc:  # as in the slot's loop: never the end of the process
-            logger.error("{} met a board error answering on {}: {}", slot, task_id, exc)
+        turn = await self._chat.after_run(slot, task_id, ended.history)
+        if turn is not None:
+            await self._answer(slot, turn)
 
     async def _next_claim(self, slot: str) -> Claimed | ChatTurn | None:
         """The slot's next task. A slot the board still shows working on its last task
