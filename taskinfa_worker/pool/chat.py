@@ -106,9 +106,7 @@ def waiting_message(comments: Sequence[Comment]) -> Comment | None:
     """The person's newest ``human_message`` when nothing of a worker's came after it (and
     no worker has claimed it); None otherwise."""
     newest = newest_first(comments)
-    message = next(
-        (c for c in newest if c.author_type == PERSON and c.comment_type == HUMAN_MESSAGE), None
-    )
+    message = _newest_message(newest)
     if message is None:
         return None
     for comment in newest:
@@ -127,9 +125,7 @@ def unseen_message(comments: Sequence[Comment], history: TaskHistory) -> Comment
     after it before this run began (a message the run read at its start but left out of its
     prompt was for that round). A message written while the run went on was not read."""
     newest = newest_first(comments)
-    message = next(
-        (c for c in newest if c.author_type == PERSON and c.comment_type == HUMAN_MESSAGE), None
-    )
+    message = _newest_message(newest)
     if message is None or message.id in {c.id for c in history.people}:
         return None
     if any(_settles(c, message) for c in comments):
@@ -138,6 +134,13 @@ def unseen_message(comments: Sequence[Comment], history: TaskHistory) -> Comment
         if delivers_a_round(before) and _stamp(before) > _stamp(message):
             return None
     return message
+
+
+def _newest_message(newest: Sequence[Comment]) -> Comment | None:
+    """The first person's ``human_message`` of ``newest`` (sorted newest first)."""
+    return next(
+        (c for c in newest if c.author_type == PERSON and c.comment_type == HUMAN_MESSAGE), None
+    )
 
 
 def _settles(comment: Comment, message: Comment) -> bool:
@@ -290,11 +293,17 @@ class ChatDesk:
         """The next task the last poll found with a message waiting (no request)."""
         return self._waiting.pop(0) if self._waiting and self.active else None
 
-    async def take_up(self, slot: str, task_id: str) -> ChatTurn | None:
-        """The message on ``task_id``, when this slot wins the claim on it."""
+    async def take_up(
+        self,
+        slot: str,
+        task_id: str,
+        pick: Callable[[Sequence[Comment]], Comment | None] = waiting_message,
+    ) -> ChatTurn | None:
+        """The message on ``task_id`` that ``pick`` finds among its comments, when this
+        slot wins the claim on it."""
         self._taking.add(task_id)  # a poll meanwhile must not hand it to a second slot
         try:
-            return await self._claim(slot, task_id)
+            return await self._claim(slot, task_id, pick)
         except BoardError as exc:
             logger.warning("the message on {} was not taken up: {}", task_id, exc)
             return None
@@ -306,17 +315,10 @@ class ChatDesk:
         start), claimed for ``slot``; None when there is none (one read of the comments)."""
         if not self.active:
             return None
-        try:
-            return await self._claim(slot, task_id, lambda c: unseen_message(c, history))
-        except BoardError as exc:
-            logger.warning("a message written while {} ran was not taken up: {}", task_id, exc)
-            return None
+        return await self.take_up(slot, task_id, lambda c: unseen_message(c, history))
 
     async def _claim(
-        self,
-        slot: str,
-        task_id: str,
-        pick: Callable[[Sequence[Comment]], Comment | None] = waiting_message,
+        self, slot: str, task_id: str, pick: Callable[[Sequence[Comment]], Comment | None]
     ) -> ChatTurn | None:
         page = await self._client.list_comments(task_id, limit=COMMENTS_READ)
         message = pick(page.comments)
