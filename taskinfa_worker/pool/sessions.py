@@ -116,20 +116,25 @@ class RunSessions:
         """A claimed task's run becomes a session, and the feed hears of the claim."""
         if not self.active:
             return
-        mark = owner_mark(slot, task.id)
+        claim = f"{slot} claimed {task.id}: {task.title}"
         try:
-            session = await self._client.sessions.create(
-                project_id=task.task_list_id,
-                task_id=task.id,
-                summary=self._redact(f"{mark}: {task.title}"),
-            )
-            if session is None:
-                return
-            claim = f"{slot} claimed {task.id}: {task.title}"
-            self._live[slot] = LiveSession(session.id, task, self._clock(), claim)
-            self._check_budget()
+            if await self._open(slot, task, owner_mark(slot, task.id), claim):
+                self._check_budget()
         except BoardError as exc:
             logger.warning("session of {} not begun: {}", task.id, exc)
+
+    async def _open(self, slot: str, task: Task, summary: str, claim: str | None) -> bool:
+        """A session of ``task`` for ``slot``, its summary ``summary: title``; False on a
+        board that turned out to have no sessions."""
+        session = await self._client.sessions.create(
+            project_id=task.task_list_id,
+            task_id=task.id,
+            summary=self._redact(f"{summary}: {task.title}"),
+        )
+        if session is None:
+            return False
+        self._live[slot] = LiveSession(session.id, task, self._clock(), claim)
+        return True
 
     def names_run(self, slot: str, task_id: str) -> bool:
         """Whether the slot's run of ``task_id`` is a session on the board (its owner mark
@@ -144,15 +149,8 @@ class RunSessions:
             return
         doing = f"{slot} answers a message on {task.id}"
         try:
-            session = await self._client.sessions.create(
-                project_id=task.task_list_id,
-                task_id=task.id,
-                summary=self._redact(f"taskinfa-worker {doing}: {task.title}"),
-            )
-            if session is None:
-                return
-            self._live[slot] = LiveSession(session.id, task, self._clock())
-            await self._event(slot, "session_start", doing)
+            if await self._open(slot, task, f"taskinfa-worker {doing}", None):
+                await self._event(slot, "session_start", doing)
         except BoardError as exc:
             logger.warning("session of the answer on {} not begun: {}", task.id, exc)
 
